@@ -1,0 +1,23 @@
+# SwiftAI — `make test` is the test command CI runs; `make demo` shows the main job.
+SWIFT_TEST_FLAGS ?= -c release -Xswiftc -enable-testing
+export OMP_NUM_THREADS ?= 2
+
+.PHONY: setup build test demo bench
+
+setup:
+	@./scripts/setup.sh
+
+build: setup
+	swift build -c release
+
+# Tests run optimised: numeric loops in debug builds are 10-100x slower.
+test: setup
+	swift test $(SWIFT_TEST_FLAGS)
+
+demo: build
+	.build/release/swiftai demo
+
+bench: build
+	.build/release/swiftai bench gemm
+	.build/release/swiftai bench conv
+	.build/release/swiftai bench step --model resnet --bs 1024

@@ -1,0 +1,28 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Layers depend one way: Core → NN → Optim → Data → Learner → Vision → CLI.
+// Swift 5 language mode: the engine shares C pointers and per-shape kernel caches across
+// OpenMP threads, which Swift 6's Sendable checking cannot express without noise.
+
+let package = Package(
+    name: "SwiftAI",
+    platforms: [.macOS(.v13)],
+    products: [
+        .library(name: "SwiftAICore", targets: ["SwiftAICore"]),
+        .executable(name: "swiftai", targets: ["swiftai"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "CDNNL", path: "Sources/CDNNL"),
+        .target(name: "SwiftAICore", dependencies: ["CDNNL"]),
+        .executableTarget(name: "swiftai", dependencies: [
+            "SwiftAICore",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .testTarget(name: "SwiftAICoreTests", dependencies: ["SwiftAICore"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,156 @@
+import CDNNL
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Thin ownership wrappers over oneDNN's C API. Everything here is internal to the kernels layer.
+enum DNNL {
+    static let engine: dnnl_engine_t = {
+        _ = Parallel.threadCount  // applies SWIFTAI_NUM_THREADS before oneDNN starts its team
+        var e: dnnl_engine_t? = nil
+        check(dnnl_engine_create(&e, dnnl_cpu, 0), "engine_create")
+        return e!
+    }()
+
+    static let stream: dnnl_stream_t = {
+        var s: dnnl_stream_t? = nil
+        check(dnnl_stream_create(&s, engine, dnnl_stream_default_flags.rawValue), "stream_create")
+        return s!
+    }()
+
+    /// oneDNN failures inside a kernel are programmer errors (unsupported geometry), not bad input.
+    static func check(_ s: dnnl_status_t, _ what: String) {
+        if s != dnnl_success { fatalError("oneDNN \(what) failed (dnnl_status_t \(s.rawValue))") }
+    }
+
+    /// A plain memory descriptor with explicit strides (elements).
+    static func desc(_ dims: [Int], strides: [Int], _ type: dnnl_data_type_t = dnnl_f32) -> dnnl_memory_desc_t {
+        var md = dnnl_memory_desc_t()
+        var d = dims.map(Int64.init), s = strides.map(Int64.init)
+        check(dnnl_memory_desc_init_by_strides(&md, Int32(dims.count), &d, type, &s), "memory_desc_init_by_strides")
+        return md
+    }
+
+    /// A descriptor with a format tag (`dnnl_format_tag_any` lets a primitive choose).
+    static func desc(_ dims: [Int], tag: dnnl_format_tag_t, _ type: dnnl_data_type_t = dnnl_f32) -> dnnl_memory_desc_t {
+        var md = dnnl_memory_desc_t()
+        var d = dims.map(Int64.init)
+        check(dnnl_memory_desc_init_by_tag(&md, Int32(dims.count), &d, type, tag), "memory_desc_init_by_tag")
+        return md
+    }
+
+    static func equal(_ a: dnnl_memory_desc_t, _ b: dnnl_memory_desc_t) -> Bool {
+        var a = a, b = b
+        return dnnl_memory_desc_equal(&a, &b) != 0
+    }
+
+    static func bytes(_ md: dnnl_memory_desc_t) -> Int {
+        var m = md
+        return Int(dnnl_memory_desc_get_size(&m))
+    }
+}
+
+/// A primitive and its descriptor (kept for backward hints and memory queries).
+final class DNNLPrimitive {
+    let pd: dnnl_primitive_desc_t
+    let primitive: dnnl_primitive_t
+
+    /// - Parameters:
+    ///   - opDesc: pointer to an initialised op descriptor (`dnnl_convolution_desc_t`, ...).
+    ///   - hint: the forward primitive descriptor, for backward primitives.
+    init(_ opDesc: UnsafeRawPointer, hint: dnnl_primitive_desc_t? = nil, _ what: String) {
+        var pd: dnnl_primitive_desc_t? = nil
+        DNNL.check(dnnl_primitive_desc_create(&pd, opDesc, nil, DNNL.engine, hint), "\(what) primitive_desc_create")
+        var p: dnnl_primitive_t? = nil
+        DNNL.check(dnnl_primitive_create(&p, pd), "\(what) primitive_create")
+        self.pd = pd!
+        self.primitive = p!
+    }
+
+    /// A reorder between two layouts.
+    init(reorderFrom src: dnnl_memory_desc_t, to dst: dnnl_memory_desc_t) {
+        var s = src, d = dst
+        var pd: dnnl_primitive_desc_t? = nil
+        DNNL.check(dnnl_reorder_primitive_desc_create(&pd, &s, DNNL.engine, &d, DNNL.engine, nil), "reorder primitive_desc_create")
+        var p: dnnl_primitive_t? = nil
+        DNNL.check(dnnl_primitive_create(&p, pd), "reorder primitive_create")
+        self.pd = pd!
+        self.primitive = p!
+    }
+
+    /// The memory descriptor the primitive expects for `what` (e.g. `dnnl_query_weights_md`).
+    func md(_ what: dnnl_query_t, _ index: Int32 = 0) -> dnnl_memory_desc_t {
+        dnnl_primitive_desc_query_md(pd, what, index)!.pointee
+    }
+
+    /// Human-readable implementation name (e.g. `brg:avx512_core`).
+    var implementation: String {
+        var s: UnsafePointer<CChar>? = nil
+        DNNL.check(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &s), "query impl")
+        return String(cString: s!)
+    }
+
+    /// Runs the primitive on `args` (argument kind, memory) and waits.
+    func execute(_ args: [(Int32, DNNLMemory)]) {
+        var a = args.map { dnnl_exec_arg_t(arg: $0.0, memory: $0.1.memory) }
+        DNNL.check(dnnl_primitive_execute(primitive, DNNL.stream, Int32(a.count), &a), "primitive_execute")
+        DNNL.check(dnnl_stream_wait(DNNL.stream), "stream_wait")
+    }
+
+    deinit {
+        dnnl_primitive_destroy(primitive)
+        dnnl_primitive_desc_destroy(pd)
+    }
+}
+
+/// A oneDNN memory object: either a window onto tensor storage (handle set per call) or a buffer
+/// owned by oneDNN (for blocked weight layouts).
+final class DNNLMemory {
+    let memory: dnnl_memory_t
+    let desc: dnnl_memory_desc_t
+
+    init(_ md: dnnl_memory_desc_t, owned: Bool = false) {
+        var m: dnnl_memory_t? = nil
+        var d = md
+        DNNL.check(dnnl_memory_create(&m, &d, DNNL.engine, owned ? cdnnl_memory_allocate() : nil), "memory_create")
+        memory = m!
+        desc = md
+    }
+
+    /// Points the memory at `p` and returns self.
+    @discardableResult
+    func bind(_ p: UnsafeMutableRawPointer) -> DNNLMemory {
+        DNNL.check(dnnl_memory_set_data_handle(memory, p), "memory_set_data_handle")
+        return self
+    }
+
+    var pointer: UnsafeMutableRawPointer {
+        var p: UnsafeMutableRawPointer? = nil
+        DNNL.check(dnnl_memory_get_data_handle(memory, &p), "memory_get_data_handle")
+        return p!
+    }
+
+    deinit { dnnl_memory_destroy(memory) }
+}
+
+/// Per-shape cache of compiled kernels (creating a oneDNN primitive JIT-compiles code).
+final class KernelCache<Entry>: @unchecked Sendable {
+    private var entries: [String: Entry] = [:]
+    private var mutex = pthread_mutex_t()
+
+    init() { pthread_mutex_init(&mutex, nil) }
+
+    func get(_ key: String, _ make: () -> Entry) -> Entry {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        if let e = entries[key] { return e }
+        let e = make()
+        entries[key] = e
+        return e
+    }
+}
+
+extension Tensor {
+    /// Raw pointer to this view's first element.
+    var rawPointer: UnsafeMutableRawPointer { storage.data + offset * dtype.byteSize }
+}

@@ -1,0 +1,139 @@
+import CDNNL
+
+// Matrix products on oneDNN's SGEMM (Float) or a reference loop (Double, for gradient checks).
+
+/// A matrix operand as GEMM sees it: base pointer, whether it is stored transposed, leading dimension.
+struct GemmOperand {
+    let base: UnsafeMutableRawPointer
+    let transposed: Bool
+    let ld: Int
+}
+
+extension Tensor {
+    /// The 2-D view at `offset` with `strides` as a GEMM operand, if its strides allow one.
+    static func gemmOperand(_ t: Tensor, rows: Int, cols: Int, rowStride: Int, colStride: Int, offset: Int) -> GemmOperand? {
+        let base = t.storage.data + offset * t.dtype.byteSize
+        if colStride == 1 && (rowStride >= cols || rows == 1) { return GemmOperand(base: base, transposed: false, ld: Swift.max(rowStride, cols, 1)) }
+        if rowStride == 1 && (colStride >= rows || cols == 1) { return GemmOperand(base: base, transposed: true, ld: Swift.max(colStride, rows, 1)) }
+        return nil
+    }
+
+    /// C[m×n] = A[m×k]·B[k×n] + beta·C, row-major C with leading dimension `ldc`.
+    static func gemm(_ dtype: DType, m: Int, n: Int, k: Int, _ a: GemmOperand, _ b: GemmOperand,
+                     beta: Double, _ c: UnsafeMutableRawPointer, ldc: Int) {
+        if m == 0 || n == 0 { return }
+        if dtype == .float32 {
+            let ta = CChar(UInt8(ascii: a.transposed ? "T" : "N")), tb = CChar(UInt8(ascii: b.transposed ? "T" : "N"))
+            DNNL.check(dnnl_sgemm(ta, tb, Int64(m), Int64(n), Int64(k), 1,
+                                  a.base.assumingMemoryBound(to: Float.self), Int64(a.ld),
+                                  b.base.assumingMemoryBound(to: Float.self), Int64(b.ld), Float(beta),
+                                  c.assumingMemoryBound(to: Float.self), Int64(ldc)), "sgemm")
+            return
+        }
+        let pa = a.base.assumingMemoryBound(to: Double.self), pb = b.base.assumingMemoryBound(to: Double.self)
+        let pc = c.assumingMemoryBound(to: Double.self)
+        for i in 0..<m {
+            let row = pc + i * ldc
+            for j in 0..<n { row[j] = beta == 0 ? 0 : row[j] * beta }
+            for p in 0..<k {
+                let av = a.transposed ? pa[p * a.ld + i] : pa[i * a.ld + p]
+                if av == 0 { continue }
+                if b.transposed {
+                    for j in 0..<n { row[j] += av * pb[j * b.ld + p] }
+                } else {
+                    let brow = pb + p * b.ld
+                    for j in 0..<n { row[j] += av * brow[j] }
+                }
+            }
+        }
+    }
+
+    /// Matrix product with NumPy/PyTorch semantics: 1-D operands are promoted and the added dimension
+    /// removed; leading (batch) dimensions broadcast.
+    public func matmul(_ other: Tensor) -> Tensor {
+        requireCompute("matmul")
+        precondition(dtype == other.dtype, "matmul: expected both operands to have the same dtype, got \(dtype) and \(other.dtype)")
+        precondition(rank >= 1 && other.rank >= 1, "matmul: both arguments need at least 1 dimension, got \(shape) and \(other.shape)")
+        if rank == 1 && other.rank == 1 { return unsqueeze(0).matmul(other.unsqueeze(1)).reshape([]) }
+        if rank == 1 { return unsqueeze(0).matmul(other).squeeze(-2) }
+        if other.rank == 1 { return matmul(other.unsqueeze(1)).squeeze(-1) }
+        let m = shape[rank - 2], k = shape[rank - 1], k2 = other.shape[other.rank - 2], n = other.shape[other.rank - 1]
+        precondition(k == k2, "matmul: mat1 and mat2 shapes cannot be multiplied (\(m)x\(k) and \(k2)x\(n)); shapes \(shape) and \(other.shape)")
+        guard let batch = Tensor.broadcastShapes(Array(shape.dropLast(2)), Array(other.shape.dropLast(2))) else {
+            preconditionFailure("matmul: batch dimensions of \(shape) and \(other.shape) cannot be broadcast")
+        }
+        var y = noGrad { Tensor.batchedProduct(self, other, batch: batch, m: m, k: k, n: n) }
+        if Tensor.needsGrad(self, other) {
+            let a = detached(), b = other.detached(), needA = node != nil, needB = other.node != nil
+            y.recordGrad("matmul", [self, other]) { g in
+                [needA ? g.matmul(b.transpose(-1, -2)).sumToShape(a.shape) : nil,
+                 needB ? a.transpose(-1, -2).matmul(g).sumToShape(b.shape) : nil]
+            }
+        }
+        return y
+    }
+
+    private static func batchedProduct(_ a: Tensor, _ b: Tensor, batch: [Int], m: Int, k: Int, n: Int) -> Tensor {
+        var a = a.expand(batch + [m, k]), b = b.expand(batch + [k, n])
+        let out = Tensor.zeros(batch + [m, n], dtype: a.dtype)
+        let nb = batch.reduce(1, *)
+        let r = batch.count
+        if gemmOperand(a, rows: m, cols: k, rowStride: a.strides[r], colStride: a.strides[r + 1], offset: a.offset) == nil { a = a.contiguous() }
+        if gemmOperand(b, rows: k, cols: n, rowStride: b.strides[r], colStride: b.strides[r + 1], offset: b.offset) == nil { b = b.contiguous() }
+        var idx = [Int](repeating: 0, count: r)
+        for bi in 0..<nb {
+            var oa = a.offset, ob = b.offset
+            for d in 0..<r { oa += idx[d] * a.strides[d]; ob += idx[d] * b.strides[d] }
+            let opA = gemmOperand(a, rows: m, cols: k, rowStride: a.strides[r], colStride: a.strides[r + 1], offset: oa)!
+            let opB = gemmOperand(b, rows: k, cols: n, rowStride: b.strides[r], colStride: b.strides[r + 1], offset: ob)!
+            gemm(a.dtype, m: m, n: n, k: k, opA, opB, beta: 0,
+                 out.storage.data + bi * m * n * a.dtype.byteSize, ldc: n)
+            var d = r - 1
+            while d >= 0 {
+                idx[d] += 1
+                if idx[d] < batch[d] { break }
+                idx[d] = 0
+                d -= 1
+            }
+        }
+        return out
+    }
+
+    /// `self · weightᵀ + bias` over the last dimension (PyTorch's `F.linear`): weight is `[out, in]`.
+    public func linear(weight: Tensor, bias: Tensor? = nil) -> Tensor {
+        requireCompute("linear")
+        precondition(weight.rank == 2 && rank >= 1 && shape[rank - 1] == weight.shape[1],
+                     "linear: mat1 and mat2 shapes cannot be multiplied (input \(shape), weight \(weight.shape))")
+        precondition(weight.dtype == dtype && (bias?.dtype ?? dtype) == dtype,
+                     "linear: expected input, weight and bias of one dtype, got \(dtype), \(weight.dtype), \(bias?.dtype ?? dtype)")
+        let outF = weight.shape[0], inF = weight.shape[1]
+        if let bias { precondition(bias.shape == [outF], "linear: bias shape \(bias.shape) does not match out_features \(outF)") }
+        let x2 = reshape([-1, inF]).detached()
+        let rows = x2.shape[0]
+        var y = Tensor.zeros([rows, outF], dtype: dtype)
+        noGrad {
+            let w = weight.detached()
+            let x = Tensor.gemmOperand(x2, rows: rows, cols: inF, rowStride: x2.strides[0], colStride: x2.strides[1], offset: x2.offset) != nil ? x2 : x2.contiguous()
+            let wt = Tensor.gemmOperand(w, rows: outF, cols: inF, rowStride: w.strides[0], colStride: w.strides[1], offset: w.offset) != nil ? w : w.contiguous()
+            if let bias { y.copyElements(from: bias.detached().reshape([1, outF])) }
+            let opX = Tensor.gemmOperand(x, rows: rows, cols: inF, rowStride: x.strides[0], colStride: x.strides[1], offset: x.offset)!
+            // weightᵀ as a [in, out] operand: element (p, j) is w[j, p].
+            let opW = Tensor.gemmOperand(wt, rows: inF, cols: outF, rowStride: wt.strides[1], colStride: wt.strides[0], offset: wt.offset)!
+            Tensor.gemm(dtype, m: rows, n: outF, k: inF, opX, opW, beta: bias == nil ? 0 : 1, y.storage.data, ldc: outF)
+        }
+        y = y.reshape(Array(shape.dropLast()) + [outF])
+        let inputs = [self, weight] + (bias.map { [$0] } ?? [])
+        if inputs.contains(where: { $0.node != nil }) && GradMode.isEnabled {
+            let x = x2, w = weight.detached(), inShape = shape
+            let needX = node != nil, needW = weight.node != nil, needB = bias?.node != nil
+            y.recordGrad("linear", inputs) { g in
+                let g2 = g.reshape([-1, outF])
+                var grads: [Tensor?] = [needX ? g2.matmul(w).reshape(inShape) : nil,
+                                        needW ? g2.transpose(0, 1).matmul(x) : nil]
+                if bias != nil { grads.append(needB ? g2.sum(dims: [0]) : nil) }
+                return grads
+            }
+        }
+        return y
+    }
+}
