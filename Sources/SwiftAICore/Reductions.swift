@@ -41,10 +41,7 @@ extension Tensor {
                         for t in tr {
                             var s = 0.0
                             plan.run((t * per)..<Swift.min(plan.count, (t + 1) * per)) { offs, len in
-                                let p = base + offs[1]
-                                var local: T = 0
-                                if si == 1 { for i in 0..<len { local += p[i] } } else { for i in 0..<len { local += p[i * si] } }
-                                s += local.doubleValue
+                                s += Tensor.accurateSum(base + offs[1], count: len, stride: si)
                             }
                             pp[t] = s
                         }
@@ -71,6 +68,28 @@ extension Tensor {
         if dtype == .float32 { go(Float.self) } else { go(Double.self) }
         let out = Tensor(acc.map { Float($0) }, shape: keepDim ? keepShape : reducedShape(dims, keepDim: false))
         return dtype == .float32 ? out : Tensor(acc, shape: out.shape)
+    }
+
+    /// Σ p[i·stride] for i < count: 16 lanes in `T` over blocks of 1024, blocks added in `Double`.
+    @inline(__always)
+    static func accurateSum<T: FloatElement>(_ p: UnsafeMutablePointer<T>, count: Int, stride: Int) -> Double {
+        var total = 0.0, start = 0
+        if stride == 1 {
+            while start + 16 <= count {
+                var acc = SIMD16<T>(repeating: 0)
+                let end = start + Swift.min(1024, (count - start) / 16 * 16)
+                var i = start
+                while i < end {
+                    acc += UnsafeRawPointer(p + i).loadUnaligned(as: SIMD16<T>.self)
+                    i += 16
+                }
+                total += acc.sum().doubleValue
+                start = end
+            }
+        }
+        var tail: T = 0
+        for i in start..<count { tail += p[i * stride] }
+        return total + tail.doubleValue
     }
 
     /// Sum over `dims` (all when `nil`). Integer and bool inputs sum to `int64`.

@@ -1,29 +1,38 @@
 // Shape and stride views: reshape, permute, expand, squeeze, slicing, contiguous copies.
 
 /// One entry of a tensor subscript: `x[0, 1..<3, .all, .newAxis]`.
-public enum TensorIndex: TensorIndexConvertible {
-    /// A single position (negative counts from the end); removes the dimension.
-    case index(Int)
-    /// Python-style `start:end:step`; `nil` bounds mean the ends. Out-of-range bounds are clipped.
-    case slice(start: Int?, end: Int?, step: Int)
-    /// The whole dimension (`:`).
-    case all
-    /// Inserts a dimension of size 1 (`None`).
-    case newAxis
-    /// As many `.all` as needed to index every dimension (`...`).
-    case ellipsis
-
-    /// `range` taken every `step` elements.
-    public static func range(_ range: Range<Int>, step: Int) -> TensorIndex {
-        .slice(start: range.lowerBound, end: range.upperBound, step: step)
+public struct TensorIndex: TensorIndexConvertible {
+    enum Kind {
+        case index(Int)
+        case slice(start: Int?, end: Int?, step: Int)
+        case all, newAxis, ellipsis
     }
-
+    let kind: Kind
     public var tensorIndex: TensorIndex { self }
 }
 
 /// Values usable inside a tensor subscript.
 public protocol TensorIndexConvertible {
     var tensorIndex: TensorIndex { get }
+}
+
+extension TensorIndexConvertible where Self == TensorIndex {
+    /// A single position (negative counts from the end); removes the dimension.
+    public static func index(_ i: Int) -> TensorIndex { TensorIndex(kind: .index(i)) }
+    /// Python-style `start:end:step`; `nil` bounds mean the ends. Out-of-range bounds are clipped.
+    public static func slice(start: Int?, end: Int?, step: Int = 1) -> TensorIndex {
+        TensorIndex(kind: .slice(start: start, end: end, step: step))
+    }
+    /// `range` taken every `step` elements.
+    public static func range(_ range: Range<Int>, step: Int) -> TensorIndex {
+        .slice(start: range.lowerBound, end: range.upperBound, step: step)
+    }
+    /// The whole dimension (`:`).
+    public static var all: TensorIndex { TensorIndex(kind: .all) }
+    /// Inserts a dimension of size 1 (`None`).
+    public static var newAxis: TensorIndex { TensorIndex(kind: .newAxis) }
+    /// As many `.all` as needed to index every dimension (`...`).
+    public static var ellipsis: TensorIndex { TensorIndex(kind: .ellipsis) }
 }
 
 extension Int: TensorIndexConvertible {
@@ -226,16 +235,16 @@ extension Tensor {
     /// Geometry of a basic-indexing view.
     func sliceGeometry(_ indices: [TensorIndex]) -> (shape: [Int], strides: [Int], offset: Int) {
         let consumed = indices.filter {
-            if case .newAxis = $0 { return false }
-            if case .ellipsis = $0 { return false }
+            if case .newAxis = $0.kind { return false }
+            if case .ellipsis = $0.kind { return false }
             return true
         }.count
         precondition(consumed <= rank, "index: too many indices for tensor of dimension \(rank)")
-        precondition(indices.filter { if case .ellipsis = $0 { return true } else { return false } }.count <= 1,
+        precondition(indices.filter { if case .ellipsis = $0.kind { return true } else { return false } }.count <= 1,
                      "index: an index can only have a single ellipsis")
         var sh: [Int] = [], st: [Int] = [], off = offset, d = 0
         for idx in indices {
-            switch idx {
+            switch idx.kind {
             case .index(let i):
                 let j = i < 0 ? i + shape[d] : i
                 precondition(j >= 0 && j < shape[d], "index: index \(i) is out of bounds for dimension \(d) with size \(shape[d])")

@@ -1,0 +1,84 @@
+import Foundation
+import Testing
+@testable import SwiftAICore
+
+/// `../shared/fixtures` next to the package (or `SWIFTAI_FIXTURES`), if present.
+let fixturesDirectory: String? = {
+    if let env = ProcessInfo.processInfo.environment["SWIFTAI_FIXTURES"] { return env }
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    let dir = root.deletingLastPathComponent().appendingPathComponent("shared/fixtures").path
+    return FileManager.default.fileExists(atPath: dir) ? dir : nil
+}()
+
+/// Loads a fixture file; `nil` (and a printed note) when the shared folder is absent.
+func loadFixture(_ name: String) throws -> (tensors: [String: Tensor], metadata: [String: String])? {
+    guard let dir = fixturesDirectory else {
+        print("note: ../shared/fixtures not found; skipping \(name) fixture checks")
+        return nil
+    }
+    return try Safetensors.read(path: dir + "/" + name + ".safetensors")
+}
+
+/// Largest violation of |a − b| ≤ atol + rtol·|b| (≤ 0 means within tolerance), and where.
+func closeness(_ a: Tensor, _ b: Tensor, rtol: Double, atol: Double) -> (ok: Bool, detail: String) {
+    guard a.shape == b.shape else { return (false, "shape \(a.shape) vs \(b.shape)") }
+    let x = a.doubles, y = b.doubles
+    var worst = 0.0, at = -1
+    for i in x.indices {
+        let excess = abs(x[i] - y[i]) - (atol + rtol * abs(y[i]))
+        if excess > worst || x[i].isNaN != y[i].isNaN { worst = max(excess, worst); at = i }
+    }
+    if at < 0 { return (true, "") }
+    return (false, "element \(at): \(x[at]) vs \(y[at]) (excess \(worst))")
+}
+
+/// Expects `a` ≈ `b` elementwise.
+func expectClose(_ a: Tensor, _ b: Tensor, rtol: Double = 1e-4, atol: Double = 1e-5, _ what: String = "",
+                 sourceLocation: SourceLocation = #_sourceLocation) {
+    let r = closeness(a, b, rtol: rtol, atol: atol)
+    #expect(r.ok, "\(what): \(r.detail)", sourceLocation: sourceLocation)
+}
+
+/// Finite-difference gradient check in Float64.
+///
+/// Back-propagates a fixed random upstream gradient `v` through `f` and compares every input's gradient
+/// with central differences of `sum(f(x) · v)`.
+func gradcheck(_ inputs: [Tensor], eps: Double = 1e-6, rtol: Double = 1e-4, atol: Double = 1e-6, _ what: String,
+               sourceLocation: SourceLocation = #_sourceLocation, _ f: ([Tensor]) -> Tensor) {
+    let xs = inputs.map { $0.to(.float64).contiguous().detached().requiringGrad() }
+    let y = f(xs)
+    let v = Tensor.randn(y.shape, dtype: .float64, generator: Generator(seed: 99))
+    (y * v).sum().backward()
+    for (i, x) in xs.enumerated() {
+        guard let analytic = x.grad else {
+            Issue.record("\(what): input \(i) received no gradient", sourceLocation: sourceLocation)
+            continue
+        }
+        var values = x.doubles
+        var numeric = [Double](repeating: 0, count: values.count)
+        for j in values.indices {
+            let orig = values[j]
+            func loss(_ at: Double) -> Double {
+                values[j] = at
+                var args = xs.map { $0.detached() }
+                args[i] = Tensor(values, shape: x.shape)
+                return noGrad { (f(args) * v).sum().item() }
+            }
+            numeric[j] = (loss(orig + eps) - loss(orig - eps)) / (2 * eps)
+            values[j] = orig
+        }
+        let r = closeness(analytic, Tensor(numeric, shape: x.shape), rtol: rtol, atol: atol)
+        #expect(r.ok, "\(what): gradient of input \(i): \(r.detail)", sourceLocation: sourceLocation)
+    }
+}
+
+/// Random Float64 values kept at least `margin` away from 0 (for ops with a kink at 0).
+func awayFromZero(_ shape: [Int], seed: UInt64, margin: Double = 0.1) -> Tensor {
+    let r = Tensor.randn(shape, dtype: .float64, generator: Generator(seed: seed))
+    return Tensor(r.doubles.map { $0 + ($0 >= 0 ? margin : -margin) }, shape: shape)
+}
+
+/// Random Float64 normal values.
+func randn(_ shape: [Int], seed: UInt64, scale: Double = 1) -> Tensor {
+    Tensor.randn(shape, std: scale, dtype: .float64, generator: Generator(seed: seed))
+}
