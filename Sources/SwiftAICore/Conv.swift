@@ -150,7 +150,10 @@ extension Tensor {
                      "conv2d: calculated output size (\(g.oh)x\(g.ow)) is too small for input \(shape) and kernel \(weight.shape) with padding \(padding)")
         var y: Tensor
         let x = detached(), w = weight.detached().contiguous(), b = bias?.detached().contiguous()
-        if dtype == .float32 {
+        if dtype == .float32 && UnrolledConv.applies(g) {
+            let u = UnrolledConv(g)
+            y = u.forward(x.contiguous(.channelsLast), u.denseWeight(w), bias: b)
+        } else if dtype == .float32 {
             let xc = x.contiguous(.channelsLast)
             y = Tensor(empty: [g.n, g.oc, g.oh, g.ow], dtype: .float32, strides: Tensor.channelsLastStrides([g.n, g.oc, g.oh, g.ow]))
             ConvKernel.get(g, hasBias: b != nil).forward(x: xc.rawPointer, w: w.rawPointer, b: b?.rawPointer, y: y.rawPointer)
@@ -169,10 +172,36 @@ extension Tensor {
         return y
     }
 
+    /// Gradient of `conv2d` with respect to its input (PyTorch's `torch.nn.grad.conv2d_input`).
+    public static func conv2dInputGrad(gradOutput: Tensor, weight: Tensor, inputShape: [Int], stride: Int = 1,
+                                       padding: Int = 0, groups: Int = 1) -> Tensor {
+        let g = ConvGeometry(n: inputShape[0], c: inputShape[1], h: inputShape[2], w: inputShape[3], oc: weight.shape[0],
+                             kh: weight.shape[2], kw: weight.shape[3], sh: stride, sw: stride, ph: padding, pw: padding, groups: groups)
+        precondition(gradOutput.shape == [g.n, g.oc, g.oh, g.ow], "conv2d_input: grad_output \(gradOutput.shape) does not match [\(g.n), \(g.oc), \(g.oh), \(g.ow)]")
+        let like = Tensor(empty: inputShape, dtype: gradOutput.dtype, strides: gradOutput.dtype == .float32 ? channelsLastStrides(inputShape) : nil)
+        return convBackward(like, weight.detached().contiguous(), gradOutput.detached(), g, needX: true, needW: false, needB: false).0!
+    }
+
+    /// Gradient of `conv2d` with respect to its weight (PyTorch's `torch.nn.grad.conv2d_weight`).
+    public static func conv2dWeightGrad(input: Tensor, gradOutput: Tensor, weightShape: [Int], stride: Int = 1,
+                                        padding: Int = 0, groups: Int = 1) -> Tensor {
+        let g = ConvGeometry(n: input.shape[0], c: input.shape[1], h: input.shape[2], w: input.shape[3], oc: weightShape[0],
+                             kh: weightShape[2], kw: weightShape[3], sh: stride, sw: stride, ph: padding, pw: padding, groups: groups)
+        precondition(gradOutput.shape == [g.n, g.oc, g.oh, g.ow], "conv2d_weight: grad_output \(gradOutput.shape) does not match [\(g.n), \(g.oc), \(g.oh), \(g.ow)]")
+        let x = input.detached()
+        let saved = x.dtype == .float32 ? x.contiguous(.channelsLast) : x.contiguous()
+        return convBackward(saved, Tensor(empty: weightShape, dtype: x.dtype), gradOutput.detached(), g, needX: false, needW: true, needB: false).1!
+    }
+
     static func convBackward(_ x: Tensor, _ w: Tensor, _ gy: Tensor, _ g: ConvGeometry, needX: Bool, needW: Bool,
                              needB: Bool) -> (Tensor?, Tensor?, Tensor?) {
         if x.dtype != .float32 { return referenceConvBackward(x, w, gy.contiguous(), g, needX: needX, needW: needW, needB: needB) }
         let dy = gy.contiguous(.channelsLast)
+        if UnrolledConv.applies(g) {
+            let u = UnrolledConv(g)
+            return (needX ? u.backwardData(dy, u.denseWeight(w)) : nil, needW ? u.backwardWeights(x, dy) : nil,
+                    needB ? dy.sum(dims: [0, 2, 3]) : nil)
+        }
         let k = ConvKernel.get(g, hasBias: needB)
         var dx: Tensor? = nil, dw: Tensor? = nil, db: Tensor? = nil
         if needX {

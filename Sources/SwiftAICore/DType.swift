@@ -60,7 +60,7 @@ public protocol TensorElement {
 }
 
 /// Element types the arithmetic kernels are written for: `Float` and `Double`.
-public protocol FloatElement: TensorElement, BinaryFloatingPoint, SIMDScalar {
+public protocol FloatElement: TensorElement, BinaryFloatingPoint, SIMDScalar, Codable {
     static func exp(_ x: Self) -> Self
     static func log(_ x: Self) -> Self
     static func tanh(_ x: Self) -> Self

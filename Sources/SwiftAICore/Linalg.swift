@@ -75,7 +75,7 @@ extension Tensor {
 
     private static func batchedProduct(_ a: Tensor, _ b: Tensor, batch: [Int], m: Int, k: Int, n: Int) -> Tensor {
         var a = a.expand(batch + [m, k]), b = b.expand(batch + [k, n])
-        let out = Tensor.zeros(batch + [m, n], dtype: a.dtype)
+        let out = Tensor(empty: batch + [m, n], dtype: a.dtype)
         let nb = batch.reduce(1, *)
         let r = batch.count
         if gemmOperand(a, rows: m, cols: k, rowStride: a.strides[r], colStride: a.strides[r + 1], offset: a.offset) == nil { a = a.contiguous() }

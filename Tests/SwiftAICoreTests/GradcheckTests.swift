@@ -167,3 +167,27 @@ import Testing
         gradcheck([randn([2, 3, 2, 2], seed: 54)], "dropout2d") { $0[0].dropout2d(p: 0.5, generator: Generator(seed: 8)) }
     }
 }
+
+/// Float32 paths (oneDNN direct and the dense small-map product) against the Float64 reference loops.
+@Suite struct ConvPathTests {
+    @Test(arguments: [
+        (n: 3, c: 5, h: 2, w: 2, oc: 7, k: 3, s: 2, p: 1),   // 2×2 → 1×1: dense product
+        (n: 2, c: 4, h: 2, w: 2, oc: 6, k: 3, s: 1, p: 1),   // 2×2 → 2×2: dense product
+        (n: 2, c: 3, h: 1, w: 1, oc: 4, k: 3, s: 1, p: 1),   // 1×1: dense product
+        (n: 2, c: 3, h: 5, w: 6, oc: 4, k: 3, s: 2, p: 1),   // oneDNN
+        (n: 2, c: 1, h: 6, w: 6, oc: 8, k: 3, s: 1, p: 1),   // one input channel
+    ])
+    func float32MatchesReference(_ s: (n: Int, c: Int, h: Int, w: Int, oc: Int, k: Int, s: Int, p: Int)) {
+        let x = randn([s.n, s.c, s.h, s.w], seed: 60), w = randn([s.oc, s.c, s.k, s.k], seed: 61), b = randn([s.oc], seed: 62)
+        let ref = [x, w, b].map { $0.requiringGrad() }
+        let y64 = ref[0].conv2d(weight: ref[1], bias: ref[2], stride: s.s, padding: s.p)
+        let up = randn(y64.shape, seed: 63)
+        y64.backward(up)
+        let f = [x, w, b].map { $0.to(.float32).requiringGrad() }
+        let y32 = f[0].conv2d(weight: f[1], bias: f[2], stride: s.s, padding: s.p)
+        #expect(y32.isChannelsLast || s.oc == 1)
+        y32.backward(up.to(.float32))
+        expectClose(y32.to(.float64), y64, rtol: 1e-4, atol: 1e-4, "output")
+        for i in 0..<3 { expectClose(f[i].grad!.to(.float64), ref[i].grad!, rtol: 1e-4, atol: 1e-4, "grad \(i)") }
+    }
+}

@@ -1,0 +1,88 @@
+import ArgumentParser
+import Foundation
+import SwiftAICore
+
+/// `swiftai bench …`: kernel and training-step figures, one JSON line each.
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Benchmarks: one JSON line per figure.",
+        subcommands: [Gemm.self, Conv.self, Step.self])
+
+    static func seconds(_ body: () -> Void) -> Double {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        body()
+        return Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
+    }
+
+    /// Median of `reps` timings after `warmup` untimed runs.
+    static func median(reps: Int, warmup: Int = 2, _ body: () -> Void) -> Double {
+        for _ in 0..<warmup { body() }
+        let t = (0..<reps).map { _ in seconds(body) }.sorted()
+        return t[t.count / 2]
+    }
+
+    struct Gemm: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Float32 matrix product C = A·B, n×n.")
+        @Option(parsing: .upToNextOption, help: "Matrix sizes.") var n: [Int] = [256, 512, 1024, 2048]
+        @Option(help: "Timed repetitions.") var reps = 7
+
+        func run() {
+            for n in n {
+                let a = Tensor.randn([n, n]), b = Tensor.randn([n, n])
+                let t = Bench.median(reps: reps) { _ = a.matmul(b) }
+                print(jsonLine(["bench": "gemm", "n": n, "gflops": 2 * Double(n * n) * Double(n) / t / 1e9]))
+            }
+        }
+    }
+
+    struct Conv: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Convolution passes on channels-last activations (the engine's layout), weight reorders included.")
+        @Option(help: "Timed repetitions.") var reps = 10
+
+        func run() {
+            // (N, C, H, W, OC, k, stride, pad)
+            for (n, c, h, oc, k, s, p) in [(1024, 16, 14, 32, 3, 2, 1), (256, 64, 7, 64, 3, 1, 1)] {
+                let x = Tensor.randn([n, c, h, h]).contiguous(.channelsLast)
+                let w = Tensor.randn([oc, c, k, k]) * 0.1
+                let y = x.conv2d(weight: w, stride: s, padding: p)
+                let oh = y.shape[2]
+                let dy = Tensor.randn(y.shape).contiguous(.channelsLast)
+                let flops = 2 * Double(n * oc * oh * oh) * Double(c * k * k)
+                let shape = "\(n)x\(c)x\(h)x\(h)->\(oc),k\(k),s\(s),p\(p)"
+                let passes: [(String, () -> Void)] = [
+                    ("forward", { _ = x.conv2d(weight: w, stride: s, padding: p) }),
+                    ("backward_data", { _ = Tensor.conv2dInputGrad(gradOutput: dy, weight: w, inputShape: x.shape, stride: s, padding: p) }),
+                    ("backward_weights", { _ = Tensor.conv2dWeightGrad(input: x, gradOutput: dy, weightShape: w.shape, stride: s, padding: p) }),
+                ]
+                for (name, body) in passes {
+                    let t = Bench.median(reps: reps, body)
+                    print(jsonLine(["bench": "conv", "shape": shape, "pass": name, "gflops": flops / t / 1e9]))
+                }
+            }
+        }
+    }
+
+    struct Step: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "One forward + backward of a Fashion-MNIST model.")
+        @Option(help: "Model (resnet).") var model = "resnet"
+        @Option(help: "Batch size.") var bs = 1024
+        @Option(help: "Timed repetitions.") var reps = 5
+
+        func validate() throws {
+            guard model == "resnet" else { throw ValidationError("bench step supports --model resnet") }
+        }
+
+        func run() {
+            var net = CoreResNet(generator: Generator(seed: 0))
+            let x = Tensor.randn([bs, 1, 28, 28])
+            let y = Tensor.randint(0, 10, [bs])
+            let t = Bench.median(reps: reps) {
+                let loss = crossEntropy(net.forward(x), y)
+                loss.backward()
+                for p in net.parameters { p.grad = nil }
+            }
+            print(jsonLine(["bench": "step", "model": model, "bs": bs, "ms": t * 1e3, "images_per_s": Double(bs) / t]))
+        }
+    }
+}

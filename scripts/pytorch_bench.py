@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""PyTorch figures for the same work as `swiftai bench` (reference tooling only; needs torch).
+
+Usage: pytorch_bench.py gemm|conv|step [--threads 2] [--bs 1024] [--channels-last]
+Prints one JSON line per figure, same keys as swiftai bench plus "framework".
+"""
+import argparse, json, os, sys, time
+import torch
+import torch.nn.functional as F
+
+def median(fn, reps, warmup=2):
+    for _ in range(warmup): fn()
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter(); fn(); ts.append(time.perf_counter() - t0)
+    return sorted(ts)[len(ts) // 2]
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("what"); ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--bs", type=int, default=1024); ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--channels-last", action="store_true")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads); torch.manual_seed(0)
+    fw = f"pytorch {torch.__version__}"
+    mf = torch.channels_last if a.channels_last else torch.contiguous_format
+    if a.what == "gemm":
+        for n in [256, 512, 1024, 2048]:
+            x, y = torch.randn(n, n), torch.randn(n, n)
+            t = median(lambda: x @ y, a.reps)
+            print(json.dumps({"bench": "gemm", "n": n, "gflops": round(2 * n ** 3 / t / 1e9, 1), "framework": fw}))
+    elif a.what == "conv":
+        for (n, c, h, oc, k, s, p) in [(1024, 16, 14, 32, 3, 2, 1), (256, 64, 7, 64, 3, 1, 1)]:
+            x = torch.randn(n, c, h, h).to(memory_format=mf); w = torch.randn(oc, c, k, k) * 0.1
+            y = F.conv2d(x, w, stride=s, padding=p); oh = y.shape[2]
+            dy = torch.randn_like(y).to(memory_format=mf)
+            flops = 2 * n * oc * oh * oh * c * k * k
+            shape = f"{n}x{c}x{h}x{h}->{oc},k{k},s{s},p{p}"
+            passes = [("forward", lambda: F.conv2d(x, w, stride=s, padding=p)),
+                      ("backward_data", lambda: torch.nn.grad.conv2d_input(x.shape, w, dy, stride=s, padding=p)),
+                      ("backward_weights", lambda: torch.nn.grad.conv2d_weight(x, w.shape, dy, stride=s, padding=p))]
+            for name, fn in passes:
+                t = median(fn, a.reps)
+                print(json.dumps({"bench": "conv", "shape": shape, "pass": name, "gflops": round(flops / t / 1e9, 1),
+                                  "framework": fw, "memory_format": "channels_last" if a.channels_last else "nchw"}))
+    elif a.what == "step":
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "reference"))
+        import pytorch_fmnist as P
+        m = P.get_model("resnet").to(memory_format=mf); m.train()
+        x = torch.randn(a.bs, 1, 28, 28); yb = torch.randint(0, 10, (a.bs,))
+        def step():
+            loss = F.cross_entropy(m(x), yb); loss.backward()
+            for q in m.parameters(): q.grad = None
+        t = median(step, 5)
+        print(json.dumps({"bench": "step", "model": "resnet", "bs": a.bs, "ms": round(t * 1e3, 1),
+                          "images_per_s": round(a.bs / t, 1), "framework": fw}))
+    else:
+        sys.exit(f"unknown benchmark {a.what}")
+
+if __name__ == "__main__":
+    main()
