@@ -5,6 +5,10 @@ import PackageDescription
 // Swift 5 language mode: the engine shares C pointers and per-shape kernel caches across
 // OpenMP threads, which Swift 6's Sendable checking cannot express without noise.
 
+// Release builds target AVX2/FMA (every machine SwiftAI runs on has them; oneDNN picks AVX-512 at run time
+// where present): the elementwise, pooling and batch-norm loops vectorise 8 floats wide.
+let vectorise: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "haswell"], .when(configuration: .release))]
+
 let package = Package(
     name: "SwiftAI",
     platforms: [.macOS(.v13)],
@@ -17,7 +21,7 @@ let package = Package(
     ],
     targets: [
         .systemLibrary(name: "CDNNL", path: "Sources/CDNNL"),
-        .target(name: "SwiftAICore", dependencies: ["CDNNL"]),
+        .target(name: "SwiftAICore", dependencies: ["CDNNL"], swiftSettings: vectorise),
         .executableTarget(name: "swiftai", dependencies: [
             "SwiftAICore",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

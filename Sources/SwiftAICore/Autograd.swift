@@ -56,7 +56,7 @@ extension Tensor {
         get { node != nil }
         set {
             if newValue {
-                precondition(dtype.isFloatingPoint, "requiresGrad: only floating-point tensors can require gradients, got \(dtype)")
+                require(dtype.isFloatingPoint, "requiresGrad: only floating-point tensors can require gradients, got \(dtype)")
                 if node == nil { node = GradNode(leaf: ()) }
             } else {
                 node = nil
@@ -114,15 +114,15 @@ extension Tensor {
     ///   - retainGraph: keep the graph so backward can run again through it.
     public func backward(_ gradient: Tensor? = nil, retainGraph: Bool = false) {
         guard let root = node else {
-            preconditionFailure("backward(): tensor does not require grad and has no grad function")
+            fatalError("backward(): tensor does not require grad and has no grad function")
         }
         let seed: Tensor
         if let gradient {
-            precondition(gradient.shape == shape,
+            require(gradient.shape == shape,
                          "backward(): gradient shape \(gradient.shape) does not match tensor shape \(shape)")
             seed = gradient.detached().to(dtype)
         } else {
-            precondition(count == 1, "backward(): grad can be implicitly created only for scalar outputs, got shape \(shape)")
+            require(count == 1, "backward(): grad can be implicitly created only for scalar outputs, got shape \(shape)")
             seed = Tensor.ones(shape, dtype: dtype)
         }
         // Topological order by iterative depth-first search (post-order, then reversed).

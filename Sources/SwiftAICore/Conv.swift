@@ -133,20 +133,20 @@ extension Tensor {
     /// 2-D convolution with separate vertical and horizontal stride and padding.
     public func conv2d(weight: Tensor, bias: Tensor?, stride: (Int, Int), padding: (Int, Int), groups: Int = 1) -> Tensor {
         requireCompute("conv2d")
-        precondition(rank == 4, "conv2d: expected 4-D input [N, C, H, W], got shape \(shape)")
-        precondition(weight.rank == 4, "conv2d: expected 4-D weight [OC, C/groups, KH, KW], got shape \(weight.shape)")
-        precondition(weight.dtype == dtype && (bias?.dtype ?? dtype) == dtype,
+        require(rank == 4, "conv2d: expected 4-D input [N, C, H, W], got shape \(shape)")
+        require(weight.rank == 4, "conv2d: expected 4-D weight [OC, C/groups, KH, KW], got shape \(weight.shape)")
+        require(weight.dtype == dtype && (bias?.dtype ?? dtype) == dtype,
                      "conv2d: input (\(dtype)), weight (\(weight.dtype)) and bias should have the same dtype")
-        precondition(groups >= 1 && shape[1] % groups == 0 && weight.shape[0] % groups == 0,
+        require(groups >= 1 && shape[1] % groups == 0 && weight.shape[0] % groups == 0,
                      "conv2d: channels \(shape[1]) and out channels \(weight.shape[0]) must be divisible by groups \(groups)")
-        precondition(weight.shape[1] * groups == shape[1],
+        require(weight.shape[1] * groups == shape[1],
                      "conv2d: given groups=\(groups), weight of size \(weight.shape), expected input \(shape) to have \(weight.shape[1] * groups) channels, but got \(shape[1]) channels instead")
-        if let bias { precondition(bias.shape == [weight.shape[0]], "conv2d: bias shape \(bias.shape) should be [\(weight.shape[0])]") }
+        if let bias { require(bias.shape == [weight.shape[0]], "conv2d: bias shape \(bias.shape) should be [\(weight.shape[0])]") }
         let g = ConvGeometry(n: shape[0], c: shape[1], h: shape[2], w: shape[3], oc: weight.shape[0],
                              kh: weight.shape[2], kw: weight.shape[3], sh: stride.0, sw: stride.1,
                              ph: padding.0, pw: padding.1, groups: groups)
-        precondition(stride.0 > 0 && stride.1 > 0 && padding.0 >= 0 && padding.1 >= 0, "conv2d: invalid stride \(stride) or padding \(padding)")
-        precondition(g.oh > 0 && g.ow > 0,
+        require(stride.0 > 0 && stride.1 > 0 && padding.0 >= 0 && padding.1 >= 0, "conv2d: invalid stride \(stride) or padding \(padding)")
+        require(g.oh > 0 && g.ow > 0,
                      "conv2d: calculated output size (\(g.oh)x\(g.ow)) is too small for input \(shape) and kernel \(weight.shape) with padding \(padding)")
         var y: Tensor
         let x = detached(), w = weight.detached().contiguous(), b = bias?.detached().contiguous()
@@ -177,7 +177,7 @@ extension Tensor {
                                        padding: Int = 0, groups: Int = 1) -> Tensor {
         let g = ConvGeometry(n: inputShape[0], c: inputShape[1], h: inputShape[2], w: inputShape[3], oc: weight.shape[0],
                              kh: weight.shape[2], kw: weight.shape[3], sh: stride, sw: stride, ph: padding, pw: padding, groups: groups)
-        precondition(gradOutput.shape == [g.n, g.oc, g.oh, g.ow], "conv2d_input: grad_output \(gradOutput.shape) does not match [\(g.n), \(g.oc), \(g.oh), \(g.ow)]")
+        require(gradOutput.shape == [g.n, g.oc, g.oh, g.ow], "conv2d_input: grad_output \(gradOutput.shape) does not match [\(g.n), \(g.oc), \(g.oh), \(g.ow)]")
         let like = Tensor(empty: inputShape, dtype: gradOutput.dtype, strides: gradOutput.dtype == .float32 ? channelsLastStrides(inputShape) : nil)
         return convBackward(like, weight.detached().contiguous(), gradOutput.detached(), g, needX: true, needW: false, needB: false).0!
     }
@@ -187,7 +187,7 @@ extension Tensor {
                                         padding: Int = 0, groups: Int = 1) -> Tensor {
         let g = ConvGeometry(n: input.shape[0], c: input.shape[1], h: input.shape[2], w: input.shape[3], oc: weightShape[0],
                              kh: weightShape[2], kw: weightShape[3], sh: stride, sw: stride, ph: padding, pw: padding, groups: groups)
-        precondition(gradOutput.shape == [g.n, g.oc, g.oh, g.ow], "conv2d_weight: grad_output \(gradOutput.shape) does not match [\(g.n), \(g.oc), \(g.oh), \(g.ow)]")
+        require(gradOutput.shape == [g.n, g.oc, g.oh, g.ow], "conv2d_weight: grad_output \(gradOutput.shape) does not match [\(g.n), \(g.oc), \(g.oh), \(g.ow)]")
         let x = input.detached()
         let saved = x.dtype == .float32 ? x.contiguous(.channelsLast) : x.contiguous()
         return convBackward(saved, Tensor(empty: weightShape, dtype: x.dtype), gradOutput.detached(), g, needX: false, needW: true, needB: false).1!

@@ -26,7 +26,7 @@ extension Tensor {
 
     /// A tensor filled with `value`.
     public static func full(_ shape: [Int], _ value: Double, dtype: DType = .float32) -> Tensor {
-        precondition(shape.allSatisfy { $0 >= 0 }, "full: negative dimension in shape \(shape)")
+        require(shape.allSatisfy { $0 >= 0 }, "full: negative dimension in shape \(shape)")
         struct Fill: ElementVisitor {
             let t: Tensor, value: Double
             func visit<T: TensorElement>(_: T.Type) {
@@ -42,7 +42,7 @@ extension Tensor {
     /// Zeros.
     public static func zeros(_ shape: [Int], dtype: DType = .float32) -> Tensor {
         let n = shape.reduce(1, *)
-        precondition(shape.allSatisfy { $0 >= 0 }, "zeros: negative dimension in shape \(shape)")
+        require(shape.allSatisfy { $0 >= 0 }, "zeros: negative dimension in shape \(shape)")
         return Tensor(storage: Storage(zeroedByteCount: Swift.max(n, 1) * dtype.byteSize), shape: shape,
                       strides: contiguousStrides(shape), offset: 0, dtype: dtype)
     }
@@ -63,14 +63,14 @@ extension Tensor {
 
     /// `start, start+step, …` below `end` (PyTorch's `arange`).
     public static func arange(_ start: Double = 0, _ end: Double, step: Double = 1, dtype: DType = .int64) -> Tensor {
-        precondition(step != 0 && (end - start) / step >= 0, "arange: upper bound and larger bound inconsistent with step sign")
+        require(step != 0 && (end - start) / step >= 0, "arange: upper bound and larger bound inconsistent with step sign")
         let n = Int(((end - start) / step).rounded(.up))
         return Tensor((0..<n).map { start + Double($0) * step }, shape: [n]).to(dtype)
     }
 
     /// `count` evenly spaced values from `start` to `end` inclusive.
     public static func linspace(_ start: Double, _ end: Double, count: Int, dtype: DType = .float32) -> Tensor {
-        precondition(count >= 0, "linspace: number of steps must be non-negative")
+        require(count >= 0, "linspace: number of steps must be non-negative")
         let step = count > 1 ? (end - start) / Double(count - 1) : 0
         // PyTorch fills the second half backwards from `end` so both ends are exact.
         let vals = (0..<count).map { i in i < count / 2 ? start + step * Double(i) : end - step * Double(count - 1 - i) }
@@ -119,7 +119,7 @@ extension Tensor {
 
     /// 1 with probability `p`, else 0.
     public static func bernoulli(_ shape: [Int], p: Double, dtype: DType = .float32, generator: Generator = .default) -> Tensor {
-        precondition(p >= 0 && p <= 1, "bernoulli: p must be in [0, 1], got \(p)")
+        require(p >= 0 && p <= 1, "bernoulli: p must be in [0, 1], got \(p)")
         let n = shape.reduce(1, *)
         return Tensor((0..<n).map { _ in generator.nextDouble() < p ? Float(1) : 0 }, shape: shape).to(dtype)
     }

@@ -16,7 +16,7 @@ protocol ComparePredicate {
 extension Tensor {
     /// Stops with PyTorch-style wording unless the dtype is a compute type.
     func requireCompute(_ op: String) {
-        precondition(dtype.isCompute, "\(op): not implemented for dtype \(dtype) (convert with .to(.float32))")
+        require(dtype.isCompute, "\(op): not implemented for dtype \(dtype) (convert with .to(.float32))")
     }
 
     /// `f` applied elementwise (no autograd). Dense inputs keep their memory order.
@@ -55,7 +55,7 @@ extension Tensor {
     /// `f` applied to broadcast pairs (no autograd).
     static func zipMap<F: BinaryMap>(_ a: Tensor, _ b: Tensor, _ f: F, _ op: String) -> Tensor {
         a.requireCompute(op)
-        precondition(a.dtype == b.dtype, "\(op): expected both operands to have the same dtype, got \(a.dtype) and \(b.dtype)")
+        require(a.dtype == b.dtype, "\(op): expected both operands to have the same dtype, got \(a.dtype) and \(b.dtype)")
         switch a.dtype {
         case .float32: return zipKernel(a, b, f, op, Float.self)
         default: return zipKernel(a, b, f, op, Double.self)
@@ -65,7 +65,7 @@ extension Tensor {
     private static func zipKernel<T: FloatElement, F: BinaryMap>(_ a: Tensor, _ b: Tensor, _ f: F, _ op: String,
                                                                  _: T.Type) -> Tensor {
         guard let shape = broadcastShapes(a.shape, b.shape) else {
-            preconditionFailure("\(op): the size of tensor a \(a.shape) must match the size of tensor b \(b.shape) at non-singleton dimensions")
+            fatalError("\(op): the size of tensor a \(a.shape) must match the size of tensor b \(b.shape) at non-singleton dimensions")
         }
         let n = shape.reduce(1, *)
         // Same layout, dense: one flat loop.
@@ -122,7 +122,7 @@ extension Tensor {
 
     /// Broadcast comparison producing a `bool` tensor (no autograd).
     static func compare<P: ComparePredicate>(_ a: Tensor, _ b: Tensor, _ p: P, _ op: String) -> Tensor {
-        precondition(a.dtype == b.dtype, "\(op): expected both operands to have the same dtype, got \(a.dtype) and \(b.dtype)")
+        require(a.dtype == b.dtype, "\(op): expected both operands to have the same dtype, got \(a.dtype) and \(b.dtype)")
         switch a.dtype {
         case .float32: return compareKernel(a, b, p, op, Float.self)
         case .float64: return compareKernel(a, b, p, op, Double.self)
@@ -136,7 +136,7 @@ extension Tensor {
     private static func compareKernel<T: TensorElement & Comparable, P: ComparePredicate>(
         _ a: Tensor, _ b: Tensor, _ p: P, _ op: String, _: T.Type) -> Tensor {
         guard let shape = broadcastShapes(a.shape, b.shape) else {
-            preconditionFailure("\(op): the size of tensor a \(a.shape) must match the size of tensor b \(b.shape) at non-singleton dimensions")
+            fatalError("\(op): the size of tensor a \(a.shape) must match the size of tensor b \(b.shape) at non-singleton dimensions")
         }
         let out = Tensor(empty: shape, dtype: .bool, strides: stridesFollowing([a, b], shape: shape))
         let plan = LoopPlan(shape: shape, operands: [(out.strides, 0), (a.broadcastStrides(to: shape), a.offset),

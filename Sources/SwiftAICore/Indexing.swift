@@ -3,10 +3,10 @@
 extension Tensor {
     /// Index values as `Int`, checked against `0..<bound` (negative values count from the end).
     func indexValues(bound: Int, _ op: String) -> [Int] {
-        precondition(dtype == .int64 || dtype == .int32, "\(op): expected an int64 or int32 index tensor, got \(dtype)")
+        require(dtype == .int64 || dtype == .int32, "\(op): expected an int64 or int32 index tensor, got \(dtype)")
         return scalars(as: Int64.self).map { v in
             let i = v < 0 ? Int(v) + bound : Int(v)
-            precondition(i >= 0 && i < bound, "\(op): index \(v) is out of bounds for dimension with size \(bound)")
+            require(i >= 0 && i < bound, "\(op): index \(v) is out of bounds for dimension with size \(bound)")
             return i
         }
     }
@@ -14,9 +14,9 @@ extension Tensor {
     /// Storage offsets of `self` for every position of `index` (same rank), with dimension `d` replaced by
     /// the index value.
     private func gatherOffsets(_ d: Int, _ index: Tensor, _ op: String) -> [Int] {
-        precondition(index.rank == rank, "\(op): index tensor must have the same number of dimensions as input tensor (\(index.rank) vs \(rank))")
+        require(index.rank == rank, "\(op): index tensor must have the same number of dimensions as input tensor (\(index.rank) vs \(rank))")
         for i in 0..<rank where i != d {
-            precondition(index.shape[i] <= shape[i], "\(op): size does not match at dimension \(i): index \(index.shape) vs input \(shape)")
+            require(index.shape[i] <= shape[i], "\(op): size does not match at dimension \(i): index \(index.shape) vs input \(shape)")
         }
         let vals = index.indexValues(bound: shape[d], op)
         var out = [Int](repeating: 0, count: vals.count)
@@ -55,7 +55,7 @@ extension Tensor {
     /// A copy with `source` added at the positions `index` selects along `dim` (not recorded by autograd).
     public func scatterAdd(dim: Int, index: Tensor, source: Tensor) -> Tensor {
         let d = dimIndex(dim, "scatter_add")
-        precondition(source.shape == index.shape, "scatter_add: source shape \(source.shape) must match index shape \(index.shape)")
+        require(source.shape == index.shape, "scatter_add: source shape \(source.shape) must match index shape \(index.shape)")
         var out = self.detached().contiguous().to(.float64)
         out = out.clone()
         let offs = out.gatherOffsets(d, index, "scatter_add")
@@ -67,7 +67,7 @@ extension Tensor {
     /// Entries of dimension `dim` picked by a 1-D `index` (PyTorch's `index_select`).
     public func indexSelect(dim: Int, index: Tensor) -> Tensor {
         let d = dimIndex(dim, "index_select")
-        precondition(index.rank <= 1, "index_select: index must be 1-D, got shape \(index.shape)")
+        require(index.rank <= 1, "index_select: index must be 1-D, got shape \(index.shape)")
         let idx = index.indexValues(bound: shape[d], "index_select")
         var outShape = shape
         outShape[d] = idx.count
@@ -110,12 +110,12 @@ extension Tensor {
 
     /// Concatenates along `dim`; all other sizes must agree.
     public static func cat(_ tensors: [Tensor], dim: Int = 0) -> Tensor {
-        precondition(!tensors.isEmpty, "cat: expected a non-empty list of tensors")
+        require(!tensors.isEmpty, "cat: expected a non-empty list of tensors")
         let first = tensors[0]
         let d = first.dimIndex(dim, "cat")
         for t in tensors {
-            precondition(t.dtype == first.dtype, "cat: expected all tensors to have dtype \(first.dtype), got \(t.dtype)")
-            precondition(t.rank == first.rank && (0..<t.rank).allSatisfy { $0 == d || t.shape[$0] == first.shape[$0] },
+            require(t.dtype == first.dtype, "cat: expected all tensors to have dtype \(first.dtype), got \(t.dtype)")
+            require(t.rank == first.rank && (0..<t.rank).allSatisfy { $0 == d || t.shape[$0] == first.shape[$0] },
                          "cat: sizes of tensors must match except in dimension \(d); got \(first.shape) and \(t.shape)")
         }
         var outShape = first.shape
@@ -147,9 +147,9 @@ extension Tensor {
 
     /// Stacks equal-shaped tensors along a new dimension `dim`.
     public static func stack(_ tensors: [Tensor], dim: Int = 0) -> Tensor {
-        precondition(!tensors.isEmpty, "stack: expected a non-empty list of tensors")
+        require(!tensors.isEmpty, "stack: expected a non-empty list of tensors")
         for t in tensors {
-            precondition(t.shape == tensors[0].shape, "stack: expects each tensor to be equal size, but got \(tensors[0].shape) and \(t.shape)")
+            require(t.shape == tensors[0].shape, "stack: expects each tensor to be equal size, but got \(tensors[0].shape) and \(t.shape)")
         }
         return cat(tensors.map { $0.unsqueeze(dim) }, dim: dim)
     }
@@ -157,7 +157,7 @@ extension Tensor {
     /// Views of consecutive pieces of `sizes` along `dim`.
     public func split(_ sizes: [Int], dim: Int = 0) -> [Tensor] {
         let d = dimIndex(dim, "split")
-        precondition(sizes.reduce(0, +) == shape[d], "split: sizes \(sizes) must sum to the size \(shape[d]) of dimension \(d)")
+        require(sizes.reduce(0, +) == shape[d], "split: sizes \(sizes) must sum to the size \(shape[d]) of dimension \(d)")
         var start = 0
         return sizes.map { s in
             defer { start += s }
@@ -167,7 +167,7 @@ extension Tensor {
 
     /// Views of pieces of `size` along `dim` (the last may be smaller).
     public func split(size: Int, dim: Int = 0) -> [Tensor] {
-        precondition(size > 0, "split: split_size must be positive, got \(size)")
+        require(size > 0, "split: split_size must be positive, got \(size)")
         let n = shape[dimIndex(dim, "split")]
         return split(stride(from: 0, to: n, by: size).map { Swift.min(size, n - $0) }, dim: dim)
     }
@@ -181,7 +181,7 @@ extension Tensor {
     /// Constant padding, PyTorch `F.pad` order: `[left, right]` for the last dimension, then
     /// `[top, bottom]` for the one before, and so on. Negative amounts crop.
     public func pad(_ amounts: [Int], value: Double = 0) -> Tensor {
-        precondition(amounts.count % 2 == 0 && amounts.count / 2 <= rank,
+        require(amounts.count % 2 == 0 && amounts.count / 2 <= rank,
                      "pad: padding length must be divisible by 2 and at most 2×rank, got \(amounts.count) for rank \(rank)")
         var outShape = shape
         var inner = [TensorIndex](repeating: .all, count: rank)
@@ -189,7 +189,7 @@ extension Tensor {
         for k in 0..<(amounts.count / 2) {
             let d = rank - 1 - k, lo = amounts[2 * k], hi = amounts[2 * k + 1]
             outShape[d] = shape[d] + lo + hi
-            precondition(outShape[d] >= 0, "pad: resulting size of dimension \(d) is negative")
+            require(outShape[d] >= 0, "pad: resulting size of dimension \(d) is negative")
             inner[d] = .slice(start: Swift.max(lo, 0), end: Swift.max(lo, 0) + shape[d] + Swift.min(lo, 0) + Swift.min(hi, 0), step: 1)
             crop[d] = .slice(start: Swift.max(-lo, 0), end: shape[d] - Swift.max(-hi, 0), step: 1)
         }

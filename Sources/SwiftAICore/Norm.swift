@@ -138,7 +138,7 @@ extension Tensor {
     public func batchNorm(weight: Tensor?, bias: Tensor?, runningMean: inout Tensor, runningVar: inout Tensor,
                           training: Bool, momentum: Double = 0.1, eps: Double = 1e-5) -> Tensor {
         let c = rank >= 2 ? shape[1] : 0
-        precondition(runningMean.shape == [c] && runningVar.shape == [c],
+        require(runningMean.shape == [c] && runningVar.shape == [c],
                      "batch_norm: running_mean \(runningMean.shape) and running_var \(runningVar.shape) should have shape [\(c)] for input \(shape)")
         var stats: (mean: [Double], variance: [Double])? = nil
         let y = batchNormImpl(weight: weight, bias: bias, running: training ? nil : (runningMean.doubles, runningVar.doubles),
@@ -163,11 +163,11 @@ extension Tensor {
     private func batchNormImpl(weight: Tensor?, bias: Tensor?, running: ([Double], [Double])?, eps: Double,
                                stats: inout (mean: [Double], variance: [Double])?) -> Tensor {
         requireCompute("batch_norm")
-        precondition(rank >= 2, "batch_norm: expected at least 2-D input [N, C, ...], got \(shape)")
+        require(rank >= 2, "batch_norm: expected at least 2-D input [N, C, ...], got \(shape)")
         let c = shape[1], m = count / Swift.max(c, 1)
-        if let weight { precondition(weight.shape == [c] && weight.dtype == dtype, "batch_norm: weight \(weight.shape) \(weight.dtype) should be [\(c)] \(dtype)") }
-        if let bias { precondition(bias.shape == [c] && bias.dtype == dtype, "batch_norm: bias \(bias.shape) \(bias.dtype) should be [\(c)] \(dtype)") }
-        precondition(running != nil || m > 1, "batch_norm: expected more than 1 value per channel when training, got input size \(shape)")
+        if let weight { require(weight.shape == [c] && weight.dtype == dtype, "batch_norm: weight \(weight.shape) \(weight.dtype) should be [\(c)] \(dtype)") }
+        if let bias { require(bias.shape == [c] && bias.dtype == dtype, "batch_norm: bias \(bias.shape) \(bias.dtype) should be [\(c)] \(dtype)") }
+        require(running != nil || m > 1, "batch_norm: expected more than 1 value per channel when training, got input size \(shape)")
         let (x, layout) = detached().channelLayoutView()
         let gamma = weight?.doubles ?? [Double](repeating: 1, count: c)
         let beta = bias?.doubles ?? [Double](repeating: 0, count: c)

@@ -35,8 +35,8 @@ extension Tensor {
     /// 2-D average pooling (PyTorch's `avg_pool2d`; `stride` defaults to `kernel`).
     public func avgPool2d(kernel: Int, stride: Int? = nil, padding: Int = 0, ceilMode: Bool = false,
                           countIncludePad: Bool = true) -> Tensor {
-        precondition(rank == 4, "avg_pool2d: expected 4-D input [N, C, H, W], got \(shape)")
-        precondition(padding <= kernel / 2, "avg_pool2d: pad should be at most half of effective kernel size, got padding \(padding) for kernel \(kernel)")
+        require(rank == 4, "avg_pool2d: expected 4-D input [N, C, H, W], got \(shape)")
+        require(padding <= kernel / 2, "avg_pool2d: pad should be at most half of effective kernel size, got padding \(padding) for kernel \(kernel)")
         let s = stride ?? kernel
         let ah = PoolAxis(length: shape[2], kernel: kernel, stride: s, padding: padding, ceilMode: ceilMode, includePad: countIncludePad)
         let aw = PoolAxis(length: shape[3], kernel: kernel, stride: s, padding: padding, ceilMode: ceilMode, includePad: countIncludePad)
@@ -45,7 +45,7 @@ extension Tensor {
 
     /// Average pooling to a fixed output size (PyTorch's `adaptive_avg_pool2d`).
     public func adaptiveAvgPool2d(_ outputSize: (Int, Int)) -> Tensor {
-        precondition(rank == 4, "adaptive_avg_pool2d: expected 4-D input [N, C, H, W], got \(shape)")
+        require(rank == 4, "adaptive_avg_pool2d: expected 4-D input [N, C, H, W], got \(shape)")
         return averagePool(PoolAxis(length: shape[2], adaptive: outputSize.0), PoolAxis(length: shape[3], adaptive: outputSize.1),
                            "adaptive_avg_pool2d")
     }
@@ -55,13 +55,13 @@ extension Tensor {
 
     /// 2-D max pooling (PyTorch's `max_pool2d`; `stride` defaults to `kernel`).
     public func maxPool2d(kernel: Int, stride: Int? = nil, padding: Int = 0, ceilMode: Bool = false) -> Tensor {
-        precondition(rank == 4, "max_pool2d: expected 4-D input [N, C, H, W], got \(shape)")
-        precondition(padding <= kernel / 2, "max_pool2d: pad should be at most half of kernel size, got padding \(padding) for kernel \(kernel)")
+        require(rank == 4, "max_pool2d: expected 4-D input [N, C, H, W], got \(shape)")
+        require(padding <= kernel / 2, "max_pool2d: pad should be at most half of kernel size, got padding \(padding) for kernel \(kernel)")
         requireCompute("max_pool2d")
         let s = stride ?? kernel
         let ah = PoolAxis(length: shape[2], kernel: kernel, stride: s, padding: padding, ceilMode: ceilMode, includePad: false)
         let aw = PoolAxis(length: shape[3], kernel: kernel, stride: s, padding: padding, ceilMode: ceilMode, includePad: false)
-        precondition(ah.count > 0 && aw.count > 0, "max_pool2d: output size is too small for input \(shape)")
+        require(ah.count > 0 && aw.count > 0, "max_pool2d: output size is too small for input \(shape)")
         let (y0, argmax) = dtype == .float32 ? maxPoolKernel(ah, aw, Float.self) : maxPoolKernel(ah, aw, Double.self)
         var y = y0
         if Tensor.needsGrad(self) {
@@ -83,7 +83,7 @@ extension Tensor {
 
     private func averagePool(_ ah: PoolAxis, _ aw: PoolAxis, _ op: String) -> Tensor {
         requireCompute(op)
-        precondition(ah.count > 0 && aw.count > 0, "\(op): output size is too small for input \(shape)")
+        require(ah.count > 0 && aw.count > 0, "\(op): output size is too small for input \(shape)")
         var y = dtype == .float32 ? avgPoolKernel(ah, aw, Float.self) : avgPoolKernel(ah, aw, Double.self)
         if Tensor.needsGrad(self) {
             let like = detached()

@@ -38,7 +38,7 @@ public final class Generator: RandomNumberGenerator {
 
     /// Restores a state from ``state``.
     public func restore(_ st: [UInt64]) {
-        precondition(st.count == 7, "Generator.restore: expected 7 words, got \(st.count)")
+        require(st.count == 7, "Generator.restore: expected 7 words, got \(st.count)")
         s = (st[0], st[1], st[2], st[3])
         spareNormal = st[5] == 1 ? Double(bitPattern: st[4]) : nil
         seed = st[6]
@@ -78,7 +78,7 @@ public final class Generator: RandomNumberGenerator {
 
     /// Uniform integer in `range` (unbiased).
     public func nextInt(in range: Range<Int>) -> Int {
-        precondition(!range.isEmpty, "Generator.nextInt: empty range")
+        require(!range.isEmpty, "Generator.nextInt: empty range")
         let bound = UInt64(range.count)
         let threshold = (0 &- bound) % bound
         while true {

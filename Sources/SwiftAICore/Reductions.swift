@@ -50,20 +50,27 @@ extension Tensor {
                 acc[0] = partial.reduce(0, +)
                 return
             }
-            acc.withUnsafeMutableBufferPointer { ap in
-                let a = ap.baseAddress!
-                plan.run(0..<plan.count) { offs, len in
-                    let p = base + offs[1]
-                    if so == 0 {
-                        var s = 0.0
-                        for i in 0..<len { s += p[i * si].doubleValue }
-                        a[offs[0]] += s
-                    } else {
-                        let q = a + offs[0]
-                        for i in 0..<len { q[i * so] += p[i * si].doubleValue }
+            // Each thread accumulates its share of the input into a private copy of the output.
+            let threads = Swift.max(1, Swift.min(Parallel.threadCount, plan.count / 65_536))
+            var partial = [Double](repeating: 0, count: threads * outCount)
+            partial.withUnsafeMutableBufferPointer { pp in
+                let per = (plan.count + threads - 1) / threads
+                Parallel.forEachChunk(threads, grain: 1) { tr in
+                    for t in tr {
+                        let a = pp.baseAddress! + t * outCount
+                        plan.run((t * per)..<Swift.min(plan.count, (t + 1) * per)) { offs, len in
+                            let p = base + offs[1]
+                            if so == 0 {
+                                a[offs[0]] += Tensor.accurateSum(p, count: len, stride: si)
+                            } else {
+                                let q = a + offs[0]
+                                for i in 0..<len { q[i * so] += p[i * si].doubleValue }
+                            }
+                        }
                     }
                 }
             }
+            for t in 0..<threads { for i in 0..<outCount { acc[i] += partial[t * outCount + i] } }
         }
         if dtype == .float32 { go(Float.self) } else { go(Double.self) }
         let out = Tensor(acc.map { Float($0) }, shape: keepDim ? keepShape : reducedShape(dims, keepDim: false))
@@ -169,7 +176,7 @@ extension Tensor {
     public func argmin(dim: Int, keepDim: Bool = false) -> Tensor { min(dim: dim, keepDim: keepDim).indices.detached() }
 
     private func globalExtremum(largest: Bool) -> Tensor {
-        precondition(count > 0, "\(largest ? "max" : "min")(): expected a non-empty tensor")
+        require(count > 0, "\(largest ? "max" : "min")(): expected a non-empty tensor")
         let v = noGrad { reshape([-1]).extremum(dim: 0, keepDim: false, largest: largest, "max").values }
         var y = v
         if Tensor.needsGrad(self) {
@@ -184,7 +191,7 @@ extension Tensor {
 
     private func extremum(dim: Int, keepDim: Bool, largest: Bool, _ op: String) -> (values: Tensor, indices: Tensor) {
         let d = dimIndex(dim, op)
-        precondition(shape[d] > 0, "\(op): cannot reduce an empty dimension")
+        require(shape[d] > 0, "\(op): cannot reduce an empty dimension")
         let src = to(dtype.isCompute ? dtype : .float64).movedim(d, -1).contiguous().detached()
         let k = shape[d], rows = count / k
         var vals = [Double](repeating: 0, count: rows)

@@ -87,7 +87,7 @@ extension Tensor {
 
     /// Randomly zeroes elements with probability `p` and scales the rest by 1/(1−p) in training.
     public func dropout(p: Double, training: Bool = true, generator: Generator = .default) -> Tensor {
-        precondition(p >= 0 && p <= 1, "dropout: probability has to be between 0 and 1, but got \(p)")
+        require(p >= 0 && p <= 1, "dropout: probability has to be between 0 and 1, but got \(p)")
         if !training || p == 0 { return self }
         if p == 1 { return self * 0 }
         var mask = Tensor.bernoulli([count], p: 1 - p, dtype: dtype, generator: generator) / (1 - p)
@@ -98,8 +98,8 @@ extension Tensor {
 
     /// Zeroes whole channels (dimension 1) with probability `p` (PyTorch's `Dropout2d`).
     public func dropout2d(p: Double, training: Bool = true, generator: Generator = .default) -> Tensor {
-        precondition(p >= 0 && p <= 1, "dropout2d: probability has to be between 0 and 1, but got \(p)")
-        precondition(rank >= 2, "dropout2d: expected input with at least 2 dimensions, got \(shape)")
+        require(p >= 0 && p <= 1, "dropout2d: probability has to be between 0 and 1, but got \(p)")
+        require(rank >= 2, "dropout2d: expected input with at least 2 dimensions, got \(shape)")
         if !training || p == 0 { return self }
         let maskShape = [shape[0], shape[1]] + [Int](repeating: 1, count: rank - 2)
         return self * (Tensor.bernoulli(maskShape, p: 1 - p, dtype: dtype, generator: generator) / Swift.max(1 - p, 1e-12))
@@ -113,14 +113,14 @@ extension Tensor {
 ///   - ignoreIndex: targets with this value contribute nothing.
 public func nllLoss(_ input: Tensor, _ target: Tensor, weight: Tensor? = nil, ignoreIndex: Int = -100,
                     reduction: Reduction = .mean) -> Tensor {
-    precondition(input.rank == 2, "nll_loss: expected input of shape [N, C], got \(input.shape)")
-    precondition(target.shape == [input.shape[0]],
+    require(input.rank == 2, "nll_loss: expected input of shape [N, C], got \(input.shape)")
+    require(target.shape == [input.shape[0]],
                  "nll_loss: expected target of shape [\(input.shape[0])] for input \(input.shape), got \(target.shape)")
     let c = input.shape[1]
     let labels = target.scalars(as: Int64.self)
     let keep = labels.map { Int($0) != ignoreIndex }
     for (l, k) in zip(labels, keep) where k {
-        precondition(l >= 0 && Int(l) < c, "nll_loss: target \(l) is out of bounds for \(c) classes")
+        require(l >= 0 && Int(l) < c, "nll_loss: target \(l) is out of bounds for \(c) classes")
     }
     let safe = Tensor(labels.enumerated().map { keep[$0.offset] ? $0.element : 0 }, shape: [labels.count, 1])
     let w: Tensor = {
@@ -140,12 +140,12 @@ public func nllLoss(_ input: Tensor, _ target: Tensor, weight: Tensor? = nil, ig
 /// with optional class weights and label smoothing, as PyTorch's `F.cross_entropy`.
 public func crossEntropy(_ logits: Tensor, _ target: Tensor, weight: Tensor? = nil, ignoreIndex: Int = -100,
                          reduction: Reduction = .mean, labelSmoothing: Double = 0) -> Tensor {
-    precondition(logits.rank == 2, "cross_entropy: expected logits of shape [N, C], got \(logits.shape)")
-    precondition(labelSmoothing >= 0 && labelSmoothing <= 1, "cross_entropy: label_smoothing must be in [0, 1], got \(labelSmoothing)")
+    require(logits.rank == 2, "cross_entropy: expected logits of shape [N, C], got \(logits.shape)")
+    require(labelSmoothing >= 0 && labelSmoothing <= 1, "cross_entropy: label_smoothing must be in [0, 1], got \(labelSmoothing)")
     let logp = logits.logSoftmax(dim: 1)
     let c = logits.shape[1]
     if target.dtype.isFloatingPoint {
-        precondition(target.shape == logits.shape, "cross_entropy: probability targets \(target.shape) must match logits \(logits.shape)")
+        require(target.shape == logits.shape, "cross_entropy: probability targets \(target.shape) must match logits \(logits.shape)")
         var t = target.detached().to(logits.dtype)
         if labelSmoothing > 0 { t = t * (1 - labelSmoothing) + labelSmoothing / Double(c) }
         var per = logp * t

@@ -41,7 +41,7 @@ public struct Tensor {
     /// A tensor holding `values` in row-major order.
     public init<T: TensorElement>(_ values: [T], shape: [Int]) {
         let n = shape.reduce(1, *)
-        precondition(n == values.count, "Tensor(_:shape:): \(values.count) values do not fill shape \(shape)")
+        require(n == values.count, "Tensor(_:shape:): \(values.count) values do not fill shape \(shape)")
         self.init(empty: shape, dtype: T.dtype)
         values.withUnsafeBufferPointer { src in
             if n > 0 { storage.data.copyMemory(from: src.baseAddress!, byteCount: n * T.dtype.byteSize) }
@@ -57,7 +57,7 @@ public struct Tensor {
     /// A 2-D tensor from rows of equal length.
     public init<T: TensorElement>(rows: [[T]]) {
         let cols = rows.first?.count ?? 0
-        precondition(rows.allSatisfy { $0.count == cols }, "Tensor(rows:): rows have different lengths")
+        require(rows.allSatisfy { $0.count == cols }, "Tensor(rows:): rows have different lengths")
         self.init(rows.flatMap { $0 }, shape: [rows.count, cols])
     }
 
@@ -81,7 +81,7 @@ public struct Tensor {
 
     /// Channels-last strides (NHWC memory order) for a 4-D NCHW shape.
     public static func channelsLastStrides(_ shape: [Int]) -> [Int] {
-        precondition(shape.count == 4, "channelsLastStrides: needs a 4-D shape, got \(shape)")
+        require(shape.count == 4, "channelsLastStrides: needs a 4-D shape, got \(shape)")
         let c = Swift.max(shape[1], 1), h = Swift.max(shape[2], 1), w = Swift.max(shape[3], 1)
         return [h * w * c, 1, w * c, c]
     }
@@ -120,7 +120,7 @@ public struct Tensor {
     /// Typed pointer to the first element of this view. The caller must respect strides.
     @inlinable
     public func pointer<T: TensorElement>(_: T.Type) -> UnsafeMutablePointer<T> {
-        precondition(T.dtype == dtype, "pointer: tensor is \(dtype), asked for \(T.dtype)")
+        require(T.dtype == dtype, "pointer: tensor is \(dtype), asked for \(T.dtype)")
         return storage.data.assumingMemoryBound(to: T.self) + offset
     }
 
@@ -151,7 +151,7 @@ public struct Tensor {
 
     /// The value of a one-element tensor.
     public func item() -> Double {
-        precondition(count == 1, "item(): tensor with \(count) elements (shape \(shape)) cannot be converted to a scalar")
+        require(count == 1, "item(): tensor with \(count) elements (shape \(shape)) cannot be converted to a scalar")
         return readDouble(at: offset)
     }
 
@@ -194,10 +194,10 @@ public struct Tensor {
 
     /// Element at a full index, as `Double` (for tests and printing).
     public subscript(element index: [Int]) -> Double {
-        precondition(index.count == rank, "subscript(element:): index \(index) for shape \(shape)")
+        require(index.count == rank, "subscript(element:): index \(index) for shape \(shape)")
         var pos = offset
         for (d, i) in index.enumerated() {
-            precondition(i >= 0 && i < shape[d], "subscript(element:): index \(index) out of range for shape \(shape)")
+            require(i >= 0 && i < shape[d], "subscript(element:): index \(index) out of range for shape \(shape)")
             pos += i * strides[d]
         }
         return readDouble(at: pos)
@@ -250,4 +250,14 @@ func formatFixed(_ v: Double, digits: Int) -> String {
     var fp = String(Int64(r - ip * scale))
     while fp.count < digits { fp = "0" + fp }
     return (v < 0 && r != 0 ? "-" : "") + String(Int64(ip)) + (digits > 0 ? "." + fp : "")
+}
+
+/// Stops with `message` when `condition` is false — in every build configuration.
+///
+/// Swift's `precondition` drops its message in optimised builds; SwiftAI's programmer-error messages
+/// (op name and shapes, as PyTorch prints them) must reach the user of a release binary too.
+@inline(__always)
+public func require(_ condition: @autoclosure () -> Bool, _ message: @autoclosure () -> String,
+                    file: StaticString = #file, line: UInt = #line) {
+    if !condition() { fatalError(message(), file: file, line: line) }
 }

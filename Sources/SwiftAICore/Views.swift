@@ -64,7 +64,7 @@ extension Tensor {
     func dimIndex(_ d: Int, _ op: String, extra: Int = 0) -> Int {
         let n = rank + extra
         let r = d < 0 ? d + n : d
-        precondition(r >= 0 && r < Swift.max(n, 1), "\(op): dimension out of range (expected to be in range of [\(-Swift.max(n, 1)), \(Swift.max(n, 1) - 1)], but got \(d))")
+        require(r >= 0 && r < Swift.max(n, 1), "\(op): dimension out of range (expected to be in range of [\(-Swift.max(n, 1)), \(Swift.max(n, 1) - 1)], but got \(d))")
         return r
     }
 
@@ -84,7 +84,7 @@ extension Tensor {
     public func view(_ newShape: [Int]) -> Tensor {
         let target = inferShape(newShape, "view")
         guard let st = Tensor.viewStrides(shape, strides, target) else {
-            preconditionFailure("view: size \(target) is not compatible with input tensor's size \(shape) and strides \(strides) (at least one dimension spans across two contiguous subspaces). Use .reshape(...) instead.")
+            fatalError("view: size \(target) is not compatible with input tensor's size \(shape) and strides \(strides) (at least one dimension spans across two contiguous subspaces). Use .reshape(...) instead.")
         }
         return view(target, strides: st, "view")
     }
@@ -102,12 +102,12 @@ extension Tensor {
         var s = newShape
         let known = s.filter { $0 != -1 }.reduce(1, *)
         let unknown = s.indices.filter { s[$0] == -1 }
-        precondition(unknown.count <= 1, "\(op): only one dimension can be inferred, got \(newShape)")
+        require(unknown.count <= 1, "\(op): only one dimension can be inferred, got \(newShape)")
         if let u = unknown.first {
-            precondition(known > 0 && count % known == 0, "\(op): shape \(newShape) is invalid for input of size \(count)")
+            require(known > 0 && count % known == 0, "\(op): shape \(newShape) is invalid for input of size \(count)")
             s[u] = count / known
         }
-        precondition(s.reduce(1, *) == count && s.allSatisfy { $0 >= 0 },
+        require(s.reduce(1, *) == count && s.allSatisfy { $0 >= 0 },
                      "\(op): shape \(newShape) is invalid for input of size \(count)")
         return s
     }
@@ -143,7 +143,7 @@ extension Tensor {
     public func flatten(startDim: Int = 0, endDim: Int = -1) -> Tensor {
         if rank == 0 { return reshape([1]) }
         let s = dimIndex(startDim, "flatten"), e = dimIndex(endDim, "flatten")
-        precondition(s <= e, "flatten: start_dim \(startDim) cannot come after end_dim \(endDim)")
+        require(s <= e, "flatten: start_dim \(startDim) cannot come after end_dim \(endDim)")
         let merged = shape[s...e].reduce(1, *)
         return reshape(Array(shape[..<s]) + [merged] + Array(shape[(e + 1)...]))
     }
@@ -153,7 +153,7 @@ extension Tensor {
     /// Reorders dimensions: result dimension `i` is input dimension `dims[i]`.
     public func permute(_ dims: [Int]) -> Tensor {
         let d = dims.map { dimIndex($0, "permute") }
-        precondition(d.count == rank && Set(d).count == rank,
+        require(d.count == rank && Set(d).count == rank,
                      "permute: number of dims don't match in permute (input shape \(shape), dims \(dims))")
         var y = viewing(shape: d.map { shape[$0] }, strides: d.map { strides[$0] }, offset: offset)
         if Tensor.needsGrad(self) {
@@ -206,13 +206,13 @@ extension Tensor {
 
     /// A broadcast view with `newShape` (stride 0 on expanded dimensions; -1 keeps a size).
     public func expand(_ newShape: [Int]) -> Tensor {
-        precondition(newShape.count >= rank, "expand: the number of sizes provided (\(newShape.count)) must be greater or equal to the number of dimensions in the tensor (\(rank))")
+        require(newShape.count >= rank, "expand: the number of sizes provided (\(newShape.count)) must be greater or equal to the number of dimensions in the tensor (\(rank))")
         let pad = newShape.count - rank
         var sh = newShape, st = [Int](repeating: 0, count: newShape.count)
         for i in 0..<newShape.count where i >= pad {
             let own = shape[i - pad]
             if sh[i] == -1 { sh[i] = own }
-            precondition(own == sh[i] || own == 1,
+            require(own == sh[i] || own == 1,
                          "expand: the expanded size of the tensor (\(sh[i])) must match the existing size (\(own)) at non-singleton dimension \(i). Target sizes: \(newShape). Tensor sizes: \(shape)")
             st[i] = own == 1 ? 0 : strides[i - pad]
         }
@@ -239,19 +239,19 @@ extension Tensor {
             if case .ellipsis = $0.kind { return false }
             return true
         }.count
-        precondition(consumed <= rank, "index: too many indices for tensor of dimension \(rank)")
-        precondition(indices.filter { if case .ellipsis = $0.kind { return true } else { return false } }.count <= 1,
+        require(consumed <= rank, "index: too many indices for tensor of dimension \(rank)")
+        require(indices.filter { if case .ellipsis = $0.kind { return true } else { return false } }.count <= 1,
                      "index: an index can only have a single ellipsis")
         var sh: [Int] = [], st: [Int] = [], off = offset, d = 0
         for idx in indices {
             switch idx.kind {
             case .index(let i):
                 let j = i < 0 ? i + shape[d] : i
-                precondition(j >= 0 && j < shape[d], "index: index \(i) is out of bounds for dimension \(d) with size \(shape[d])")
+                require(j >= 0 && j < shape[d], "index: index \(i) is out of bounds for dimension \(d) with size \(shape[d])")
                 off += j * strides[d]
                 d += 1
             case .slice(let start, let end, let step):
-                precondition(step > 0, "index: slice step must be positive, got \(step)")
+                require(step > 0, "index: slice step must be positive, got \(step)")
                 let n = shape[d]
                 func clip(_ v: Int?, _ dflt: Int) -> Int {
                     guard let v else { return dflt }
@@ -290,7 +290,7 @@ extension Tensor {
 
     /// Writes `value` (broadcast) into the region selected by `indices`. Not recorded by autograd.
     mutating func assign(_ value: Tensor, at indices: [TensorIndex]) {
-        precondition(!(GradMode.isEnabled && (requiresGrad || value.requiresGrad)),
+        require(!(GradMode.isEnabled && (requiresGrad || value.requiresGrad)),
                      "index assignment: in-place writes are not differentiable; use noGrad { } or build a new tensor with cat/where")
         makeUnique()
         let g = sliceGeometry(indices)
@@ -332,8 +332,8 @@ extension Tensor {
     /// Copies `src` (same dtype, broadcast to this shape) into this view's elements, in place.
     /// The caller guarantees the storage is not shared with live values.
     mutating func copyElements(from src: Tensor) {
-        precondition(src.dtype == dtype, "copy: dtype \(src.dtype) into \(dtype)")
-        precondition(Tensor.broadcastShapes(src.shape, shape) == shape,
+        require(src.dtype == dtype, "copy: dtype \(src.dtype) into \(dtype)")
+        require(Tensor.broadcastShapes(src.shape, shape) == shape,
                      "copy: source shape \(src.shape) cannot be broadcast to \(shape)")
         let plan = LoopPlan(shape: shape, operands: [(strides, offset), (src.broadcastStrides(to: shape), src.offset)])
         let n = plan.count

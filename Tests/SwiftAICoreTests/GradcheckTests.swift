@@ -191,3 +191,15 @@ import Testing
         for i in 0..<3 { expectClose(f[i].grad!.to(.float64), ref[i].grad!, rtol: 1e-4, atol: 1e-4, "grad \(i)") }
     }
 }
+
+@Suite struct GemmPathTests {
+    /// Products with cache-aliased leading dimensions take the padded-copy path; results must not change.
+    @Test(arguments: [(64, 256, 512), (512, 512, 512), (256, 100, 256), (300, 256, 70)])
+    func paddedProductsMatchReference(_ d: (Int, Int, Int)) {
+        let a = randn([d.0, d.1], seed: 70), b = randn([d.1, d.2], seed: 71)
+        let ref = a.matmul(b)
+        expectClose(a.to(.float32).matmul(b.to(.float32)).to(.float64), ref, rtol: 1e-4, atol: 1e-3, "A·B")
+        expectClose(b.to(.float32).transpose(0, 1).matmul(a.to(.float32).transpose(0, 1)).to(.float64),
+                    ref.transpose(0, 1), rtol: 1e-4, atol: 1e-3, "Bᵀ·Aᵀ")
+    }
+}
