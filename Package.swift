@@ -14,6 +14,9 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .library(name: "SwiftAICore", targets: ["SwiftAICore"]),
+        .library(name: "SwiftAINN", targets: ["SwiftAINN"]),
+        .library(name: "SwiftAIOptim", targets: ["SwiftAIOptim"]),
+        .library(name: "SwiftAIData", targets: ["SwiftAIData"]),
         .executable(name: "swiftai", targets: ["swiftai"]),
     ],
     dependencies: [
@@ -21,12 +24,18 @@ let package = Package(
     ],
     targets: [
         .systemLibrary(name: "CDNNL", path: "Sources/CDNNL"),
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
         .target(name: "SwiftAICore", dependencies: ["CDNNL"], swiftSettings: vectorise),
+        .target(name: "SwiftAINN", dependencies: ["SwiftAICore"], swiftSettings: vectorise),
+        .target(name: "SwiftAIOptim", dependencies: ["SwiftAINN"], swiftSettings: vectorise),
+        .target(name: "SwiftAIData", dependencies: ["SwiftAICore", "CZlib"], swiftSettings: vectorise),
         .executableTarget(name: "swiftai", dependencies: [
-            "SwiftAICore",
+            "SwiftAICore", "SwiftAINN", "SwiftAIOptim", "SwiftAIData",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .testTarget(name: "SwiftAICoreTests", dependencies: ["SwiftAICore"]),
+        .target(name: "SwiftAITestSupport", dependencies: ["SwiftAICore"], path: "Tests/SwiftAITestSupport"),
+        .testTarget(name: "SwiftAICoreTests", dependencies: ["SwiftAICore", "SwiftAITestSupport"]),
+        .testTarget(name: "SwiftAINNTests", dependencies: ["SwiftAINN", "SwiftAIOptim", "SwiftAIData", "SwiftAITestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

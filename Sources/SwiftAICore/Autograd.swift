@@ -87,6 +87,16 @@ extension Tensor {
     /// The op that produced this tensor, if recorded.
     public var gradFunction: String? { node.map { $0.isLeaf ? "leaf" : $0.op } }
 
+    /// Replaces the values (storage, shape and strides) while keeping this tensor's autograd identity —
+    /// PyTorch's `param.data = t`. Optimizers and initialisers update parameters this way.
+    public mutating func setData(_ t: Tensor) {
+        require(t.dtype == dtype, "setData: dtype \(t.dtype) does not match \(dtype)")
+        storage = t.storage
+        shape = t.shape
+        strides = t.strides
+        offset = t.offset
+    }
+
     /// The same values, cut from the graph.
     public func detached() -> Tensor {
         var t = self

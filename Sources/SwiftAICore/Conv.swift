@@ -20,7 +20,11 @@ struct ConvGeometry: Hashable {
 }
 
 /// Compiled oneDNN primitives and memory windows for one geometry.
+///
+/// The memory windows and reordered-weight buffers are shared state, so every pass holds the kernel's
+/// lock: several threads may train models with the same shapes at once (tests do).
 final class ConvKernel {
+    private let lock = Mutex()
     let g: ConvGeometry
     let hasBias: Bool
     let srcDesc, dstDesc, userWeightDesc, biasDesc: dnnl_memory_desc_t
@@ -61,6 +65,7 @@ final class ConvKernel {
     /// y = conv(x, w) + b; all pointers to channels-last activations / contiguous weights.
     func forward(x: UnsafeMutableRawPointer, w: UnsafeMutableRawPointer, b: UnsafeMutableRawPointer?,
                  y: UnsafeMutableRawPointer) {
+        lock.lock(); defer { lock.unlock() }
         userWeights.bind(w)
         if let r = fwdWeightReorder { r.execute([(DNNL_ARG_FROM, userWeights), (DNNL_ARG_TO, fwdWeights)]) }
         var args: [(Int32, DNNLMemory)] = [(DNNL_ARG_SRC, src.bind(x)), (DNNL_ARG_WEIGHTS, fwdWeights), (DNNL_ARG_DST, dst.bind(y))]
@@ -83,6 +88,7 @@ final class ConvKernel {
 
     /// dx = conv_backward_data(dy, w).
     func backwardData(dy: UnsafeMutableRawPointer, w: UnsafeMutableRawPointer, dx: UnsafeMutableRawPointer) {
+        lock.lock(); defer { lock.unlock() }
         let k = bwdData
         userWeights.bind(w)
         if let r = k.reorder { r.execute([(DNNL_ARG_FROM, userWeights), (DNNL_ARG_TO, k.weights)]) }
@@ -107,6 +113,7 @@ final class ConvKernel {
     /// dw (contiguous OIHW) and db from x and dy.
     func backwardWeights(x: UnsafeMutableRawPointer, dy: UnsafeMutableRawPointer, dw: UnsafeMutableRawPointer,
                          db: UnsafeMutableRawPointer?) {
+        lock.lock(); defer { lock.unlock() }
         let k = bwdWeights
         userWeights.bind(dw)
         var args: [(Int32, DNNLMemory)] = [(DNNL_ARG_SRC, src.bind(x)), (DNNL_ARG_DIFF_DST, dst.bind(dy)),

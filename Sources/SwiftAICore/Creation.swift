@@ -98,30 +98,30 @@ extension Tensor {
         let n = shape.reduce(1, *)
         if dtype == .float32 {
             let lo = Float(low), w = Float(high - low)
-            return Tensor((0..<n).map { _ in lo + w * generator.nextFloat() }, shape: shape)
+            return Tensor(generator.withLock { (0..<n).map { _ in lo + w * generator.nextFloat() } }, shape: shape)
         }
-        return Tensor((0..<n).map { _ in low + (high - low) * generator.nextDouble() }, shape: shape).to(dtype)
+        return Tensor(generator.withLock { (0..<n).map { _ in low + (high - low) * generator.nextDouble() } }, shape: shape).to(dtype)
     }
 
     /// Standard normal values scaled by `std` and shifted by `mean`.
     public static func randn(_ shape: [Int], mean: Double = 0, std: Double = 1, dtype: DType = .float32,
                              generator: Generator = .default) -> Tensor {
         let n = shape.reduce(1, *)
-        return Tensor((0..<n).map { _ in mean + std * generator.nextNormal() }, shape: shape).to(dtype)
+        return Tensor(generator.withLock { (0..<n).map { _ in mean + std * generator.nextNormal() } }, shape: shape).to(dtype)
     }
 
     /// Uniform integers in `low..<high`.
     public static func randint(_ low: Int, _ high: Int, _ shape: [Int], dtype: DType = .int64,
                                generator: Generator = .default) -> Tensor {
         let n = shape.reduce(1, *)
-        return Tensor((0..<n).map { _ in Int64(generator.nextInt(in: low..<high)) }, shape: shape).to(dtype)
+        return Tensor(generator.withLock { (0..<n).map { _ in Int64(generator.nextInt(in: low..<high)) } }, shape: shape).to(dtype)
     }
 
     /// 1 with probability `p`, else 0.
     public static func bernoulli(_ shape: [Int], p: Double, dtype: DType = .float32, generator: Generator = .default) -> Tensor {
         require(p >= 0 && p <= 1, "bernoulli: p must be in [0, 1], got \(p)")
         let n = shape.reduce(1, *)
-        return Tensor((0..<n).map { _ in generator.nextDouble() < p ? Float(1) : 0 }, shape: shape).to(dtype)
+        return Tensor(generator.withLock { (0..<n).map { _ in generator.nextDouble() < p ? Float(1) : 0 } }, shape: shape).to(dtype)
     }
 
     // MARK: Conversion

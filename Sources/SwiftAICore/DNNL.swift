@@ -133,16 +133,38 @@ final class DNNLMemory {
     deinit { dnnl_memory_destroy(memory) }
 }
 
+/// A pthread mutex with stable storage.
+final class Mutex: @unchecked Sendable {
+    private let m: UnsafeMutablePointer<pthread_mutex_t>
+
+    init() {
+        m = .allocate(capacity: 1)
+        pthread_mutex_init(m, nil)
+    }
+
+    deinit {
+        pthread_mutex_destroy(m)
+        m.deallocate()
+    }
+
+    func lock() { pthread_mutex_lock(m) }
+    func unlock() { pthread_mutex_unlock(m) }
+
+    func withLock<R>(_ body: () throws -> R) rethrows -> R {
+        lock()
+        defer { unlock() }
+        return try body()
+    }
+}
+
 /// Per-shape cache of compiled kernels (creating a oneDNN primitive JIT-compiles code).
 final class KernelCache<Entry>: @unchecked Sendable {
     private var entries: [String: Entry] = [:]
-    private var mutex = pthread_mutex_t()
-
-    init() { pthread_mutex_init(&mutex, nil) }
+    private let mutex = Mutex()
 
     func get(_ key: String, _ make: () -> Entry) -> Entry {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
+        mutex.lock()
+        defer { mutex.unlock() }
         if let e = entries[key] { return e }
         let e = make()
         entries[key] = e

@@ -65,6 +65,8 @@ public protocol FloatElement: TensorElement, BinaryFloatingPoint, SIMDScalar, Co
     static func log(_ x: Self) -> Self
     static func tanh(_ x: Self) -> Self
     static func pow(_ x: Self, _ y: Self) -> Self
+    static func sin(_ x: Self) -> Self
+    static func cos(_ x: Self) -> Self
 }
 
 extension Float: FloatElement {
@@ -75,6 +77,8 @@ extension Float: FloatElement {
     @inlinable public static func log(_ x: Float) -> Float { logf(x) }
     @inlinable public static func tanh(_ x: Float) -> Float { tanhf(x) }
     @inlinable public static func pow(_ x: Float, _ y: Float) -> Float { powf(x, y) }
+    @inlinable public static func sin(_ x: Float) -> Float { sinf(x) }
+    @inlinable public static func cos(_ x: Float) -> Float { cosf(x) }
 }
 
 extension Double: FloatElement {
@@ -85,6 +89,8 @@ extension Double: FloatElement {
     @inlinable public static func log(_ x: Double) -> Double { Glibc.log(x) }
     @inlinable public static func tanh(_ x: Double) -> Double { Glibc.tanh(x) }
     @inlinable public static func pow(_ x: Double, _ y: Double) -> Double { Glibc.pow(x, y) }
+    @inlinable public static func sin(_ x: Double) -> Double { Glibc.sin(x) }
+    @inlinable public static func cos(_ x: Double) -> Double { Glibc.cos(x) }
 }
 
 extension Int64: TensorElement {

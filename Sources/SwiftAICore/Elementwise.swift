@@ -82,6 +82,10 @@ extension Tensor {
     public func log() -> Tensor { unary("log", Log(), saveInput: true) { x, _, g in g / x } }
     /// Square root.
     public func sqrt() -> Tensor { unary("sqrt", Sqrt(), saveOutput: true) { _, y, g in g * 0.5 / y } }
+    /// Sine.
+    public func sin() -> Tensor { unary("sin", Sin(), saveInput: true) { x, _, g in g * x.map(Cos(), "cos") } }
+    /// Cosine.
+    public func cos() -> Tensor { unary("cos", Cos(), saveInput: true) { x, _, g in -(g * x.map(Sin(), "sin")) } }
     /// Absolute value (gradient 0 at 0, as PyTorch).
     public func abs() -> Tensor {
         unary("abs", Abs(), saveInput: true) { x, _, g in Tensor.zipMap(x, g, AbsGrad(), "abs_backward") }

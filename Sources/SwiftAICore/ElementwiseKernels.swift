@@ -165,6 +165,8 @@ struct Log: UnaryMap { func apply<T: FloatElement>(_ x: T) -> T { T.log(x) } }
 struct Sqrt: UnaryMap { func apply<T: FloatElement>(_ x: T) -> T { x.squareRoot() } }
 struct Abs: UnaryMap { func apply<T: FloatElement>(_ x: T) -> T { Swift.abs(x) } }
 struct Sign: UnaryMap { func apply<T: FloatElement>(_ x: T) -> T { x > 0 ? 1 : (x < 0 ? -1 : 0) } }
+struct Sin: UnaryMap { func apply<T: FloatElement>(_ x: T) -> T { T.sin(x) } }
+struct Cos: UnaryMap { func apply<T: FloatElement>(_ x: T) -> T { T.cos(x) } }
 struct Tanh: UnaryMap { func apply<T: FloatElement>(_ x: T) -> T { T.tanh(x) } }
 struct Sigmoid: UnaryMap {
     func apply<T: FloatElement>(_ x: T) -> T {

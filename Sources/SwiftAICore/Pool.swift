@@ -57,16 +57,27 @@ extension Tensor {
     public func maxPool2d(kernel: Int, stride: Int? = nil, padding: Int = 0, ceilMode: Bool = false) -> Tensor {
         require(rank == 4, "max_pool2d: expected 4-D input [N, C, H, W], got \(shape)")
         require(padding <= kernel / 2, "max_pool2d: pad should be at most half of kernel size, got padding \(padding) for kernel \(kernel)")
-        requireCompute("max_pool2d")
         let s = stride ?? kernel
         let ah = PoolAxis(length: shape[2], kernel: kernel, stride: s, padding: padding, ceilMode: ceilMode, includePad: false)
         let aw = PoolAxis(length: shape[3], kernel: kernel, stride: s, padding: padding, ceilMode: ceilMode, includePad: false)
-        require(ah.count > 0 && aw.count > 0, "max_pool2d: output size is too small for input \(shape)")
+        return maxPool(ah, aw, "max_pool2d")
+    }
+
+    /// Max pooling to a fixed output size (PyTorch's `adaptive_max_pool2d`).
+    public func adaptiveMaxPool2d(_ outputSize: (Int, Int)) -> Tensor {
+        require(rank == 4, "adaptive_max_pool2d: expected 4-D input [N, C, H, W], got \(shape)")
+        return maxPool(PoolAxis(length: shape[2], adaptive: outputSize.0), PoolAxis(length: shape[3], adaptive: outputSize.1),
+                       "adaptive_max_pool2d")
+    }
+
+    private func maxPool(_ ah: PoolAxis, _ aw: PoolAxis, _ op: String) -> Tensor {
+        requireCompute(op)
+        require(ah.count > 0 && aw.count > 0, "\(op): output size is too small for input \(shape)")
         let (y0, argmax) = dtype == .float32 ? maxPoolKernel(ah, aw, Float.self) : maxPoolKernel(ah, aw, Double.self)
         var y = y0
         if Tensor.needsGrad(self) {
             let like = detached()
-            y.recordGrad("max_pool2d", [self]) { g in
+            y.recordGrad(op, [self]) { g in
                 [like.dtype == .float32 ? Tensor.maxPoolBackward(g, argmax, like, Float.self)
                                         : Tensor.maxPoolBackward(g, argmax, like, Double.self)]
             }

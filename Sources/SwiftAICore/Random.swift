@@ -11,12 +11,17 @@ public final class Generator: RandomNumberGenerator {
     /// The seed this generator was last seeded with.
     public private(set) var seed: UInt64 = 0
     private var spareNormal: Double?
+    private let mutex = Mutex()
 
     /// A generator seeded with `seed`.
     public init(seed: UInt64 = 0) { manualSeed(seed) }
 
     /// The process-wide default generator (seed 0 until ``manualSeed(_:)``).
     nonisolated(unsafe) public static let `default` = Generator(seed: 0)
+
+    /// Runs `body` holding this generator's lock: bulk draws (tensor factories, permutations) use it so that
+    /// threads sharing a generator never interleave inside one draw.
+    public func withLock<R>(_ body: () throws -> R) rethrows -> R { try mutex.withLock(body) }
 
     /// Restarts the sequence from `seed`.
     public func manualSeed(_ seed: UInt64) {
@@ -90,9 +95,11 @@ public final class Generator: RandomNumberGenerator {
     /// A random permutation of `0..<n` (Fisher–Yates).
     public func permutation(_ n: Int) -> [Int] {
         var p = Array(0..<n)
-        if n > 1 {
-            for i in stride(from: n - 1, to: 0, by: -1) {
-                p.swapAt(i, nextInt(in: 0..<(i + 1)))
+        withLock {
+            if n > 1 {
+                for i in stride(from: n - 1, to: 0, by: -1) {
+                    p.swapAt(i, nextInt(in: 0..<(i + 1)))
+                }
             }
         }
         return p

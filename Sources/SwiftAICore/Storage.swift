@@ -43,9 +43,9 @@ public final class BlockCache: @unchecked Sendable {
 
     private var free: [Int: [UnsafeMutableRawPointer]] = [:]
     private var cachedBytes = 0
-    private var mutex = pthread_mutex_t()
+    private let mutex = Mutex()
 
-    private init() { pthread_mutex_init(&mutex, nil) }
+    private init() {}
 
     /// Rounds to a size class: 8 classes per power of two.
     @inline(__always) func sizeClass(_ bytes: Int) -> Int {
@@ -58,14 +58,14 @@ public final class BlockCache: @unchecked Sendable {
     func allocate(_ bytes: Int) -> UnsafeMutableRawPointer {
         let size = sizeClass(Swift.max(bytes, 64))
         if size >= minimumBytes {
-            pthread_mutex_lock(&mutex)
+            mutex.lock()
             if var list = free[size], let p = list.popLast() {
                 free[size] = list
                 cachedBytes -= size
-                pthread_mutex_unlock(&mutex)
+                mutex.unlock()
                 return p
             }
-            pthread_mutex_unlock(&mutex)
+            mutex.unlock()
         }
         var raw: UnsafeMutableRawPointer? = nil
         let rc = posix_memalign(&raw, 64, size)
@@ -76,31 +76,30 @@ public final class BlockCache: @unchecked Sendable {
     func release(_ p: UnsafeMutableRawPointer, byteCount: Int) {
         let size = sizeClass(Swift.max(byteCount, 64))
         if size >= minimumBytes {
-            pthread_mutex_lock(&mutex)
+            mutex.lock()
             if cachedBytes + size <= limitBytes {
                 free[size, default: []].append(p)
                 cachedBytes += size
-                pthread_mutex_unlock(&mutex)
+                mutex.unlock()
                 return
             }
-            pthread_mutex_unlock(&mutex)
+            mutex.unlock()
         }
         Glibc.free(p)
     }
 
     /// Bytes currently held for reuse.
     public var heldBytes: Int {
-        pthread_mutex_lock(&mutex); defer { pthread_mutex_unlock(&mutex) }
-        return cachedBytes
+        mutex.withLock { cachedBytes }
     }
 
     /// Returns every cached block to the system.
     public func emptyCache() {
-        pthread_mutex_lock(&mutex)
+        mutex.lock()
         let all = free.values.flatMap { $0 }
         free = [:]
         cachedBytes = 0
-        pthread_mutex_unlock(&mutex)
+        mutex.unlock()
         for p in all { Glibc.free(p) }
     }
 }

@@ -1,5 +1,6 @@
 import Testing
 @testable import SwiftAICore
+import SwiftAITestSupport
 
 /// Programmer errors stop the process with a message naming the op and the shapes (exit tests).
 @Suite struct ErrorMessageTests {

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import SwiftAICore
+import SwiftAITestSupport
 
 /// Every case of `../shared/fixtures/ops.safetensors` (PyTorch 2.9.1 values): forward and each `grad.*`.
 @Suite struct FixtureOpsTests {

@@ -1,5 +1,6 @@
 import Testing
 @testable import SwiftAICore
+import SwiftAITestSupport
 
 /// Finite-difference checks (Float64) of every differentiable op, including broadcasting and strided views.
 @Suite struct GradcheckTests {
@@ -18,6 +19,7 @@ import Testing
     @Test func unaryMath() {
         let x = randn([2, 5], seed: 3), pos = randn([2, 5], seed: 4).abs() + 0.5
         gradcheck([x], "exp") { $0[0].exp() }
+        gradcheck([x], "sin, cos") { $0[0].sin() * $0[0].cos() }
         gradcheck([pos], "log") { $0[0].log() }
         gradcheck([pos], "sqrt") { $0[0].sqrt() }
         gradcheck([awayFromZero([2, 5], seed: 5)], "abs") { $0[0].abs() }
@@ -116,6 +118,7 @@ import Testing
         gradcheck([x], "maxPool ceil") { $0[0].maxPool2d(kernel: 2, ceilMode: true) }
         gradcheck([x], "maxPool padding") { $0[0].maxPool2d(kernel: 3, stride: 2, padding: 1) }
         gradcheck([x], "adaptive avg pool") { $0[0].adaptiveAvgPool2d((2, 3)) }
+        gradcheck([x], "adaptive max pool") { $0[0].adaptiveMaxPool2d((2, 3)) }
         gradcheck([x], "global avg pool") { $0[0].globalAvgPool() }
         gradcheck([x], "pool on channels-last") { $0[0].contiguous(.channelsLast).avgPool2d(kernel: 2, ceilMode: true) }
     }

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import SwiftAICore
+import SwiftAITestSupport
 
 /// The lesson's Fashion-MNIST ResNet written with Core ops only, parameters looked up by state-dict name.
 struct CoreOpsResNet {

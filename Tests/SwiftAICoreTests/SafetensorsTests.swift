@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import SwiftAICore
+import SwiftAITestSupport
 
 @Suite struct SafetensorsTests {
     func tempPath(_ name: String) -> String {

@@ -1,5 +1,6 @@
 import Testing
 @testable import SwiftAICore
+import SwiftAITestSupport
 
 @Suite struct TensorTests {
     @Test func creation() {

@@ -1,9 +1,9 @@
 import Foundation
 import Testing
-@testable import SwiftAICore
+import SwiftAICore
 
 /// `../shared/fixtures` next to the package (or `SWIFTAI_FIXTURES`), if present.
-let fixturesDirectory: String? = {
+public let fixturesDirectory: String? = {
     if let env = ProcessInfo.processInfo.environment["SWIFTAI_FIXTURES"] { return env }
     let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     let dir = root.deletingLastPathComponent().appendingPathComponent("shared/fixtures").path
@@ -11,7 +11,7 @@ let fixturesDirectory: String? = {
 }()
 
 /// Loads a fixture file; `nil` (and a printed note) when the shared folder is absent.
-func loadFixture(_ name: String) throws -> (tensors: [String: Tensor], metadata: [String: String])? {
+public func loadFixture(_ name: String) throws -> (tensors: [String: Tensor], metadata: [String: String])? {
     guard let dir = fixturesDirectory else {
         print("note: ../shared/fixtures not found; skipping \(name) fixture checks")
         return nil
@@ -20,7 +20,7 @@ func loadFixture(_ name: String) throws -> (tensors: [String: Tensor], metadata:
 }
 
 /// Largest violation of |a − b| ≤ atol + rtol·|b| (≤ 0 means within tolerance), and where.
-func closeness(_ a: Tensor, _ b: Tensor, rtol: Double, atol: Double) -> (ok: Bool, detail: String) {
+public func closeness(_ a: Tensor, _ b: Tensor, rtol: Double, atol: Double) -> (ok: Bool, detail: String) {
     guard a.shape == b.shape else { return (false, "shape \(a.shape) vs \(b.shape)") }
     let x = a.doubles, y = b.doubles
     var worst = 0.0, at = -1
@@ -33,7 +33,7 @@ func closeness(_ a: Tensor, _ b: Tensor, rtol: Double, atol: Double) -> (ok: Boo
 }
 
 /// Expects `a` ≈ `b` elementwise.
-func expectClose(_ a: Tensor, _ b: Tensor, rtol: Double = 1e-4, atol: Double = 1e-5, _ what: String = "",
+public func expectClose(_ a: Tensor, _ b: Tensor, rtol: Double = 1e-4, atol: Double = 1e-5, _ what: String = "",
                  sourceLocation: SourceLocation = #_sourceLocation) {
     let r = closeness(a, b, rtol: rtol, atol: atol)
     #expect(r.ok, "\(what): \(r.detail)", sourceLocation: sourceLocation)
@@ -43,7 +43,7 @@ func expectClose(_ a: Tensor, _ b: Tensor, rtol: Double = 1e-4, atol: Double = 1
 ///
 /// Back-propagates a fixed random upstream gradient `v` through `f` and compares every input's gradient
 /// with central differences of `sum(f(x) · v)`.
-func gradcheck(_ inputs: [Tensor], eps: Double = 1e-6, rtol: Double = 1e-4, atol: Double = 1e-6, _ what: String,
+public func gradcheck(_ inputs: [Tensor], eps: Double = 1e-6, rtol: Double = 1e-4, atol: Double = 1e-6, _ what: String,
                sourceLocation: SourceLocation = #_sourceLocation, _ f: ([Tensor]) -> Tensor) {
     let xs = inputs.map { $0.to(.float64).contiguous().detached().requiringGrad() }
     let y = f(xs)
@@ -73,12 +73,12 @@ func gradcheck(_ inputs: [Tensor], eps: Double = 1e-6, rtol: Double = 1e-4, atol
 }
 
 /// Random Float64 values kept at least `margin` away from 0 (for ops with a kink at 0).
-func awayFromZero(_ shape: [Int], seed: UInt64, margin: Double = 0.1) -> Tensor {
+public func awayFromZero(_ shape: [Int], seed: UInt64, margin: Double = 0.1) -> Tensor {
     let r = Tensor.randn(shape, dtype: .float64, generator: Generator(seed: seed))
     return Tensor(r.doubles.map { $0 + ($0 >= 0 ? margin : -margin) }, shape: shape)
 }
 
 /// Random Float64 normal values.
-func randn(_ shape: [Int], seed: UInt64, scale: Double = 1) -> Tensor {
+public func randn(_ shape: [Int], seed: UInt64, scale: Double = 1) -> Tensor {
     Tensor.randn(shape, std: scale, dtype: .float64, generator: Generator(seed: seed))
 }
