@@ -20,6 +20,7 @@ def main():
     ap.add_argument("what"); ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--bs", type=int, default=1024); ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--model", default="resnet")
     a = ap.parse_args()
     torch.set_num_threads(a.threads); torch.manual_seed(0)
     fw = f"pytorch {torch.__version__}"
@@ -46,13 +47,13 @@ def main():
     elif a.what == "step":
         sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "reference"))
         import pytorch_fmnist as P
-        m = P.get_model("resnet").to(memory_format=mf); m.train()
+        m = P.get_model(a.model).to(memory_format=mf); m.train()
         x = torch.randn(a.bs, 1, 28, 28); yb = torch.randint(0, 10, (a.bs,))
         def step():
             loss = F.cross_entropy(m(x), yb); loss.backward()
             for q in m.parameters(): q.grad = None
         t = median(step, 5)
-        print(json.dumps({"bench": "step", "model": "resnet", "bs": a.bs, "ms": round(t * 1e3, 1),
+        print(json.dumps({"bench": "step", "model": a.model, "bs": a.bs, "ms": round(t * 1e3, 1),
                           "images_per_s": round(a.bs / t, 1), "framework": fw}))
     else:
         sys.exit(f"unknown benchmark {a.what}")

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SwiftAICore
+import SwiftAINN
 
 /// `swiftai bench …`: kernel and training-step figures, one JSON line each.
 struct Bench: ParsableCommand {
@@ -65,24 +66,22 @@ struct Bench: ParsableCommand {
 
     struct Step: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "One forward + backward of a Fashion-MNIST model.")
-        @Option(help: "Model (resnet).") var model = "resnet"
+        @Option(help: "Model: cnn, resnet or wide.") var model: FashionMNISTModel = .resnet
         @Option(help: "Batch size.") var bs = 1024
         @Option(help: "Timed repetitions.") var reps = 5
 
-        func validate() throws {
-            guard model == "resnet" else { throw ValidationError("bench step supports --model resnet") }
-        }
-
         func run() {
-            var net = CoreResNet(generator: Generator(seed: 0))
+            let net = model.make(generator: Generator(seed: 0))
             let x = Tensor.randn([bs, 1, 28, 28])
             let y = Tensor.randint(0, 10, [bs])
             let t = Bench.median(reps: reps) {
-                let loss = crossEntropy(net.forward(x), y)
+                let loss = crossEntropy(net(x), y)
                 loss.backward()
-                for p in net.parameters { p.grad = nil }
+                for p in net.parameters() { p.grad = nil }
             }
-            print(jsonLine(["bench": "step", "model": model, "bs": bs, "ms": t * 1e3, "images_per_s": Double(bs) / t]))
+            print(jsonLine(["bench": "step", "model": model.rawValue, "bs": bs, "ms": t * 1e3, "images_per_s": Double(bs) / t]))
         }
     }
 }
+
+extension FashionMNISTModel: ExpressibleByArgument {}

@@ -4,16 +4,7 @@ import SwiftAICore
 import SwiftAINN
 import SwiftAITestSupport
 
-/// The reference script's `get_model("resnet")` built from SwiftAI layers.
-func fashionResNet(generator: Generator = .default) -> Sequential {
-    let act: ActivationFactory = { GeneralRelu(leak: 0.1, sub: 0.4) }
-    let nfs = [1, 8, 16, 32, 64, 128, 256]
-    var layers: [Module] = (0..<6).map { i in
-        ResBlock(nfs[i], nfs[i + 1], stride: i == 0 ? 1 : 2, act: act, generator: generator)
-    }
-    layers += [Flatten(), Linear(256, 10, bias: false, generator: generator), BatchNorm1d(10)]
-    return Sequential(layers)
-}
+func fashionResNet(generator: Generator = .default) -> Sequential { FashionMNISTModel.resnet.make(generator: generator) }
 
 @Suite struct ModuleTests {
     @Test func namesMatchPyTorchStateDict() throws {
@@ -24,7 +15,12 @@ func fashionResNet(generator: Generator = .default) -> Sequential {
         #expect(!names.contains { $0.contains("1.idconv") && $0.hasSuffix("bias") && $0.contains(".0.bias") })
         let buffers = model.namedBuffers().map(\.0)
         #expect(buffers.contains("0.convs.0.1.running_mean") && buffers.contains("8.num_batches_tracked"))
-        #expect(model.parameterCount == 1_228_404)  // PyTorch: sum(p.numel() for p in get_model("resnet").parameters())
+        // PyTorch: sum(p.numel() for p in get_model(kind).parameters())
+        #expect(model.parameterCount == 1_228_404)
+        #expect(FashionMNISTModel.cnn.make().parameterCount == 30_274)
+        #expect(FashionMNISTModel.wide.make().parameterCount == 1_224_452)
+        #expect(FashionMNISTModel.wide.make()(Tensor.randn([2, 1, 28, 28])).shape == [2, 10])
+        #expect(FashionMNISTModel.cnn.make()(Tensor.randn([2, 1, 28, 28])).shape == [2, 10])
         if let f = try loadFixture("fmnist_resnet") {
             let order = try JSONSerialization.jsonObject(with: Data(f.metadata["parameter_order"]!.utf8)) as! [String]
             #expect(names == order)
