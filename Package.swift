@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "SwiftAINN", targets: ["SwiftAINN"]),
         .library(name: "SwiftAIOptim", targets: ["SwiftAIOptim"]),
         .library(name: "SwiftAIData", targets: ["SwiftAIData"]),
+        .library(name: "SwiftAILearner", targets: ["SwiftAILearner"]),
         .executable(name: "swiftai", targets: ["swiftai"]),
     ],
     dependencies: [
@@ -25,17 +26,21 @@ let package = Package(
     targets: [
         .systemLibrary(name: "CDNNL", path: "Sources/CDNNL"),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
+        .systemLibrary(name: "CCairo", path: "Sources/CCairo"),
         .target(name: "SwiftAICore", dependencies: ["CDNNL"], swiftSettings: vectorise),
         .target(name: "SwiftAINN", dependencies: ["SwiftAICore"], swiftSettings: vectorise),
         .target(name: "SwiftAIOptim", dependencies: ["SwiftAINN"], swiftSettings: vectorise),
         .target(name: "SwiftAIData", dependencies: ["SwiftAICore", "CZlib"], swiftSettings: vectorise),
+        .target(name: "SwiftAILearner", dependencies: ["SwiftAICore", "SwiftAINN", "SwiftAIOptim", "SwiftAIData", "CCairo"],
+                swiftSettings: vectorise),
         .executableTarget(name: "swiftai", dependencies: [
-            "SwiftAICore", "SwiftAINN", "SwiftAIOptim", "SwiftAIData",
+            "SwiftAICore", "SwiftAINN", "SwiftAIOptim", "SwiftAIData", "SwiftAILearner",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .target(name: "SwiftAITestSupport", dependencies: ["SwiftAICore"], path: "Tests/SwiftAITestSupport"),
         .testTarget(name: "SwiftAICoreTests", dependencies: ["SwiftAICore", "SwiftAITestSupport"]),
         .testTarget(name: "SwiftAINNTests", dependencies: ["SwiftAINN", "SwiftAIOptim", "SwiftAIData", "SwiftAITestSupport"]),
+        .testTarget(name: "SwiftAILearnerTests", dependencies: ["SwiftAILearner", "SwiftAITestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages SwiftAI needs. Idempotent: does nothing when all are present.
 set -euo pipefail
-packages=(libdnnl-dev zlib1g-dev libcairo2-dev libturbojpeg0-dev libpng-dev dataset-fashion-mnist)
+packages=(libdnnl-dev zlib1g-dev libcairo2-dev fonts-dejavu-core libturbojpeg0-dev libpng-dev dataset-fashion-mnist)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

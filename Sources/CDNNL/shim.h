@@ -1,6 +1,7 @@
 #ifndef CDNNL_SHIM_H
 #define CDNNL_SHIM_H
 #include <oneapi/dnnl/dnnl.h>
+#include <malloc.h>  // malloc_trim: the block cache returns freed heap memory to the system
 
 // DNNL_MEMORY_ALLOCATE is ((void *)(size_t)-1): a cast macro Swift cannot import.
 static inline void *cdnnl_memory_allocate(void) { return DNNL_MEMORY_ALLOCATE; }

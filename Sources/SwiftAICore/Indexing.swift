@@ -98,6 +98,12 @@ extension Tensor {
         return y
     }
 
+    /// The tensor reversed along `dim` (a copy; differentiable).
+    public func flip(dim: Int) -> Tensor {
+        let d = dimIndex(dim, "flip")
+        return indexSelect(dim: d, index: Tensor((0..<shape[d]).reversed().map(Int64.init)))
+    }
+
     /// One-hot encoding of integer labels: shape `shape + [numClasses]`.
     public func oneHot(numClasses: Int, dtype outType: DType = .int64) -> Tensor {
         let vals = indexValues(bound: numClasses, "one_hot")

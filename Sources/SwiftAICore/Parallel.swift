@@ -25,12 +25,16 @@ public enum Parallel {
         return Swift.max(1, n)
     }()
 
+    /// When true (scoped with `Parallel.$isSerial.withValue(true) { … }`), loops on this thread run serially:
+    /// data-loading threads use it so the cores stay with the model's thread.
+    @TaskLocal public static var isSerial = false
+
     /// Splits `0..<count` into one contiguous chunk per thread and runs `body` on each, in parallel when
     /// `count` is at least `grain` per extra thread. Chunks never overlap.
     @inline(__always)
     public static func forEachChunk(_ count: Int, grain: Int = 32_768, _ body: (Range<Int>) -> Void) {
         let threads = Swift.min(threadCount, count / Swift.max(grain, 1))
-        if threads <= 1 || omp_get_num_threads() > 1 {
+        if threads <= 1 || omp_get_num_threads() > 1 || isSerial {
             if count > 0 { body(0..<count) }
             return
         }

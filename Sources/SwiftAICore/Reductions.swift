@@ -153,6 +153,29 @@ extension Tensor {
         return out
     }
 
+    /// Counts of elements in `bins` equal-width bins over [min, max] (PyTorch's `histc`; values outside are
+    /// ignored, `max` falls in the last bin). Returns `float64` counts.
+    public func histogram(bins: Int, min lo: Double, max hi: Double) -> Tensor {
+        require(bins > 0 && hi > lo, "histc: need bins > 0 and max > min, got \(bins), [\(lo), \(hi)]")
+        var counts = [Double](repeating: 0, count: bins)
+        let scale = Double(bins) / (hi - lo)
+        func go<T: FloatElement>(_: T.Type) {
+            let c = isDense ? self : contiguous()
+            let p = c.pointer(T.self)
+            for i in 0..<c.count {
+                let v = p[i].doubleValue
+                guard v >= lo && v <= hi else { continue }
+                counts[Swift.min(bins - 1, Int((v - lo) * scale))] += 1
+            }
+        }
+        switch dtype {
+        case .float32: go(Float.self)
+        case .float64: go(Double.self)
+        default: return to(.float64).histogram(bins: bins, min: lo, max: hi)
+        }
+        return Tensor(counts)
+    }
+
     // MARK: Max / min
 
     /// Largest values along `dim` and their positions (first on ties). Gradient flows to those positions.

@@ -1,3 +1,4 @@
+import CDNNL
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -43,6 +44,7 @@ public final class BlockCache: @unchecked Sendable {
 
     private var free: [Int: [UnsafeMutableRawPointer]] = [:]
     private var cachedBytes = 0
+    private var live = 0
     private let mutex = Mutex()
 
     private init() {}
@@ -57,16 +59,13 @@ public final class BlockCache: @unchecked Sendable {
 
     func allocate(_ bytes: Int) -> UnsafeMutableRawPointer {
         let size = sizeClass(Swift.max(bytes, 64))
-        if size >= minimumBytes {
-            mutex.lock()
-            if var list = free[size], let p = list.popLast() {
-                free[size] = list
-                cachedBytes -= size
-                mutex.unlock()
-                return p
-            }
-            mutex.unlock()
+        let reused: UnsafeMutableRawPointer? = mutex.withLock {
+            live += size
+            guard size >= minimumBytes, let p = free[size]?.popLast() else { return nil }
+            cachedBytes -= size
+            return p
         }
+        if let reused { return reused }
         var raw: UnsafeMutableRawPointer? = nil
         let rc = posix_memalign(&raw, 64, size)
         guard rc == 0, let raw else { fatalError("SwiftAI: out of memory allocating \(size) bytes") }
@@ -75,25 +74,25 @@ public final class BlockCache: @unchecked Sendable {
 
     func release(_ p: UnsafeMutableRawPointer, byteCount: Int) {
         let size = sizeClass(Swift.max(byteCount, 64))
-        if size >= minimumBytes {
-            mutex.lock()
-            if cachedBytes + size <= limitBytes {
-                free[size, default: []].append(p)
-                cachedBytes += size
-                mutex.unlock()
-                return
-            }
-            mutex.unlock()
+        let kept: Bool = mutex.withLock {
+            live -= size
+            guard size >= minimumBytes, cachedBytes + size <= limitBytes else { return false }
+            free[size, default: []].append(p)
+            cachedBytes += size
+            return true
         }
-        Glibc.free(p)
+        if !kept { Glibc.free(p) }
     }
+
+    /// Bytes of tensor storage currently in use (allocated and not yet freed).
+    public var liveBytes: Int { mutex.withLock { live } }
 
     /// Bytes currently held for reuse.
     public var heldBytes: Int {
         mutex.withLock { cachedBytes }
     }
 
-    /// Returns every cached block to the system.
+    /// Returns every cached block to the system (and asks glibc to unmap its free heap memory).
     public func emptyCache() {
         mutex.lock()
         let all = free.values.flatMap { $0 }
@@ -101,5 +100,6 @@ public final class BlockCache: @unchecked Sendable {
         cachedBytes = 0
         mutex.unlock()
         for p in all { Glibc.free(p) }
+        malloc_trim(0)
     }
 }

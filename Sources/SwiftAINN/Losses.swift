@@ -47,6 +47,37 @@ public protocol Loss {
     func callAsFunction(_ prediction: Tensor, _ target: Tensor) -> Tensor
     /// The same loss with another reduction (the Learner uses `.none` for per-item losses).
     func with(reduction: Reduction) -> Self
+    /// Maps raw model outputs to what a user reads (probabilities for cross-entropy), fastai's `loss_func.activation`.
+    func activation(_ output: Tensor) -> Tensor
+    /// Why a model output of shape `output` cannot be scored against `target`, or `nil` when it can.
+    /// The Learner checks one batch with it before training (a mismatch inside the op would stop the process).
+    func mismatch(output: [Int], target: Tensor) -> String?
+}
+
+extension Loss {
+    public func activation(_ output: Tensor) -> Tensor { output }
+
+    public func mismatch(output: [Int], target: Tensor) -> String? {
+        output == target.shape ? nil : "the model's output \(output) and the targets \(target.shape) must have the same shape"
+    }
+}
+
+/// Checks class-index targets (or class probabilities) against `[N, C]` outputs.
+private func classificationMismatch(_ output: [Int], _ target: Tensor, _ name: String) -> String? {
+    guard output.count == 2 else {
+        return "\(name) needs the model to output [batch, classes]; it outputs \(output) (targets \(target.shape)). Add a Flatten/Linear head."
+    }
+    if target.dtype.isFloatingPoint {
+        return target.shape == output ? nil : "\(name) with probability targets needs targets shaped like the output \(output), got \(target.shape)"
+    }
+    guard target.shape == [output[0]] else {
+        return "\(name) needs one class index per item: output \(output) but targets \(target.shape)"
+    }
+    let labels = target.scalars(as: Int64.self)
+    if let bad = labels.first(where: { ($0 < 0 || Int($0) >= output[1]) && $0 != -100 }) {
+        return "target class \(bad) does not exist: the model outputs \(output[1]) classes (output \(output), targets \(target.shape))"
+    }
+    return nil
 }
 
 public struct CrossEntropyLoss: Loss {
@@ -61,6 +92,8 @@ public struct CrossEntropyLoss: Loss {
         crossEntropy(p, t, weight: weight, ignoreIndex: ignoreIndex, reduction: reduction, labelSmoothing: labelSmoothing)
     }
     public func with(reduction: Reduction) -> CrossEntropyLoss { var c = self; c.reduction = reduction; return c }
+    public func activation(_ output: Tensor) -> Tensor { output.softmax(dim: -1) }
+    public func mismatch(output: [Int], target: Tensor) -> String? { classificationMismatch(output, target, "CrossEntropyLoss") }
 }
 
 public struct NLLLoss: Loss {
@@ -74,6 +107,8 @@ public struct NLLLoss: Loss {
         nllLoss(p, t, weight: weight, ignoreIndex: ignoreIndex, reduction: reduction)
     }
     public func with(reduction: Reduction) -> NLLLoss { var c = self; c.reduction = reduction; return c }
+    public func activation(_ output: Tensor) -> Tensor { output.exp() }
+    public func mismatch(output: [Int], target: Tensor) -> String? { classificationMismatch(output, target, "NLLLoss") }
 }
 
 public struct MSELoss: Loss {
@@ -100,4 +135,5 @@ public struct BCEWithLogitsLoss: Loss {
         binaryCrossEntropyWithLogits(p, t, posWeight: posWeight, reduction: reduction)
     }
     public func with(reduction: Reduction) -> BCEWithLogitsLoss { var c = self; c.reduction = reduction; return c }
+    public func activation(_ output: Tensor) -> Tensor { output.sigmoid() }
 }

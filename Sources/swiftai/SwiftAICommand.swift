@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import SwiftAICore
 
 @main
@@ -6,15 +7,32 @@ struct SwiftAICommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "swiftai",
         abstract: "SwiftAI: fastai-style deep learning in Swift.",
-        subcommands: [Demo.self, Bench.self])
+        subcommands: [Train.self, LRFind.self, Summary.self, Demo.self, Bench.self])
 }
 
-/// Formats one JSON object per line with keys in the given order (the benchmark output contract).
+/// A number printed with a fixed count of decimals in JSON.
+struct Rounded {
+    let value: Double, digits: Int
+    init(_ value: Double, _ digits: Int) { self.value = value; self.digits = digits }
+}
+
+/// A number printed in scientific notation (3 significant digits) in JSON.
+struct Scientific {
+    let value: Double
+    init(_ value: Double) { self.value = value }
+}
+
+/// Formats one JSON object per line with keys in the given order (the output contract other tools read).
+/// Plain `Double`s get one decimal.
 func jsonLine(_ pairs: KeyValuePairs<String, Any>) -> String {
     func encode(_ v: Any) -> String {
         switch v {
         case let s as String:
             return "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+        case let r as Rounded:
+            return r.value.isFinite ? String(format: "%.\(r.digits)f", r.value) : "null"
+        case let e as Scientific:
+            return e.value.isFinite ? String(format: "%.3g", e.value) : "null"
         case let d as Double:
             return d.isFinite ? String((d * 10).rounded() / 10) : "null"
         case let i as Int: return String(i)

@@ -162,6 +162,7 @@ import SwiftAITestSupport
         gradcheck([x], "gather") { $0[0].gather(dim: 1, index: Tensor([Int64(0), 3, 3, 1, 2, 0], shape: [3, 2])) }
         gradcheck([x], "indexSelect with repeats") { $0[0].indexSelect(dim: 1, index: Tensor([Int64(2), 0, 2])) }
         gradcheck([x], "indexSelect rows") { $0[0].indexSelect(dim: 0, index: Tensor([Int64(1), 1])) }
+        gradcheck([x], "flip") { $0[0].flip(dim: 1) * $0[0] }
     }
 
     @Test func dropoutWithFixedGenerator() {

@@ -1,0 +1,417 @@
+import Foundation
+import SwiftAICore
+import SwiftAIData
+import SwiftAINN
+import SwiftAIOptim
+
+/// Thrown by a callback to skip the rest of the current batch (`afterCancelBatch`, then `afterBatch`, run).
+public struct CancelBatch: Error { public init() {} }
+/// Thrown to end the current training phase of an epoch.
+public struct CancelTrain: Error { public init() {} }
+/// Thrown to end the current validation phase.
+public struct CancelValidate: Error { public init() {} }
+/// Thrown to end the current epoch.
+public struct CancelEpoch: Error { public init() {} }
+/// Thrown to end the whole fit (after `afterCancelFit` and `afterFit`).
+public struct CancelFit: Error {
+    public let reason: String?
+    public init(_ reason: String? = nil) { self.reason = reason }
+}
+
+/// Problems found before training starts (bad data or a model that does not fit the loss).
+public enum LearnerError: Error, CustomStringConvertible {
+    case lossMismatch(String)
+    case emptyData(String)
+
+    public var description: String {
+        switch self {
+        case let .lossMismatch(s): return "the model does not fit the loss: \(s)"
+        case let .emptyData(s): return "no data: \(s)"
+        }
+    }
+}
+
+/// Everything that happens during a fit, in order; callbacks receive each one.
+public enum Event: String, CaseIterable, Sendable {
+    case beforeFit, beforeEpoch, beforeTrain, beforeValidate, beforeBatch
+    case afterPredict, afterLoss, beforeBackward, afterBackward, beforeStep, afterStep
+    case afterCancelBatch, afterBatch, cleanupBatch
+    case afterCancelTrain, afterTrain, cleanupTrain
+    case afterCancelValidate, afterValidate, cleanupValidate
+    case afterCancelEpoch, afterEpoch, cleanupEpoch
+    case afterCancelFit, afterFit, cleanupFit
+}
+
+/// A participant in the training loop (miniai/fastai style): a protocol whose event methods default to
+/// doing nothing, and an ``order`` (lower runs first, default 0).
+///
+/// Throw ``CancelBatch``, ``CancelEpoch``, ``CancelFit`` (…) to skip ahead; `cleanup…` events always run, even
+/// when an error ends the fit. Classes meant to be subclassed should inherit from ``CallbackBase``, whose
+/// methods are overridable.
+public protocol Callback: AnyObject {
+    var order: Int { get }
+    func beforeFit(_ learn: Learner) throws
+    func beforeEpoch(_ learn: Learner) throws
+    func beforeTrain(_ learn: Learner) throws
+    func beforeValidate(_ learn: Learner) throws
+    func beforeBatch(_ learn: Learner) throws
+    func afterPredict(_ learn: Learner) throws
+    func afterLoss(_ learn: Learner) throws
+    func beforeBackward(_ learn: Learner) throws
+    func afterBackward(_ learn: Learner) throws
+    func beforeStep(_ learn: Learner) throws
+    func afterStep(_ learn: Learner) throws
+    func afterCancelBatch(_ learn: Learner) throws
+    func afterBatch(_ learn: Learner) throws
+    func cleanupBatch(_ learn: Learner) throws
+    func afterCancelTrain(_ learn: Learner) throws
+    func afterTrain(_ learn: Learner) throws
+    func cleanupTrain(_ learn: Learner) throws
+    func afterCancelValidate(_ learn: Learner) throws
+    func afterValidate(_ learn: Learner) throws
+    func cleanupValidate(_ learn: Learner) throws
+    func afterCancelEpoch(_ learn: Learner) throws
+    func afterEpoch(_ learn: Learner) throws
+    func cleanupEpoch(_ learn: Learner) throws
+    func afterCancelFit(_ learn: Learner) throws
+    func afterFit(_ learn: Learner) throws
+    func cleanupFit(_ learn: Learner) throws
+}
+
+extension Callback {
+    public var order: Int { 0 }
+    public func beforeFit(_ learn: Learner) throws {}
+    public func beforeEpoch(_ learn: Learner) throws {}
+    public func beforeTrain(_ learn: Learner) throws {}
+    public func beforeValidate(_ learn: Learner) throws {}
+    public func beforeBatch(_ learn: Learner) throws {}
+    public func afterPredict(_ learn: Learner) throws {}
+    public func afterLoss(_ learn: Learner) throws {}
+    public func beforeBackward(_ learn: Learner) throws {}
+    public func afterBackward(_ learn: Learner) throws {}
+    public func beforeStep(_ learn: Learner) throws {}
+    public func afterStep(_ learn: Learner) throws {}
+    public func afterCancelBatch(_ learn: Learner) throws {}
+    public func afterBatch(_ learn: Learner) throws {}
+    public func cleanupBatch(_ learn: Learner) throws {}
+    public func afterCancelTrain(_ learn: Learner) throws {}
+    public func afterTrain(_ learn: Learner) throws {}
+    public func cleanupTrain(_ learn: Learner) throws {}
+    public func afterCancelValidate(_ learn: Learner) throws {}
+    public func afterValidate(_ learn: Learner) throws {}
+    public func cleanupValidate(_ learn: Learner) throws {}
+    public func afterCancelEpoch(_ learn: Learner) throws {}
+    public func afterEpoch(_ learn: Learner) throws {}
+    public func cleanupEpoch(_ learn: Learner) throws {}
+    public func afterCancelFit(_ learn: Learner) throws {}
+    public func afterFit(_ learn: Learner) throws {}
+    public func cleanupFit(_ learn: Learner) throws {}
+}
+
+/// A callback base class with overridable no-op event methods.
+open class CallbackBase: Callback {
+    public init() {}
+    open var order: Int { 0 }
+    open func beforeFit(_ learn: Learner) throws {}
+    open func beforeEpoch(_ learn: Learner) throws {}
+    open func beforeTrain(_ learn: Learner) throws {}
+    open func beforeValidate(_ learn: Learner) throws {}
+    open func beforeBatch(_ learn: Learner) throws {}
+    open func afterPredict(_ learn: Learner) throws {}
+    open func afterLoss(_ learn: Learner) throws {}
+    open func beforeBackward(_ learn: Learner) throws {}
+    open func afterBackward(_ learn: Learner) throws {}
+    open func beforeStep(_ learn: Learner) throws {}
+    open func afterStep(_ learn: Learner) throws {}
+    open func afterCancelBatch(_ learn: Learner) throws {}
+    open func afterBatch(_ learn: Learner) throws {}
+    open func cleanupBatch(_ learn: Learner) throws {}
+    open func afterCancelTrain(_ learn: Learner) throws {}
+    open func afterTrain(_ learn: Learner) throws {}
+    open func cleanupTrain(_ learn: Learner) throws {}
+    open func afterCancelValidate(_ learn: Learner) throws {}
+    open func afterValidate(_ learn: Learner) throws {}
+    open func cleanupValidate(_ learn: Learner) throws {}
+    open func afterCancelEpoch(_ learn: Learner) throws {}
+    open func afterEpoch(_ learn: Learner) throws {}
+    open func cleanupEpoch(_ learn: Learner) throws {}
+    open func afterCancelFit(_ learn: Learner) throws {}
+    open func afterFit(_ learn: Learner) throws {}
+    open func cleanupFit(_ learn: Learner) throws {}
+}
+
+extension Event {
+    /// Calls the method for this event on `cb`.
+    func send(to cb: Callback, _ learn: Learner) throws {
+        switch self {
+        case .beforeFit: try cb.beforeFit(learn)
+        case .beforeEpoch: try cb.beforeEpoch(learn)
+        case .beforeTrain: try cb.beforeTrain(learn)
+        case .beforeValidate: try cb.beforeValidate(learn)
+        case .beforeBatch: try cb.beforeBatch(learn)
+        case .afterPredict: try cb.afterPredict(learn)
+        case .afterLoss: try cb.afterLoss(learn)
+        case .beforeBackward: try cb.beforeBackward(learn)
+        case .afterBackward: try cb.afterBackward(learn)
+        case .beforeStep: try cb.beforeStep(learn)
+        case .afterStep: try cb.afterStep(learn)
+        case .afterCancelBatch: try cb.afterCancelBatch(learn)
+        case .afterBatch: try cb.afterBatch(learn)
+        case .cleanupBatch: try cb.cleanupBatch(learn)
+        case .afterCancelTrain: try cb.afterCancelTrain(learn)
+        case .afterTrain: try cb.afterTrain(learn)
+        case .cleanupTrain: try cb.cleanupTrain(learn)
+        case .afterCancelValidate: try cb.afterCancelValidate(learn)
+        case .afterValidate: try cb.afterValidate(learn)
+        case .cleanupValidate: try cb.cleanupValidate(learn)
+        case .afterCancelEpoch: try cb.afterCancelEpoch(learn)
+        case .afterEpoch: try cb.afterEpoch(learn)
+        case .cleanupEpoch: try cb.cleanupEpoch(learn)
+        case .afterCancelFit: try cb.afterCancelFit(learn)
+        case .afterFit: try cb.afterFit(learn)
+        case .cleanupFit: try cb.cleanupFit(learn)
+        }
+    }
+}
+
+/// The training step as a replaceable callback: how a batch becomes predictions, a loss, gradients and an
+/// update. Subclass and override (e.g. gradient accumulation, another loss signature) and assign to
+/// ``Learner/trainStep``; it receives every event too.
+open class TrainStep: CallbackBase {
+    public override init() { super.init() }
+
+    /// `learn.preds = model(x)`.
+    open func predict(_ learn: Learner) throws { learn.preds = learn.model(learn.batch.x) }
+    /// `learn.loss = lossFunc(preds, y)`.
+    open func getLoss(_ learn: Learner) throws { learn.loss = learn.lossFunc(learn.preds!, learn.batch.y) }
+    open func backward(_ learn: Learner) throws { learn.loss!.backward() }
+    open func step(_ learn: Learner) throws { learn.opt!.step() }
+    open func zeroGrad(_ learn: Learner) throws { learn.opt!.zeroGrad() }
+}
+
+/// Trains a model on data with a loss and an optimizer, driven by callbacks.
+public final class Learner {
+    public let model: Module
+    public var dls: DataLoaders
+    public let lossFunc: Loss
+    /// Default learning rate for ``fit(_:lr:train:valid:callbacks:resetOpt:)``.
+    public var lr: Double
+    /// Builds the optimizer (once, on the first fit, or again with `resetOpt`).
+    public var optFunc: (Module, Double) -> Optimizer
+    public var opt: Optimizer?
+    public private(set) var callbacks: [Callback] = []
+    public var trainStep = TrainStep()
+    /// The recorder (history, plots), always installed.
+    public let recorder: Recorder
+
+    // Loop state, readable by callbacks.
+    public internal(set) var epoch = 0
+    public internal(set) var nEpochs = 0
+    public internal(set) var iter = 0
+    public internal(set) var nIter = 0
+    public internal(set) var training = false
+    /// Training batches done in this fit, and that count as a fraction of all training batches of the fit.
+    public internal(set) var trainIter = 0
+    public internal(set) var pctTrain = 0.0
+    public var batch: Batch = (Tensor.zeros([0]), Tensor.zeros([0]))
+    public var preds: Tensor?
+    public var loss: Tensor?
+    /// Why the last fit stopped early (NaN, early stopping, interruption), if it did.
+    public internal(set) var stopReason: String?
+    public internal(set) var dl: DataLoader
+
+    /// - Parameters:
+    ///   - metrics: computed on the validation set each epoch (e.g. ``Metric/accuracy``).
+    ///   - progress: show the live bar and the results table.
+    ///   - optFunc: defaults to fastai's AdamW (mom 0.9, sqr_mom 0.99, eps 1e-5, wd 0.01; no decay on BN/bias).
+    public init(model: Module, dls: DataLoaders, lossFunc: Loss = CrossEntropyLoss(), lr: Double = 1e-3,
+                metrics: [Metric] = [], callbacks: [Callback] = [], progress: Bool = true,
+                optFunc: @escaping (Module, Double) -> Optimizer = { AdamW.fastai($0, lr: $1) }) {
+        self.model = model
+        self.dls = dls
+        self.lossFunc = lossFunc
+        self.lr = lr
+        self.optFunc = optFunc
+        recorder = Recorder(metrics: metrics)
+        dl = dls.train
+        add(recorder)
+        if progress { add(ProgressCallback()) }
+        for cb in callbacks { add(cb) }
+    }
+
+    /// Releasing a learner hands the tensor memory cached for its training steps back to the system, so
+    /// building the next one starts from the same footprint.
+    deinit { BlockCache.shared.emptyCache() }
+
+    /// Installs a callback for all later fits.
+    public func add(_ cb: Callback) {
+        callbacks.append(cb)
+        callbacks.sort { $0.order < $1.order }
+    }
+
+    /// Removes a callback.
+    public func remove(_ cb: Callback) { callbacks.removeAll { $0 === cb } }
+
+    /// The installed callback of type `T`, if any.
+    public func callback<T: Callback>(_: T.Type) -> T? { callbacks.first { $0 is T } as? T }
+
+    /// Sends `event` to the training step and every callback, in order.
+    public func fire(_ event: Event) throws {
+        try event.send(to: trainStep, self)
+        for cb in callbacks { try event.send(to: cb, self) }
+    }
+
+    /// Runs `body` between `before` and `after` events; a `cancel` error runs `afterCancel` and then `after`
+    /// (as fastai); `cleanup` always runs.
+    private func withEvents<E: Error>(_ before: Event, _ after: Event, _ cancel: E.Type, _ afterCancel: Event,
+                                      _ cleanup: Event, _ body: () throws -> Void) throws {
+        var cleaned = false
+        defer { if !cleaned { try? fire(cleanup) } }
+        do {
+            try fire(before)
+            try body()
+        } catch is E {
+            try fire(afterCancel)
+        }
+        try fire(after)
+        cleaned = true
+        try fire(cleanup)
+    }
+
+    private func oneBatch() throws {
+        try withEvents(.beforeBatch, .afterBatch, CancelBatch.self, .afterCancelBatch, .cleanupBatch) {
+            try trainStep.predict(self)
+            try fire(.afterPredict)
+            try trainStep.getLoss(self)
+            try fire(.afterLoss)
+            guard training else { return }
+            defer { try? trainStep.zeroGrad(self) }
+            try fire(.beforeBackward)
+            try trainStep.backward(self)
+            try fire(.afterBackward)
+            try fire(.beforeStep)
+            try trainStep.step(self)
+            try fire(.afterStep)
+        }
+        if training {
+            trainIter += 1
+            pctTrain = Double(trainIter) / Double(Swift.max(nEpochs * dls.train.count, 1))
+        }
+    }
+
+    private func oneEpoch(training t: Bool) throws {
+        training = t
+        model.train(t)
+        dl = t ? dls.train : dls.valid
+        dl.epoch = epoch
+        nIter = dl.count
+        let run = {
+            for (i, b) in self.dl.enumerated() {
+                self.iter = i
+                self.batch = b
+                try self.oneBatch()
+            }
+        }
+        if t {
+            try withEvents(.beforeTrain, .afterTrain, CancelTrain.self, .afterCancelTrain, .cleanupTrain, run)
+        } else {
+            try noGrad { try withEvents(.beforeValidate, .afterValidate, CancelValidate.self, .afterCancelValidate, .cleanupValidate, run) }
+        }
+    }
+
+    /// Trains for `nEpochs` epochs (each: a training pass, then a validation pass).
+    ///
+    /// - Parameters:
+    ///   - lr: learning rate for this fit (default ``lr``).
+    ///   - callbacks: callbacks that live for this fit only.
+    ///   - resetOpt: build a fresh optimizer (otherwise its state carries over from the last fit, as fastai).
+    /// - Throws: ``LearnerError`` when a one-batch check finds the model's output does not fit the loss;
+    ///   errors thrown by callbacks. Cancellations are not errors.
+    public func fit(_ nEpochs: Int, lr: Double? = nil, train: Bool = true, valid: Bool = true, callbacks extra: [Callback] = [],
+                    resetOpt: Bool = false) throws {
+        for cb in extra { add(cb) }
+        defer { for cb in extra { remove(cb) } }
+        try dryRun()
+        if opt == nil || resetOpt { opt = optFunc(model, lr ?? self.lr) }
+        if let lr { opt!.set(\.lr, lr) }
+        self.nEpochs = nEpochs
+        trainIter = 0
+        pctTrain = 0
+        stopReason = nil
+        do {
+            try withEvents(.beforeFit, .afterFit, CancelFit.self, .afterCancelFit, .cleanupFit) {
+                for e in 0..<nEpochs {
+                    epoch = e
+                    try withEvents(.beforeEpoch, .afterEpoch, CancelEpoch.self, .afterCancelEpoch, .cleanupEpoch) {
+                        if train { try oneEpoch(training: true) }
+                        if valid { try oneEpoch(training: false) }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records why a fit stops and cancels it.
+    public func stop(_ reason: String) throws -> Never {
+        stopReason = reason
+        throw CancelFit(reason)
+    }
+
+    /// Checks one batch before long work: the model runs (evaluation mode, no state changes) and its output
+    /// must fit the loss; a mismatch throws naming both shapes.
+    public func dryRun() throws {
+        guard dls.train.count > 0 else { throw LearnerError.emptyData("the training set has \(dls.train.itemCount) items for batch size \(dls.train.batchSize)") }
+        let (x, y) = dls.train.first()
+        let wasTraining = model.training
+        model.eval()
+        defer { model.train(wasTraining) }
+        let out = noGrad { model(x[0..<Swift.min(2, x.shape[0])]) }
+        // The output the whole first batch would have, checked against all of its targets.
+        let shape = [x.shape[0]] + out.shape.dropFirst()
+        if let problem = lossFunc.mismatch(output: out.rank == 0 ? [] : shape, target: y) {
+            throw LearnerError.lossMismatch("\(problem) (input batch \(x.shape), \(type(of: lossFunc)))")
+        }
+    }
+
+    // MARK: fastai conveniences
+
+    /// fastai's `fit_one_cycle`: cosine warm-up from `lrMax/div` to `lrMax` over `pctStart`, then cosine
+    /// annealing to `lrMax/divFinal`; momentum 0.95 → 0.85 → 0.95.
+    public func fitOneCycle(_ nEpochs: Int, lrMax: Double? = nil, div: Double = 25, divFinal: Double = 1e5,
+                            pctStart: Double = 0.25, moms: (Double, Double, Double) = (0.95, 0.85, 0.95),
+                            callbacks extra: [Callback] = [], resetOpt: Bool = false) throws {
+        let lrMax = lrMax ?? lr
+        let (lrs, ms) = Schedule.fastaiOneCycle(lrMax: lrMax, div: div, divFinal: divFinal, pctStart: pctStart, moms: moms)
+        try fit(nEpochs, lr: lrMax, callbacks: [ParamScheduler([(\.lr, lrs), (\.mom, ms)])] + extra, resetOpt: resetOpt)
+    }
+
+    /// Predictions (after the loss's activation: probabilities for cross-entropy) and targets over `dl`
+    /// (default the validation set), in order, in evaluation mode.
+    public func getPreds(_ dl: DataLoader? = nil) throws -> (preds: Tensor, targets: Tensor) {
+        let capture = CapturePreds(activation: { self.lossFunc.activation($0) })
+        let saved = callbacks
+        callbacks = callbacks.filter { !($0 is Recorder || $0 is ProgressCallback) }
+        let savedValid = dls.valid
+        if let dl { dls.valid = dl }
+        defer {
+            callbacks = saved
+            dls.valid = savedValid
+        }
+        try fit(1, train: false, valid: true, callbacks: [capture])
+        return (Tensor.cat(capture.preds, dim: 0), Tensor.cat(capture.targets, dim: 0))
+    }
+
+    /// Runs `body` with the model's parameters and buffers, and the optimizer, restored afterwards.
+    public func preservingState<R>(_ body: () throws -> R) rethrows -> R {
+        let weights = model.stateDict().mapValues { $0.clone() }
+        let optState = opt?.stateSnapshot()
+        let hadOpt = opt != nil
+        defer {
+            try? model.load(stateDict: weights)
+            if let optState { opt?.restore(optState) }
+            if !hadOpt { opt = nil }
+            for p in model.parameters() { p.grad = nil }
+        }
+        return try body()
+    }
+}

@@ -1,0 +1,100 @@
+import Foundation
+import Testing
+import SwiftAICore
+import SwiftAIData
+import SwiftAILearner
+import SwiftAINN
+import SwiftAIOptim
+import SwiftAITestSupport
+
+/// Resident set size of this process in bytes (from /proc).
+func residentBytes() -> Int {
+    guard let s = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+    let pages = Int(s.split(separator: " ")[1]) ?? 0
+    return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+}
+
+@Suite(.serialized) struct ReproducibilityTests {
+    /// One training run from a seed: model, shuffling, dropout and augmentation all derive from it.
+    func run(seed: UInt64, dls: DataLoaders) throws -> [Double] {
+        manualSeed(seed)
+        let g = Generator(seed: seed)
+        let model = Sequential(Linear(16, 64, generator: g), ReLU(), Dropout(0.2, generator: g), Linear(64, 4, generator: g))
+        let noise = BatchTransform(seed: seed) { x, g in x + Tensor.randn(x.shape, std: 0.05, generator: g) }
+        let learn = Learner(model: model, dls: dls, lr: 1e-2, callbacks: [noise], progress: false)
+        try learn.fitOneCycle(2)
+        return learn.recorder.rawLosses + learn.recorder.validLosses
+    }
+
+    @Test func sameSeedSameLossesAndASecondLearnerIsUnaffected() throws {
+        let dls = syntheticData(train: 1024, valid: 256)
+        let a = try run(seed: 3, dls: dls)
+        let b = try run(seed: 3, dls: dls)  // a second Learner on the same loaders
+        #expect(a == b)
+        let c = try run(seed: 4, dls: dls)
+        #expect(a != c)
+    }
+
+    /// Memory is process-wide, so this runs in a child process (an exit test) away from parallel tests.
+    /// A first learner pays the one-time costs (compiled kernels, thread pools); after it, each further
+    /// learner must hand back everything it used.
+    @Test func memoryReturnsAfterALearnerIsReleased() async {
+        await #expect(processExitsWith: .success) {
+            let x = Tensor.randn([2048, 1, 28, 28]), y = Tensor.randint(0, 10, [2048])
+            let dls = DataLoaders(train: DataLoader(x, y, batchSize: 256, shuffle: true),
+                                  valid: DataLoader(x[0..<512], y[0..<512], batchSize: 256))
+            func train(_ seed: UInt64) -> Int {
+                let learn = Learner(model: FashionMNISTModel.resnet.make(generator: Generator(seed: seed)), dls: dls, progress: false)
+                try? learn.fit(1)
+                return residentBytes()
+            }
+            _ = train(0)
+            let base = residentBytes(), liveBase = BlockCache.shared.liveBytes
+            let peak = Swift.max(train(1), train(2))
+            guard peak > base + 50_000_000 else { fatalError("training used no memory? \(peak) vs \(base)") }
+            guard BlockCache.shared.liveBytes == liveBase else { fatalError("tensors still alive: \(BlockCache.shared.liveBytes - liveBase) bytes") }
+            guard residentBytes() < base + 16_000_000 else { fatalError("RSS \(residentBytes()) did not return to \(base)") }
+        }
+    }
+
+    @Test func dataLoaderBatchesAndShuffles() {
+        let x = Tensor((0..<10).map(Double.init), shape: [10, 1]), y = Tensor((0..<10).map(Int64.init))
+        let plain = DataLoader(x, y, batchSize: 4)
+        #expect(plain.count == 3 && plain.map { $0.x.shape[0] } == [4, 4, 2])
+        #expect(plain.flatMap { $0.y.scalars(as: Int64.self) } == Array(0..<10))
+        let drop = DataLoader(x, y, batchSize: 4, dropLast: true)
+        #expect(drop.count == 2 && drop.map { $0.x.shape[0] } == [4, 4])
+        let shuffled = DataLoader(x, y, batchSize: 3, shuffle: true, seed: 5)
+        let e0 = shuffled.flatMap { $0.y.scalars(as: Int64.self) }
+        #expect(Set(e0) == Set(0..<10) && e0 != Array(0..<10))
+        #expect(shuffled.flatMap { $0.y.scalars(as: Int64.self) } == e0)  // same epoch, same order
+        shuffled.epoch = 1
+        #expect(shuffled.flatMap { $0.y.scalars(as: Int64.self) } != e0)
+        #expect(shuffled.map { $0.x.doubles } .flatMap { $0 }.map { Int64($0) } == shuffled.flatMap { $0.y.scalars(as: Int64.self) })
+        // Prefetching gives the same batches as loading inline; the transform runs on every batch.
+        let t = DataLoader(x, y, batchSize: 3, shuffle: true, seed: 5, prefetch: 2) { ($0.x * 2, $0.y) }
+        let inline = DataLoader(x, y, batchSize: 3, shuffle: true, seed: 5, prefetch: 0) { ($0.x * 2, $0.y) }
+        #expect(t.map(\.x.doubles) == inline.map(\.x.doubles))
+        #expect(t.first().x.doubles == t.map(\.x.doubles)[0])
+        // Stopping early does not hang (the loading thread is released).
+        for (i, _) in t.enumerated() where i == 0 { break }
+        t.maxBatches = 2
+        #expect(t.count == 2 && Array(t).count == 2)
+    }
+
+    @Test func fashionMNISTLoadsAndReportsMissingData() throws {
+        #expect(throws: DatasetError.self) { try FashionMNIST(directory: "/nonexistent") }
+        do { _ = try FashionMNIST(directory: "/nonexistent") } catch {
+            #expect("\(error)".contains("apt-get install dataset-fashion-mnist"))
+        }
+        guard let ds = try? FashionMNIST() else { return }
+        #expect(ds.trainImages.shape == [60_000, 28, 28] && ds.testLabels.shape == [10_000])
+        #expect(Set(ds.trainLabels[0..<1000].scalars(as: Int64.self)) == Set(0..<10))
+        let x = FashionMNIST.normalise(ds.trainImages[0..<1000])
+        #expect(abs(x.mean().item()) < 0.15)
+        let dir = tempDir("idx")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try Data([0, 0, 8, 1, 0, 0, 0, 5, 1, 2]).write(to: URL(fileURLWithPath: dir + "/short.idx"))
+        #expect(throws: DatasetError.self) { try IDX.read(path: dir + "/short.idx") }
+    }
+}
