@@ -14,8 +14,9 @@ build: setup
 test: setup
 	swift test $(SWIFT_TEST_FLAGS)
 
+# A short training run: one epoch of 12 batches of the lesson's ResNet, table, weights, plots and JSON in out/demo.
 demo: build
-	.build/release/swiftai demo
+	.build/release/swiftai train --model resnet --epochs 1 --limit-batches 12 --out out/demo
 
 bench: build
 	.build/release/swiftai bench gemm

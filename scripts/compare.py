@@ -8,15 +8,19 @@ measured ones (gflops, ms, images_per_s, framework, memory_format) and reported 
 import json, shlex, statistics, subprocess, sys
 
 MEASURED = {"gflops", "ms", "images_per_s", "framework", "memory_format", "accuracy", "valid_loss",
-            "train_images_per_s", "threads", "epochs"}
+            "train_images_per_s", "threads", "epochs", "maxrss_mb"}
 
 def run(cmd):
-    out = subprocess.run(shlex.split(cmd), capture_output=True, text=True, check=True).stdout
+    """The command's JSON lines, each extended with the process's peak RSS (MB, from /usr/bin/time)."""
+    p = subprocess.run(["/usr/bin/time", "-f", "MAXRSS %M"] + shlex.split(cmd), capture_output=True, text=True, check=True)
+    rss = [int(l.split()[1]) / 1024 for l in p.stderr.splitlines() if l.startswith("MAXRSS ")]
     rows = []
-    for line in out.splitlines():
+    for line in p.stdout.splitlines():
         line = line.strip()
         if line.startswith("{"):
-            rows.append(json.loads(line))
+            row = json.loads(line)
+            if rss: row["maxrss_mb"] = rss[-1]
+            rows.append(row)
     return rows
 
 def key(row):
@@ -28,7 +32,7 @@ def main():
     for _ in range(rounds):
         for store, cmd in ((a, ours), (b, theirs)):
             for row in run(cmd):
-                for m in ("gflops", "ms", "images_per_s", "train_images_per_s"):
+                for m in ("gflops", "ms", "images_per_s", "train_images_per_s", "accuracy", "maxrss_mb"):
                     if m in row:
                         store.setdefault((key(row), m), []).append(row[m])
     for (k, m), vals in a.items():

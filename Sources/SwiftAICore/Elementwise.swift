@@ -14,16 +14,19 @@ extension Tensor {
     }
 
     /// Binary broadcast op with autograd. `grad(a, b, g)` returns each operand's gradient at the broadcast
-    /// shape (reduced to the operand's shape here); `nil` where unused.
-    static func binary<F: BinaryMap>(_ op: String, _ a: Tensor, _ b: Tensor, _ f: F,
+    /// shape (reduced to the operand's shape here); `nil` where unused. Operands are kept for the backward
+    /// pass only when `saveInputs` (addition and subtraction need none, and keeping them would hold two
+    /// activations per residual block until backward).
+    static func binary<F: BinaryMap>(_ op: String, _ a: Tensor, _ b: Tensor, _ f: F, saveInputs: Bool = true,
                                      grad: @escaping (Tensor, Tensor, Tensor, Bool, Bool) -> (Tensor?, Tensor?)) -> Tensor {
         var y = zipMap(a, b, f, op)
         if needsGrad(a, b) {
-            let ad = a.detached(), bd = b.detached()
+            let ad = saveInputs ? a.detached() : placeholder, bd = saveInputs ? b.detached() : placeholder
+            let aShape = a.shape, bShape = b.shape
             let needA = a.node != nil, needB = b.node != nil
             y.recordGrad(op, [a, b]) { g in
                 let (ga, gb) = grad(ad, bd, g, needA, needB)
-                return [needA ? ga?.sumToShape(ad.shape) : nil, needB ? gb?.sumToShape(bd.shape) : nil]
+                return [needA ? ga?.sumToShape(aShape) : nil, needB ? gb?.sumToShape(bShape) : nil]
             }
         }
         return y
@@ -35,11 +38,11 @@ extension Tensor {
     // MARK: Arithmetic
 
     public static func + (a: Tensor, b: Tensor) -> Tensor {
-        binary("add", a, b, Add()) { _, _, g, _, _ in (g, g) }
+        binary("add", a, b, Add(), saveInputs: false) { _, _, g, _, _ in (g, g) }
     }
 
     public static func - (a: Tensor, b: Tensor) -> Tensor {
-        binary("sub", a, b, Sub()) { _, _, g, _, nb in (g, nb ? -g : nil) }
+        binary("sub", a, b, Sub(), saveInputs: false) { _, _, g, _, nb in (g, nb ? -g : nil) }
     }
 
     public static func * (a: Tensor, b: Tensor) -> Tensor {

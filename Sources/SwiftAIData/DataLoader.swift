@@ -180,13 +180,14 @@ public struct DataLoaders {
     }
 
     /// Fashion-MNIST as the lesson loads it: normalised `[B, 1, 28, 28]` float batches, shuffled training
-    /// batches of `batchSize`, validation in order (twice the batch size, as fastai).
+    /// batches of `batchSize`, validation in order with the same batch size (as the reference script; fastai
+    /// doubles it, but equal sizes let validation reuse the training step's cached memory).
     public static func fashionMNIST(_ ds: FashionMNIST, batchSize: Int, seed: UInt64 = 0,
                                     augment: ((Batch) -> Batch)? = nil) -> DataLoaders {
         let prep: (Batch) -> Batch = { b in (FashionMNIST.normalise(b.x).unsqueeze(1), b.y) }
         let trainPrep: (Batch) -> Batch = augment.map { aug in { aug(prep($0)) } } ?? prep
         return DataLoaders(train: DataLoader(ds.trainImages, ds.trainLabels, batchSize: batchSize, shuffle: true, seed: seed,
                                              transform: trainPrep),
-                           valid: DataLoader(ds.testImages, ds.testLabels, batchSize: batchSize * 2, transform: prep))
+                           valid: DataLoader(ds.testImages, ds.testLabels, batchSize: batchSize, transform: prep))
     }
 }

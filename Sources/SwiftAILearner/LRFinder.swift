@@ -105,7 +105,7 @@ final class LRFinderCallback: Callback {
         let s = learn.recorder.smoothLoss
         if s < best { best = s }
         if stopDiv && (s > 4 * best || s.isNaN) { throw CancelFit() }
-        if learn.trainIter + 1 >= numIt { throw CancelFit() }
+        if learn.trainIter >= numIt { throw CancelFit() }
     }
 
     func beforeValidate(_ learn: Learner) throws { throw CancelValidate() }

@@ -210,7 +210,8 @@ public final class Learner {
     public internal(set) var iter = 0
     public internal(set) var nIter = 0
     public internal(set) var training = false
-    /// Training batches done in this fit, and that count as a fraction of all training batches of the fit.
+    /// Training batches completed in this fit (updated after each step, before `afterBatch`), and that count as a
+    /// fraction of all training batches of the fit.
     public internal(set) var trainIter = 0
     public internal(set) var pctTrain = 0.0
     public var batch: Batch = (Tensor.zeros([0]), Tensor.zeros([0]))
@@ -292,8 +293,7 @@ public final class Learner {
             try fire(.beforeStep)
             try trainStep.step(self)
             try fire(.afterStep)
-        }
-        if training {
+            // Counted before `afterBatch`, as fastai's TrainEvalCallback does.
             trainIter += 1
             pctTrain = Double(trainIter) / Double(Swift.max(nEpochs * dls.train.count, 1))
         }

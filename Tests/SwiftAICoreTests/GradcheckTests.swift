@@ -178,6 +178,7 @@ import SwiftAITestSupport
         (n: 3, c: 5, h: 2, w: 2, oc: 7, k: 3, s: 2, p: 1),   // 2×2 → 1×1: dense product
         (n: 2, c: 4, h: 2, w: 2, oc: 6, k: 3, s: 1, p: 1),   // 2×2 → 2×2: dense product
         (n: 2, c: 3, h: 1, w: 1, oc: 4, k: 3, s: 1, p: 1),   // 1×1: dense product
+        (n: 2, c: 3, h: 4, w: 4, oc: 5, k: 3, s: 2, p: 1),   // 4×4 → 2×2: dense product
         (n: 2, c: 3, h: 5, w: 6, oc: 4, k: 3, s: 2, p: 1),   // oneDNN
         (n: 2, c: 1, h: 6, w: 6, oc: 8, k: 3, s: 1, p: 1),   // one input channel
     ])

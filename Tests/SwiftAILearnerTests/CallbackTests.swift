@@ -71,6 +71,20 @@ func isPNG(_ path: String) -> Bool {
         #expect(learn.recorder.values.count == 1)
     }
 
+    /// Ctrl-C (SIGINT, raised here from the loop itself) stops after the current batch instead of killing the run.
+    @Test func interruptStopsAfterTheCurrentBatch() async {
+        await #expect(processExitsWith: .success) {
+            final class RaiseAt: Callback {
+                func afterStep(_ learn: Learner) { if learn.trainIter == 2 { raise(SIGINT) } }
+            }
+            let learn = Learner(model: mlp(), dls: syntheticData(train: 512, valid: 64), callbacks: [Interrupt(), RaiseAt()], progress: false)
+            try? learn.fit(3)
+            guard learn.stopReason == "interrupted (Ctrl-C) at epoch 0, batch 2", learn.trainIter == 3 else {
+                fatalError("stop reason \(learn.stopReason ?? "-") after \(learn.trainIter) batches")
+            }
+        }
+    }
+
     @Test func gradientClipBoundsTheNorm() throws {
         let clip = GradientClip(maxNorm: 0.05)
         final class Norm: Callback {
