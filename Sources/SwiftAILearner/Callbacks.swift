@@ -326,6 +326,11 @@ public final class Interrupt: Callback {
     public func beforeFit(_ learn: Learner) {
         Interrupt.requested = 0
         signal(SIGINT) { _ in Interrupt.requested = 1 }
+        // A parent process may have blocked SIGINT for us; Ctrl-C must reach the training thread.
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, SIGINT)
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
     }
 
     public func afterBatch(_ learn: Learner) throws {
