@@ -157,9 +157,8 @@ extension Tensor {
                      "conv2d: calculated output size (\(g.oh)x\(g.ow)) is too small for input \(shape) and kernel \(weight.shape) with padding \(padding)")
         var y: Tensor
         let x = detached(), w = weight.detached().contiguous(), b = bias?.detached().contiguous()
-        if dtype == .float32 && UnrolledConv.applies(g) {
-            let u = UnrolledConv(g)
-            y = u.forward(x.contiguous(.channelsLast), u.denseWeight(w), bias: b)
+        if dtype == .float32 && SmallMapConv.applies(g) {
+            y = SmallMapConv(g).forward(x.contiguous(.channelsLast), w, bias: b)
         } else if dtype == .float32 {
             let xc = x.contiguous(.channelsLast)
             y = Tensor(empty: [g.n, g.oc, g.oh, g.ow], dtype: .float32, strides: Tensor.channelsLastStrides([g.n, g.oc, g.oh, g.ow]))
@@ -204,9 +203,9 @@ extension Tensor {
                              needB: Bool) -> (Tensor?, Tensor?, Tensor?) {
         if x.dtype != .float32 { return referenceConvBackward(x, w, gy.contiguous(), g, needX: needX, needW: needW, needB: needB) }
         let dy = gy.contiguous(.channelsLast)
-        if UnrolledConv.applies(g) {
-            let u = UnrolledConv(g)
-            return (needX ? u.backwardData(dy, u.denseWeight(w)) : nil, needW ? u.backwardWeights(x, dy) : nil,
+        if SmallMapConv.applies(g) {
+            let s = SmallMapConv(g)
+            return (needX ? s.backwardData(dy, w) : nil, needW ? s.backwardWeights(x, dy) : nil,
                     needB ? dy.sum(dims: [0, 2, 3]) : nil)
         }
         let k = ConvKernel.get(g, hasBias: needB)

@@ -9,12 +9,17 @@ import SwiftAIOptim
 /// Options shared by `train`, `lr-find` and `summary`.
 struct RecipeOptions: ParsableArguments {
     @Option(help: "Model: cnn, resnet or wide.") var model: FashionMNISTModel = .resnet
-    @Option(help: "Batch size.") var bs = 1024
+    @Option(help: "Batch size (default 1024; 64 for cnn, whose 5-epoch result needs the extra steps).") var bs: Int?
     @Option(help: "Seed for initialisation, shuffling and augmentation.") var seed: UInt64 = 42
     @Option(help: "Fashion-MNIST folder (default: FMNIST_DIR or /usr/share/datasets/fashion-mnist).") var data: String?
     @Option(help: "Threads (default: all cores, or SWIFTAI_NUM_THREADS).") var threads: Int?
     @Option(help: "Stop each training epoch after this many batches (quick runs).") var limitBatches: Int?
     @Flag(help: "Random crop (padding 1) and horizontal flip of training batches.") var aug = false
+    @Option(help: "Label smoothing of the cross-entropy loss.") var labelSmoothing = 0.0
+    @Option(help: "Weight decay (decoupled, AdamW).") var wd = 0.01
+
+    /// The batch size in effect.
+    var batchSize: Int { bs ?? (model == .cnn ? 64 : 1024) }
 
     /// Dataset, loaders and a seeded model; a missing dataset prints how to install it and exits 1.
     func prepare() throws -> (FashionMNIST, DataLoaders, Module) {
@@ -25,7 +30,7 @@ struct RecipeOptions: ParsableArguments {
             FileHandle.standardError.write(Data("error: \(error)\n".utf8))
             throw ExitCode.failure
         }
-        var dls = DataLoaders.fashionMNIST(ds, batchSize: bs, seed: seed)
+        var dls = DataLoaders.fashionMNIST(ds, batchSize: batchSize, seed: seed)
         dls.train.maxBatches = limitBatches
         return (ds, dls, model.make(generator: Generator(seed: seed)))
     }
@@ -33,7 +38,9 @@ struct RecipeOptions: ParsableArguments {
     func learner(_ dls: DataLoaders, _ net: Module, lr: Double, callbacks: [Callback] = []) -> Learner {
         var cbs = callbacks
         if aug { cbs.append(BatchTransform.cropAndFlip(seed: seed)) }
-        return Learner(model: net, dls: dls, lossFunc: CrossEntropyLoss(), lr: lr, metrics: [.accuracy], callbacks: cbs)
+        let wd = self.wd
+        return Learner(model: net, dls: dls, lossFunc: CrossEntropyLoss(labelSmoothing: labelSmoothing), lr: lr, metrics: [.accuracy],
+                       callbacks: cbs, optFunc: { AdamW.fastai($0, lr: $1, wd: wd) })
     }
 }
 
@@ -56,7 +63,7 @@ struct Train: ParsableCommand {
 
     func validate() throws {
         guard ["fastai", "pytorch"].contains(sched) else { throw ValidationError("--sched must be fastai or pytorch") }
-        guard epochs > 0, lr > 0, recipe.bs > 0 else { throw ValidationError("--epochs, --lr and --bs must be positive") }
+        guard epochs > 0, lr > 0, recipe.batchSize > 0 else { throw ValidationError("--epochs, --lr and --bs must be positive") }
     }
 
     func run() throws {
@@ -65,7 +72,8 @@ struct Train: ParsableCommand {
         let learn = recipe.learner(dls, net, lr: lr, callbacks: [TerminateOnNaN(), Interrupt(), CSVLogger(path: out + "/history.csv")])
         do {
             if sched == "pytorch" {
-                learn.optFunc = { m, lr in AdamW(m.parameters(), lr: lr) }
+                let wd = recipe.wd
+                learn.optFunc = { m, lr in AdamW(m.parameters(), lr: lr, weightDecay: wd) }
                 let (lrs, moms) = Schedule.oneCycleLR(maxLR: lr, totalSteps: epochs * dls.train.count)
                 try learn.fit(epochs, lr: lr, callbacks: [ParamScheduler([(\.lr, lrs), (\.mom, moms)])])
             } else {

@@ -172,13 +172,15 @@ import SwiftAITestSupport
     }
 }
 
-/// Float32 paths (oneDNN direct and the dense small-map product) against the Float64 reference loops.
+/// Float32 paths (oneDNN direct and the small-map GEMMs) against the Float64 reference loops.
 @Suite struct ConvPathTests {
     @Test(arguments: [
-        (n: 3, c: 5, h: 2, w: 2, oc: 7, k: 3, s: 2, p: 1),   // 2×2 → 1×1: dense product
-        (n: 2, c: 4, h: 2, w: 2, oc: 6, k: 3, s: 1, p: 1),   // 2×2 → 2×2: dense product
-        (n: 2, c: 3, h: 1, w: 1, oc: 4, k: 3, s: 1, p: 1),   // 1×1: dense product
-        (n: 2, c: 3, h: 4, w: 4, oc: 5, k: 3, s: 2, p: 1),   // 4×4 → 2×2: dense product
+        (n: 3, c: 5, h: 2, w: 2, oc: 7, k: 3, s: 2, p: 1),   // 2×2 → 1×1: per-position GEMMs
+        (n: 2, c: 4, h: 2, w: 2, oc: 6, k: 3, s: 1, p: 1),   // 2×2 → 2×2
+        (n: 2, c: 3, h: 1, w: 1, oc: 4, k: 3, s: 1, p: 1),   // 1×1
+        (n: 2, c: 3, h: 4, w: 4, oc: 5, k: 3, s: 2, p: 1),   // 4×4 → 2×2
+        (n: 2, c: 3, h: 4, w: 3, oc: 5, k: 3, s: 1, p: 1),   // 4×3, stride 1
+        (n: 2, c: 2, h: 3, w: 3, oc: 4, k: 1, s: 1, p: 0),   // 1×1 kernel on 3×3
         (n: 2, c: 3, h: 5, w: 6, oc: 4, k: 3, s: 2, p: 1),   // oneDNN
         (n: 2, c: 1, h: 6, w: 6, oc: 8, k: 3, s: 1, p: 1),   // one input channel
     ])
