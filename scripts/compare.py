@@ -39,7 +39,8 @@ def main():
         other = b.get((k, m), [])
         mo = statistics.median(vals)
         mt = statistics.median(other) if other else float("nan")
-        print(json.dumps({"figure": json.loads(k), "metric": m, "swiftai": round(mo, 1), "pytorch": round(mt, 1),
+        digits = 4 if m == "accuracy" else 1
+        print(json.dumps({"figure": json.loads(k), "metric": m, "swiftai": round(mo, digits), "pytorch": round(mt, digits),
                           "ratio": round(mo / mt, 2) if other else None, "rounds": len(vals)}))
 
 if __name__ == "__main__":

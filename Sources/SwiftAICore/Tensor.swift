@@ -99,13 +99,14 @@ public struct Tensor {
     /// Whether this is a 4-D tensor stored in NHWC order (PyTorch's `channels_last`).
     public var isChannelsLast: Bool {
         guard rank == 4 else { return false }
-        let want = Tensor.channelsLastStrides(shape)
-        for i in 0..<4 where shape[i] != 1 && strides[i] != want[i] { return false }
-        return true
+        let c = Swift.max(shape[1], 1), w = Swift.max(shape[3], 1), h = Swift.max(shape[2], 1)
+        return (shape[0] == 1 || strides[0] == h * w * c) && (shape[1] == 1 || strides[1] == 1)
+            && (shape[2] == 1 || strides[2] == w * c) && (shape[3] == 1 || strides[3] == c)
     }
 
     /// Whether the elements cover a gap-free block of `count` elements in some dimension order.
     public var isDense: Bool {
+        if isContiguous || isChannelsLast { return true }  // the common layouts, without the sort's allocations
         let order = (0..<rank).filter { shape[$0] != 1 }.sorted { strides[$0] > strides[$1] }
         var expected = 1
         for i in order.reversed() {

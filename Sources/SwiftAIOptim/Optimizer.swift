@@ -105,7 +105,8 @@ open class Optimizer {
     /// All parameters.
     public var parameters: [Parameter] { paramGroups.flatMap(\.params) }
 
-    /// The state as named tensors (`group.param.key`) plus step count, to save and restore.
+    /// The per-parameter state (keyed by parameter identity), each group's hyper-parameters and the step count,
+    /// to restore later in this process (`lrFind` uses it to leave the optimizer as it found it).
     public func stateSnapshot() -> (state: [ObjectIdentifier: [String: Tensor]], hypers: [Hyper], steps: Int) {
         (state, paramGroups.map(\.hyper), stepCount)
     }
@@ -176,18 +177,26 @@ public class Adam: Optimizer {
     }
 
     public override func update(_ w: Tensor, _ g: Tensor, _ st: inout [String: Tensor], _ h: Hyper) -> Tensor {
+        let t = (st["step"]?.item() ?? 0) + 1
+        st["step"] = Tensor(scalar: t)
+        let bc1 = 1 - Glibc.pow(h.mom, t), bc2 = 1 - Glibc.pow(h.sqrMom, t)
+        if let r = Tensor.fusedAdamStep(weight: w, grad: g, expAvg: st["exp_avg"] ?? Tensor.zeros(like: w),
+                                        expAvgSq: st["exp_avg_sq"] ?? Tensor.zeros(like: w), lr: h.lr,
+                                        beta1: h.mom, beta2: h.sqrMom, eps: h.eps, weightDecay: h.wd,
+                                        decoupled: decoupled, biasCorrection1: bc1, biasCorrection2: bc2) {
+            st["exp_avg"] = r.expAvg
+            st["exp_avg_sq"] = r.expAvgSq
+            return r.weight
+        }
         var w = w
         var grad = g
         if h.wd != 0 {
             if decoupled { w = w * (1 - h.lr * h.wd) } else { grad = g + w * h.wd }
         }
-        let t = (st["step"]?.item() ?? 0) + 1
-        st["step"] = Tensor(scalar: t)
         let m = (st["exp_avg"] ?? Tensor.zeros(like: w)) * h.mom + grad * (1 - h.mom)
         let v = (st["exp_avg_sq"] ?? Tensor.zeros(like: w)) * h.sqrMom + grad * grad * (1 - h.sqrMom)
         st["exp_avg"] = m
         st["exp_avg_sq"] = v
-        let bc1 = 1 - Glibc.pow(h.mom, t), bc2 = 1 - Glibc.pow(h.sqrMom, t)
         let denom = v.sqrt() / bc2.squareRoot() + h.eps
         return w - m / denom * (h.lr / bc1)
     }

@@ -7,7 +7,7 @@ struct SwiftAICommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "swiftai",
         abstract: "SwiftAI: fastai-style deep learning in Swift.",
-        subcommands: [Train.self, LRFind.self, Summary.self, Demo.self, Bench.self])
+        subcommands: [Train.self, LRFind.self, Summary.self, Bench.self])
 }
 
 /// A number printed with a fixed count of decimals in JSON.
