@@ -30,7 +30,7 @@ struct RecipeOptions: ParsableArguments {
             FileHandle.standardError.write(Data("error: \(error)\n".utf8))
             throw ExitCode.failure
         }
-        var dls = DataLoaders.fashionMNIST(ds, batchSize: batchSize, seed: seed)
+        let dls = DataLoaders.fashionMNIST(ds, batchSize: batchSize, seed: seed)
         dls.train.maxBatches = limitBatches
         return (ds, dls, model.make(generator: Generator(seed: seed)))
     }

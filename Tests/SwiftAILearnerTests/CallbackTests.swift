@@ -177,5 +177,7 @@ func isPNG(_ path: String) -> Bool {
         #expect(rising?.contains("too high") == true)
         let fine = Advice.read(train: [0.6, 0.4, 0.3], valid: [0.5, 0.4, 0.33], firstBatchLoss: 2.3, classes: 10, stopReason: nil)
         #expect(fine?.contains("not overfitting") == true)
+        let early = Advice.read(train: [1.05], valid: [1.40], firstBatchLoss: 2.3, classes: 10, stopReason: nil)
+        #expect(early?.contains("too early to call overfitting") == true)
     }
 }
