@@ -16,11 +16,11 @@ public struct SuggestedLRs: Sendable {
     /// The recorded curve (after fastai's trimming: the first `numIt/10` and last 5 points dropped).
     public let lrs: [Double], losses: [Double]
 
-    /// (name, lr, loss at that lr) for plotting.
-    public var points: [(String, Double, Double)] {
-        [("minimum", minimum * 10), ("steep", steep), ("valley", valley), ("slide", slide)].map { name, lr in
-            (name, lr, SuggestedLRs.interpolate(lr, lrs, losses))
-        }
+    /// (name, suggested lr, where to mark it: lr and loss) for plotting. `minimum` is marked at the loss
+    /// minimum itself, ten times its suggested value, as fastai draws it.
+    public var points: [(name: String, suggestion: Double, lr: Double, loss: Double)] {
+        [("minimum", minimum, minimum * 10), ("steep", steep, steep), ("valley", valley, valley), ("slide", slide, slide)]
+            .map { name, value, at in (name, value, at, SuggestedLRs.interpolate(at, lrs, losses)) }
     }
 
     static func interpolate(_ lr: Double, _ lrs: [Double], _ losses: [Double]) -> Double {
@@ -142,8 +142,8 @@ extension SuggestedLRs {
     public func plot(to path: String) throws {
         var panel = Panel(title: "Learning rate finder", xLabel: "Learning Rate", yLabel: "Loss", logX: true,
                           series: [Series(x: lrs, y: losses)])
-        for (k, (name, lr, loss)) in points.enumerated() {
-            panel.series.append(Series("\(name) \(String(format: "%.2e", lr))", x: [lr], y: [loss],
+        for (k, p) in points.enumerated() {
+            panel.series.append(Series("\(p.name) \(String(format: "%.2e", p.suggestion))", x: [p.lr], y: [p.loss],
                                        color: Color.cycle[(k + 1) % Color.cycle.count], points: true))
         }
         try Figure([panel], columns: 1).save(path)
