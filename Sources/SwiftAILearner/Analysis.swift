@@ -174,11 +174,13 @@ public enum Advice {
                 return "The validation loss is \(String(format: "%.0f", 100 * (valid[n - 1] / best - 1)))% above its best while the training loss falls: early signs of overfitting; fewer epochs or augmentation would help."
             }
         }
-        if let lt = train.last, let lv = valid.last, lv > lt * 1.2, valid.count < 3 {
-            return "The validation loss (\(String(format: "%.3f", lv))) is above the training loss (\(String(format: "%.3f", lt))) after only \(valid.count) epoch\(valid.count == 1 ? "" : "s"): too early to call overfitting; train longer and watch whether valid_loss keeps falling."
-        }
-        if let lt = train.last, let lv = valid.last, lv < lt * 1.2 {
-            return "Training and validation losses are close (\(String(format: "%.3f", lt)) vs \(String(format: "%.3f", lv))): the model is not overfitting; more epochs or a larger model may still help."
+        if let lt = train.last, let lv = valid.last {
+            if lv < lt * 1.2 {
+                return "Training and validation losses are close (\(String(format: "%.3f", lt)) vs \(String(format: "%.3f", lv))): the model is not overfitting; more epochs or a larger model may still help."
+            }
+            if valid.count < 3 {
+                return "The validation loss (\(String(format: "%.3f", lv))) is above the training loss (\(String(format: "%.3f", lt))) after only \(valid.count) epoch\(valid.count == 1 ? "" : "s"): too early to call overfitting; train longer and watch whether valid_loss keeps falling."
+            }
         }
         return nil
     }
