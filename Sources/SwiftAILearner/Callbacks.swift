@@ -31,7 +31,8 @@ public final class Recorder: Callback {
     public private(set) var losses: [Double] = [], rawLosses: [Double] = [], lrs: [Double] = [], moms: [Double] = []
     /// Per epoch of the last fit: `[train_loss, valid_loss, metrics…]` (NaN where not computed).
     public private(set) var values: [[Double]] = []
-    /// Seconds per epoch (training + validation) and seconds spent in training passes only.
+    /// Seconds per epoch (training + validation) and seconds spent in training passes only (a pass cut short by
+    /// ``CancelFit`` included).
     public private(set) var epochTimes: [Double] = [], trainTimes: [Double] = []
     /// Training items seen in the last fit.
     public private(set) var trainItems = 0
@@ -42,7 +43,7 @@ public final class Recorder: Callback {
     private var smooth = 0.0, count = 0
     private var validSum = 0.0, validCount = 0
     private var metricSums: [Double] = []
-    private var epochStart = 0.0, trainStart = 0.0
+    private var epochStart = 0.0, trainStart: Double?
 
     public init(metrics: [Metric]) { self.metrics = metrics }
 
@@ -54,6 +55,7 @@ public final class Recorder: Callback {
 
     public func beforeFit(_ learn: Learner) {
         losses = []; rawLosses = []; lrs = []; moms = []; values = []; epochTimes = []; trainTimes = []
+        trainStart = nil
         trainItems = 0
         smooth = 0
         count = 0
@@ -63,7 +65,16 @@ public final class Recorder: Callback {
 
     public func beforeTrain(_ learn: Learner) { trainStart = now() }
 
-    public func afterTrain(_ learn: Learner) { trainTimes.append(now() - trainStart) }
+    public func afterTrain(_ learn: Learner) { closeTrainTime() }
+
+    /// A fit cancelled mid-epoch (Ctrl-C, NaN) skips `afterTrain`: its partial training pass still counts, so that
+    /// ``trainItemsPerSecond`` divides the items seen by the time spent on them.
+    public func afterFit(_ learn: Learner) { closeTrainTime() }
+
+    private func closeTrainTime() {
+        if let t = trainStart { trainTimes.append(now() - t) }
+        trainStart = nil
+    }
 
     public func beforeValidate(_ learn: Learner) {
         validSum = 0

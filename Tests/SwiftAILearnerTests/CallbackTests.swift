@@ -85,6 +85,20 @@ func isPNG(_ path: String) -> Bool {
         }
     }
 
+    /// A fit stopped inside its first training pass still reports the throughput of the batches it ran.
+    @Test func throughputCountsAPassCutShort() throws {
+        final class StopAt: Callback {
+            func afterBatch(_ learn: Learner) throws { if learn.training && learn.iter == 3 { throw CancelFit("test") } }
+        }
+        let learn = learner([StopAt()])
+        try learn.fit(2)
+        let rec = learn.recorder
+        #expect(rec.values.isEmpty)
+        #expect(rec.trainTimes.count == 1)
+        #expect(rec.trainItems > 0 && rec.trainItems == rec.rawLosses.count * learn.dls.train.batchSize)
+        #expect(rec.trainItemsPerSecond.isFinite && rec.trainItemsPerSecond > 0)
+    }
+
     @Test func gradientClipBoundsTheNorm() throws {
         let clip = GradientClip(maxNorm: 0.05)
         final class Norm: Callback {
