@@ -9,7 +9,7 @@ import SwiftAIOptim
 /// Options shared by `train`, `lr-find` and `summary`.
 struct RecipeOptions: ParsableArguments {
     @Option(help: "Model: cnn, resnet or wide.") var model: FashionMNISTModel = .resnet
-    @Option(help: "Batch size (default 1024; 32 for cnn, see the model's recipe).") var bs: Int?
+    @Option(help: "Batch size (default 1024; 32 for cnn).") var bs: Int?
     @Option(help: "Seed for initialisation, shuffling and augmentation.") var seed: UInt64 = 42
     @Option(help: "Fashion-MNIST folder (default: FMNIST_DIR or /usr/share/datasets/fashion-mnist).") var data: String?
     @Option(help: "Threads (default: all cores, or SWIFTAI_NUM_THREADS).") var threads: Int?
@@ -19,9 +19,9 @@ struct RecipeOptions: ParsableArguments {
     @Option(help: "Weight decay (decoupled, AdamW; default 0.01, 0.1 for cnn).") var wd: Double?
 
     /// The batch size in effect.
-    var batchSize: Int { bs ?? model.recipe.bs }
+    var batchSize: Int { bs ?? model.trainDefaults.bs }
     /// The weight decay in effect.
-    var weightDecay: Double { wd ?? model.recipe.wd }
+    var weightDecay: Double { wd ?? model.trainDefaults.wd }
 
     /// Dataset, loaders and a seeded model; a missing dataset prints how to install it and exits 1.
     func prepare() throws -> (FashionMNIST, DataLoaders, Module) {
@@ -52,7 +52,7 @@ extension FashionMNISTModel {
     /// resnet and wide follow the lesson (bs 1024, lr 2e-2, AdamW's wd 0.01; wide is run with `--lr 1e-2`). The
     /// small cnn was chosen on a held-out split of the training set (BENCHMARKS.md, issue #4): at bs 1024 it needs
     /// more steps than 5 epochs give, and among ten bs/lr/wd recipes bs 32, lr 5e-3, wd 0.1 scored highest.
-    var recipe: (bs: Int, lr: Double, wd: Double) {
+    var trainDefaults: (bs: Int, lr: Double, wd: Double) {
         self == .cnn ? (32, 5e-3, 0.1) : (1024, 2e-2, 0.01)
     }
 }
@@ -82,7 +82,7 @@ struct Train: ParsableCommand {
     }
 
     func run() throws {
-        let lr = self.lr ?? recipe.model.recipe.lr
+        let lr = self.lr ?? recipe.model.trainDefaults.lr
         let (_, dls, net) = try recipe.prepare()
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
         let learn = recipe.learner(dls, net, lr: lr, callbacks: [TerminateOnNaN(), Interrupt(), CSVLogger(path: out + "/history.csv")])
