@@ -2,6 +2,7 @@
 import PackageDescription
 
 // Layers depend one way: Core → NN → Optim → Data → Learner → Vision → CLI.
+// C libraries (oneDNN, zlib, Cairo, TurboJPEG, libpng) sit behind system-library targets with a module map and a shim.
 // Swift 5 language mode: the engine shares C pointers and per-shape kernel caches across
 // OpenMP threads, which Swift 6's Sendable checking cannot express without noise.
 
@@ -18,6 +19,7 @@ let package = Package(
         .library(name: "SwiftAIOptim", targets: ["SwiftAIOptim"]),
         .library(name: "SwiftAIData", targets: ["SwiftAIData"]),
         .library(name: "SwiftAILearner", targets: ["SwiftAILearner"]),
+        .library(name: "SwiftAIVision", targets: ["SwiftAIVision"]),
         .executable(name: "swiftai", targets: ["swiftai"]),
     ],
     dependencies: [
@@ -27,20 +29,25 @@ let package = Package(
         .systemLibrary(name: "CDNNL", path: "Sources/CDNNL"),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
         .systemLibrary(name: "CCairo", path: "Sources/CCairo"),
+        .systemLibrary(name: "CTurboJPEG", path: "Sources/CTurboJPEG"),
+        .systemLibrary(name: "CPNG", path: "Sources/CPNG"),
         .target(name: "SwiftAICore", dependencies: ["CDNNL"], swiftSettings: vectorise),
         .target(name: "SwiftAINN", dependencies: ["SwiftAICore"], swiftSettings: vectorise),
         .target(name: "SwiftAIOptim", dependencies: ["SwiftAINN"], swiftSettings: vectorise),
         .target(name: "SwiftAIData", dependencies: ["SwiftAICore", "CZlib"], swiftSettings: vectorise),
         .target(name: "SwiftAILearner", dependencies: ["SwiftAICore", "SwiftAINN", "SwiftAIOptim", "SwiftAIData", "CCairo"],
                 swiftSettings: vectorise),
+        .target(name: "SwiftAIVision", dependencies: ["SwiftAICore", "SwiftAIData", "SwiftAILearner", "CTurboJPEG", "CPNG", "CCairo"],
+                swiftSettings: vectorise),
         .executableTarget(name: "swiftai", dependencies: [
-            "SwiftAICore", "SwiftAINN", "SwiftAIOptim", "SwiftAIData", "SwiftAILearner",
+            "SwiftAICore", "SwiftAINN", "SwiftAIOptim", "SwiftAIData", "SwiftAILearner", "SwiftAIVision",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .target(name: "SwiftAITestSupport", dependencies: ["SwiftAICore"], path: "Tests/SwiftAITestSupport"),
         .testTarget(name: "SwiftAICoreTests", dependencies: ["SwiftAICore", "SwiftAITestSupport"]),
         .testTarget(name: "SwiftAINNTests", dependencies: ["SwiftAINN", "SwiftAIOptim", "SwiftAIData", "SwiftAITestSupport"]),
         .testTarget(name: "SwiftAILearnerTests", dependencies: ["SwiftAILearner", "SwiftAITestSupport"]),
+        .testTarget(name: "SwiftAIVisionTests", dependencies: ["SwiftAIVision", "SwiftAITestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

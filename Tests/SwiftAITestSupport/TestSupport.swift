@@ -82,3 +82,16 @@ public func awayFromZero(_ shape: [Int], seed: UInt64, margin: Double = 0.1) -> 
 public func randn(_ shape: [Int], seed: UInt64, scale: Double = 1) -> Tensor {
     Tensor.randn(shape, std: scale, dtype: .float64, generator: Generator(seed: seed))
 }
+
+/// The path of a small fixture committed with the tests: `Tests/<target>/Fixtures/<name>`.
+public func committedFixture(_ target: String, _ name: String) -> String {
+    let tests = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    return tests.appendingPathComponent(target).appendingPathComponent("Fixtures").appendingPathComponent(name).path
+}
+
+/// A fresh empty temporary directory (removed by the caller when it wants).
+public func makeTemporaryDirectory(_ prefix: String = "swiftai-test") throws -> String {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString)").path
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    return dir
+}
