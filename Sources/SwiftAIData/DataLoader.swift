@@ -4,44 +4,63 @@ import SwiftAICore
 /// A mini-batch: inputs and targets.
 public typealias Batch = (x: Tensor, y: Tensor)
 
-/// Batches over in-memory tensors, prepared ahead of the model on a background thread.
+/// Batches of a ``Dataset``, built by worker threads ahead of the consumer.
+///
+/// Worker `w` of `n` builds batches `w, w + n, w + 2n, …` of an epoch (item loading, item transforms, collation,
+/// then the batch transforms) and keeps at most `prefetch` of them ready; the consumer takes them in order. Every
+/// random draw is seeded by `(seed, epoch, batch)` or `(seed, epoch, position)`, so an epoch's batches are the same
+/// whatever the number of workers, and memory stays at `numWorkers × prefetch` batches.
 ///
 /// Shuffling is a pure function of `(seed, epoch)`: epoch `e` of a loader with seed `s` always visits items in
-/// the same order, whatever ran before — two trainings with the same seed see identical batches, and nothing
-/// carries over from one `Learner` to the next. The ``Learner`` sets ``epoch`` before each epoch.
+/// the same order, whatever ran before. The ``Learner`` sets ``epoch`` before each epoch.
 public final class DataLoader: Sequence {
-    /// Inputs (first dimension indexes items) and targets.
-    public let x: Tensor, y: Tensor
+    public let dataset: Dataset
     public let batchSize: Int
     public let shuffle: Bool
     public let dropLast: Bool
     public let seed: UInt64
-    /// Applied to every batch on the loading thread (e.g. `uint8 → normalised float32`, augmentation).
-    public let transform: ((Batch) -> Batch)?
-    /// Batches prepared ahead of the consumer (0 loads on the consumer's thread).
+    /// Whether item and batch transforms take their training (random) path — fastai's `split_idx == 0`.
+    public let training: Bool
+    /// Transforms of whole batches, in the order they run.
+    public let batchTransforms: BatchPipeline
+    /// Threads building batches; 0 builds them on the consumer's thread.
+    public let numWorkers: Int
+    /// Batches each worker keeps ready.
     public let prefetch: Int
-    /// Selects this epoch's shuffle.
+    /// Selects this epoch's shuffle and random draws.
     public var epoch = 0
     /// Stops each epoch after this many batches (quick runs, like the reference script's `--limit-batches`).
     public var maxBatches: Int?
 
-    public init(_ x: Tensor, _ y: Tensor, batchSize: Int, shuffle: Bool = false, dropLast: Bool = false, seed: UInt64 = 0,
-                prefetch: Int = 2, transform: ((Batch) -> Batch)? = nil) {
-        require(x.rank >= 1 && y.rank >= 1 && x.shape[0] == y.shape[0],
-                "DataLoader: inputs \(x.shape) and targets \(y.shape) must have the same number of items")
+    /// - Parameters:
+    ///   - training: random transforms act (default: `shuffle`, as fastai's training loader is the shuffled one).
+    ///   - numWorkers: worker threads (0: load on the consumer's thread).
+    public init(_ dataset: Dataset, batchSize: Int, shuffle: Bool = false, dropLast: Bool = false, seed: UInt64 = 0,
+                training: Bool? = nil, numWorkers: Int = 1, prefetch: Int = 2, batchTransforms: [BatchTransform] = []) {
         require(batchSize > 0, "DataLoader: batch size must be positive, got \(batchSize)")
-        self.x = x
-        self.y = y
+        require(numWorkers >= 0 && prefetch >= 1, "DataLoader: numWorkers \(numWorkers) must be ≥ 0 and prefetch \(prefetch) ≥ 1")
+        self.dataset = dataset
         self.batchSize = batchSize
         self.shuffle = shuffle
         self.dropLast = dropLast
         self.seed = seed
+        self.training = training ?? shuffle
+        self.numWorkers = numWorkers
         self.prefetch = prefetch
-        self.transform = transform
+        self.batchTransforms = BatchPipeline(batchTransforms)
+    }
+
+    /// Batches over in-memory tensors; `transform` runs on each batch (e.g. `uint8 → normalised float32`), and
+    /// `prefetch: 0` builds batches on the consumer's thread.
+    public convenience init(_ x: Tensor, _ y: Tensor, batchSize: Int, shuffle: Bool = false, dropLast: Bool = false,
+                            seed: UInt64 = 0, prefetch: Int = 2, transform: ((Batch) -> Batch)? = nil) {
+        self.init(TensorDataset(x, y), batchSize: batchSize, shuffle: shuffle, dropLast: dropLast, seed: seed,
+                  numWorkers: prefetch > 0 ? 1 : 0, prefetch: Swift.max(prefetch, 1),
+                  batchTransforms: transform.map { [BatchFunction($0)] } ?? [])
     }
 
     /// Number of items.
-    public var itemCount: Int { x.shape[0] }
+    public var itemCount: Int { dataset.count }
 
     /// Number of batches per epoch.
     public var count: Int {
@@ -54,46 +73,48 @@ public final class DataLoader: Sequence {
         shuffle ? SwiftAICore.Generator(seed: seed &+ 0x9E37_79B9 &* UInt64(epoch + 1)).permutation(itemCount) : Array(0..<itemCount)
     }
 
-    /// The `i`-th batch of an epoch with item order `order`.
-    func batch(_ i: Int, order: [Int]) -> Batch {
-        let idx = Array(order[(i * batchSize)..<Swift.min(itemCount, (i + 1) * batchSize)])
-        let contiguousRange = idx.last.map { $0 - idx[0] + 1 == idx.count } ?? false
-        let b: Batch
-        if contiguousRange && idx.count > 0 {
-            b = (x[idx[0]..<(idx[0] + idx.count)], y[idx[0]..<(idx[0] + idx.count)])
-        } else {
-            let index = Tensor(idx.map(Int64.init))
-            b = (x.indexSelect(dim: 0, index: index), y.indexSelect(dim: 0, index: index))
-        }
-        return transform?(b) ?? b
+    /// The `i`-th batch of `epoch` with item order `order`: items, collation, then batch transforms.
+    func batch(_ i: Int, order: [Int], epoch: Int) throws -> Batch {
+        let range = (i * batchSize)..<Swift.min(itemCount, (i + 1) * batchSize)
+        let seeds = range.map { SeedMix.item(seed, epoch: epoch, position: $0) }
+        let b = try dataset.batch(Array(order[range]), seeds: seeds, training: training)
+        let g = SwiftAICore.Generator(seed: SeedMix.batch(seed, epoch: epoch, batch: i))
+        return batchTransforms.apply(b, generator: g, training: training)
     }
 
     /// One batch without iterating (the first of the current epoch), e.g. for a dry run.
-    public func first() -> Batch { batch(0, order: order()) }
+    public func first() throws -> Batch { try noGrad { try batch(0, order: order(), epoch: epoch) } }
 
     public func makeIterator() -> Iterator { Iterator(self) }
 
-    /// Yields the epoch's batches; a background thread keeps up to `prefetch` of them ready.
+    /// Yields the epoch's batches. ``nextBatch()`` throws what loading threw; `next()` (for `for … in`) ends the
+    /// iteration instead and keeps the error in ``error``.
     public final class Iterator: IteratorProtocol {
         private let loader: DataLoader
         private let order: [Int]
+        private let epoch: Int
+        private let total: Int
         private var next_ = 0
-        private let queue: PrefetchQueue?
+        private let queues: [PrefetchQueue]
+        /// What stopped a `for … in` iteration early, if anything.
+        public private(set) var error: Error?
 
         init(_ loader: DataLoader) {
             self.loader = loader
             order = loader.order()
-            if loader.prefetch > 0 && loader.count > 1 {
-                let q = PrefetchQueue(capacity: loader.prefetch)
-                queue = q
-                let n = loader.count, order = self.order
+            epoch = loader.epoch
+            total = loader.count
+            let workers = Swift.min(loader.numWorkers, total)
+            queues = (0..<workers).map { _ in PrefetchQueue(capacity: loader.prefetch) }
+            for (w, q) in queues.enumerated() {
+                let order = self.order, epoch = self.epoch, total = self.total
                 let thread = Thread {
-                    // The loader's own ops stay on this thread: the cores belong to the model.
+                    // Loader threads stay serial: the cores belong to the model and the other workers.
                     Parallel.$isSerial.withValue(true) {
                         noGrad {
-                            for i in 0..<n {
+                            for i in stride(from: w, to: total, by: workers) {
                                 if q.cancelled { break }
-                                q.push(loader.batch(i, order: order))
+                                q.push(Result { try loader.batch(i, order: order, epoch: epoch) })
                             }
                         }
                     }
@@ -102,30 +123,37 @@ public final class DataLoader: Sequence {
                 }
                 thread.stackSize = 8 << 20
                 thread.start()
-            } else {
-                queue = nil
             }
         }
 
-        public func next() -> Batch? {
-            guard next_ < loader.count else { return nil }
+        /// The next batch, `nil` at the end of the epoch; throws when a batch could not be built.
+        public func nextBatch() throws -> Batch? {
+            guard next_ < total else { return nil }
             defer { next_ += 1 }
-            if let queue { return queue.pop() }
-            return noGrad { loader.batch(next_, order: order) }
+            if queues.isEmpty { return try noGrad { try loader.batch(next_, order: order, epoch: epoch) } }
+            guard let r = queues[next_ % queues.count].pop() else { return nil }
+            return try r.get()
         }
 
-        /// Stops the loading thread and waits for it, so no batch outlives the iteration.
+        public func next() -> Batch? {
+            guard error == nil else { return nil }
+            do { return try nextBatch() } catch {
+                self.error = error
+                return nil
+            }
+        }
+
+        /// Stops the loading threads and waits for them, so no batch outlives the iteration.
         deinit {
-            guard let queue else { return }
-            queue.cancel()
-            queue.exited.wait()
+            for q in queues { q.cancel() }
+            for q in queues { q.exited.wait() }
         }
     }
 }
 
-/// A bounded producer/consumer queue of batches.
+/// A bounded producer/consumer queue of built batches.
 final class PrefetchQueue: @unchecked Sendable {
-    private var items: [Batch] = []
+    private var items: [Result<Batch, Error>] = []
     private let capacity: Int
     private let cond = NSCondition()
     private(set) var cancelled = false
@@ -135,7 +163,7 @@ final class PrefetchQueue: @unchecked Sendable {
 
     init(capacity: Int) { self.capacity = capacity }
 
-    func push(_ b: Batch) {
+    func push(_ b: Result<Batch, Error>) {
         cond.lock()
         while items.count >= capacity && !cancelled { cond.wait() }
         if !cancelled { items.append(b) }
@@ -143,7 +171,7 @@ final class PrefetchQueue: @unchecked Sendable {
         cond.unlock()
     }
 
-    func pop() -> Batch? {
+    func pop() -> Result<Batch, Error>? {
         cond.lock()
         defer { cond.unlock() }
         while items.isEmpty && !finished { cond.wait() }
@@ -169,25 +197,33 @@ final class PrefetchQueue: @unchecked Sendable {
     }
 }
 
-/// A training and a validation loader.
+/// A training and a validation loader, and the category names when the targets are classes.
 public struct DataLoaders {
     public var train: DataLoader
     public var valid: DataLoader
+    /// Class names, index = target value (fastai's `dls.vocab`); empty when not known.
+    public var vocab: [String]
 
-    public init(train: DataLoader, valid: DataLoader) {
+    public init(train: DataLoader, valid: DataLoader, vocab: [String] = []) {
         self.train = train
         self.valid = valid
+        self.vocab = vocab
     }
+
+    /// Number of classes (fastai's `dls.c`).
+    public var c: Int { vocab.count }
 
     /// Fashion-MNIST as the lesson loads it: normalised `[B, 1, 28, 28]` float batches, shuffled training
     /// batches of `batchSize`, validation in order with the same batch size (as the reference script; fastai
-    /// doubles it, but equal sizes let validation reuse the training step's cached memory).
+    /// doubles it, but equal sizes let validation reuse the training step's cached memory). `augment` adds
+    /// training-batch transforms (e.g. ``RandomCrop`` and ``RandomFlip``).
     public static func fashionMNIST(_ ds: FashionMNIST, batchSize: Int, seed: UInt64 = 0,
-                                    augment: ((Batch) -> Batch)? = nil) -> DataLoaders {
-        let prep: (Batch) -> Batch = { b in (FashionMNIST.normalise(b.x).unsqueeze(1), b.y) }
-        let trainPrep: (Batch) -> Batch = augment.map { aug in { aug(prep($0)) } } ?? prep
-        return DataLoaders(train: DataLoader(ds.trainImages, ds.trainLabels, batchSize: batchSize, shuffle: true, seed: seed,
-                                             transform: trainPrep),
-                           valid: DataLoader(ds.testImages, ds.testLabels, batchSize: batchSize, transform: prep))
+                                    augment: [BatchTransform] = []) -> DataLoaders {
+        let prep = BatchFunction(order: 10, name: "FashionMNIST.normalise") { b in (FashionMNIST.normalise(b.x).unsqueeze(1), b.y) }
+        return DataLoaders(train: DataLoader(TensorDataset(ds.trainImages, ds.trainLabels), batchSize: batchSize, shuffle: true,
+                                             seed: seed, batchTransforms: [prep] + augment),
+                           valid: DataLoader(TensorDataset(ds.testImages, ds.testLabels), batchSize: batchSize,
+                                             batchTransforms: [prep]),
+                           vocab: FashionMNIST.classes)
     }
 }

@@ -51,11 +51,14 @@ public protocol BatchTransform: CustomStringConvertible {
     /// A transform doing this one and the first `consumed` of `following` in one pass over the data, or `nil`.
     /// ``BatchPipeline`` asks once, when it is built; the fused result must equal applying them one by one.
     func fused(with following: ArraySlice<BatchTransform>) -> (transform: BatchTransform, consumed: Int)?
+    /// Undoes what can be undone for display (fastai's `decodes`: `Normalize` denormalises); default: unchanged.
+    func decode(_ batch: Batch) -> Batch
 }
 
 extension BatchTransform {
     public func fused(with following: ArraySlice<BatchTransform>) -> (transform: BatchTransform, consumed: Int)? { nil }
     public var description: String { String(describing: type(of: self)) }
+    public func decode(_ batch: Batch) -> Batch { batch }
 }
 
 /// A closure as a batch transform (fastai's `Transform(func)`); it runs on training and validation batches.
@@ -101,6 +104,9 @@ public struct BatchPipeline: CustomStringConvertible {
     public func apply(_ batch: Batch, generator: Generator, training: Bool) -> Batch {
         steps.reduce(batch) { $1.apply($0, generator: generator, training: training) }
     }
+
+    /// The batch as it was before the pipeline, as far as the transforms can decode (for showing it).
+    public func decode(_ batch: Batch) -> Batch { transforms.reversed().reduce(batch) { $1.decode($0) } }
 
     public var description: String { transforms.isEmpty ? "(none)" : transforms.map(\.description).joined(separator: " -> ") }
 }

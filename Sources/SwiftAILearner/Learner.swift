@@ -306,10 +306,13 @@ public final class Learner {
         dl.epoch = epoch
         nIter = dl.count
         let run = {
-            for (i, b) in self.dl.enumerated() {
+            let batches = self.dl.makeIterator()
+            var i = 0
+            while let b = try batches.nextBatch() {
                 self.iter = i
                 self.batch = b
                 try self.oneBatch()
+                i += 1
             }
         }
         if t {
@@ -361,7 +364,7 @@ public final class Learner {
     /// must fit the loss; a mismatch throws naming both shapes.
     public func dryRun() throws {
         guard dls.train.count > 0 else { throw LearnerError.emptyData("the training set has \(dls.train.itemCount) items for batch size \(dls.train.batchSize)") }
-        let (x, y) = dls.train.first()
+        let (x, y) = try dls.train.first()
         let wasTraining = model.training
         model.eval()
         defer { model.train(wasTraining) }

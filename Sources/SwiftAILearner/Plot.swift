@@ -66,6 +66,7 @@ public struct Panel {
 /// Why a plot could not be written.
 public struct PlotError: Error, CustomStringConvertible {
     public let description: String
+    public init(description: String) { self.description = description }
 }
 
 /// A grid of panels rendered to PNG with Cairo.

@@ -2,12 +2,14 @@ import ArgumentParser
 import Foundation
 import SwiftAICore
 import SwiftAINN
+import SwiftAIData
+import SwiftAIVision
 
 /// `swiftai bench …`: kernel and training-step figures, one JSON line each.
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks: one JSON line per figure.",
-        subcommands: [Gemm.self, Conv.self, Step.self])
+        subcommands: [Gemm.self, Conv.self, Step.self, Pipeline.self, Decode.self])
 
     static func seconds(_ body: () -> Void) -> Double {
         let t0 = DispatchTime.now().uptimeNanoseconds
@@ -82,6 +84,53 @@ struct Bench: ParsableCommand {
             print(jsonLine(["bench": "step", "model": model.rawValue, "bs": bs, "ms": t * 1e3, "images_per_s": Double(bs) / t]))
         }
     }
+
+    struct Pipeline: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Training batches of an image folder: decode → Resize(presize) → augTransforms(size, minScale) → Normalize, as fastbook's pets DataBlock.")
+        @OptionGroup var opts: ImageFolderOptions
+        @Option(help: "Timed batches, after one untimed batch (as the fastai reference script); 0: a whole epoch.") var batches = 20
+
+        func run() throws {
+            do {
+                let (_, dls) = try opts.dataloaders()
+                let it = dls.train.makeIterator()
+                _ = it.next()
+                var n = 0, done = 0
+                let t = Bench.seconds {
+                    while batches == 0 || done < batches, let b = it.next() {
+                        n += b.x.shape[0]
+                        done += 1
+                    }
+                }
+                if let e = it.error { throw e }
+                print(jsonLine(["bench": "pipeline", "images_per_s": n > 0 ? Double(n) / t : 0, "batches": done, "bs": opts.bs,
+                                "workers": dls.train.numWorkers, "peak_rss_mb": Double(peakRSSKiB()) / 1024]))
+            } catch { throw fail(error) }
+        }
+    }
+
+    struct Decode: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Per-image decode time (one thread, full size, RGB) over a folder's images.")
+        @Option(help: "Image folder.") var data: String
+        @Option(help: "Images to decode (the first N, sorted).") var n = 200
+
+        func run() throws {
+            do {
+                let files = Array(try getImageFiles(Path(data)).prefix(n))
+                var decoded = 0
+                let t = Bench.seconds { for f in files where (try? Image.read(f.string)) != nil { decoded += 1 } }
+                print(jsonLine(["bench": "decode", "images": decoded, "ms_per_image": Rounded(t * 1e3 / Double(Swift.max(decoded, 1)), 3)]))
+            } catch { throw fail(error) }
+        }
+    }
+}
+
+/// Peak resident memory of this process (VmHWM), in KiB.
+func peakRSSKiB() -> Int {
+    guard let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+          let line = s.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }) else { return 0 }
+    return Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0
 }
 
 extension FashionMNISTModel: ExpressibleByArgument {}

@@ -7,7 +7,7 @@ struct SwiftAICommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "swiftai",
         abstract: "SwiftAI: fastai-style deep learning in Swift.",
-        subcommands: [Train.self, LRFind.self, Summary.self, Bench.self])
+        subcommands: [Train.self, LRFind.self, Summary.self, DataCommand.self, Bench.self])
 }
 
 /// A number printed with a fixed count of decimals in JSON.
@@ -37,6 +37,7 @@ func jsonLine(_ pairs: KeyValuePairs<String, Any>) -> String {
             return d.isFinite ? String((d * 10).rounded() / 10) : "null"
         case let i as Int: return String(i)
         case let b as Bool: return b ? "true" : "false"
+        case let a as [String]: return "[" + a.map(encode).joined(separator: ",") + "]"
         default: return "\"\(v)\""
         }
     }

@@ -32,17 +32,16 @@ struct RecipeOptions: ParsableArguments {
             FileHandle.standardError.write(Data("error: \(error)\n".utf8))
             throw ExitCode.failure
         }
-        let dls = DataLoaders.fashionMNIST(ds, batchSize: batchSize, seed: seed)
+        let dls = DataLoaders.fashionMNIST(ds, batchSize: batchSize, seed: seed,
+                                           augment: aug ? [RandomCrop(padding: 1), RandomFlip()] : [])
         dls.train.maxBatches = limitBatches
         return (ds, dls, model.make(generator: Generator(seed: seed)))
     }
 
     func learner(_ dls: DataLoaders, _ net: Module, lr: Double, callbacks: [Callback] = []) -> Learner {
-        var cbs = callbacks
-        if aug { cbs.append(BatchTransform.cropAndFlip(seed: seed)) }
         let wd = weightDecay
         return Learner(model: net, dls: dls, lossFunc: CrossEntropyLoss(labelSmoothing: labelSmoothing), lr: lr, metrics: [.accuracy],
-                       callbacks: cbs, optFunc: { AdamW.fastai($0, lr: $1, wd: wd) })
+                       callbacks: callbacks, optFunc: { AdamW.fastai($0, lr: $1, wd: wd) })
     }
 }
 

@@ -141,7 +141,8 @@ final class EventLog: CallbackBase {
         #expect(r.values.count == 3 && r.losses.count == 3 * learn.dls.train.count && r.lrs.allSatisfy { $0 == 3e-2 })
         // The recorded validation loss and accuracy equal a direct evaluation.
         learn.model.eval()
-        let x = learn.dls.valid.x, y = learn.dls.valid.y
+        let valid = try #require(learn.dls.valid.dataset as? TensorDataset)
+        let x = valid.x, y = valid.y
         let out = noGrad { learn.model(x) }
         #expect(abs(r.last("valid_loss")! - crossEntropy(out, y).item()) < 1e-5)
         #expect(abs(r.last("accuracy")! - (out.argmax(dim: 1) .== y).to(.float64).mean().item()) < 1e-9)
@@ -172,7 +173,7 @@ final class EventLog: CallbackBase {
         try learn.fit(5, callbacks: [SingleBatch(), log])
         #expect(log.events.filter { $0 == "afterStep" }.count == 1)
         let (p, t) = try learn.getPreds()
-        #expect(p.shape == [64, 4] && t.doubles == learn.dls.valid.y.doubles)
+        #expect(p.shape == [64, 4] && t.doubles == (learn.dls.valid.dataset as! TensorDataset).y.doubles)
         #expect(p.sum(dim: 1).doubles.allSatisfy { abs($0 - 1) < 1e-5 })
         #expect(learn.callbacks.contains { $0 is Recorder })  // restored afterwards
     }

@@ -16,12 +16,13 @@ func residentBytes() -> Int {
 
 @Suite(.serialized) struct ReproducibilityTests {
     /// One training run from a seed: model, shuffling, dropout and augmentation all derive from it.
-    func run(seed: UInt64, dls: DataLoaders) throws -> [Double] {
+    func run(seed: UInt64, dls data: DataLoaders) throws -> [Double] {
         manualSeed(seed)
         let g = Generator(seed: seed)
         let model = Sequential(Linear(16, 64, generator: g), ReLU(), Dropout(0.2, generator: g), Linear(64, 4, generator: g))
-        let noise = BatchTransform(seed: seed) { x, g in x + Tensor.randn(x.shape, std: 0.05, generator: g) }
-        let learn = Learner(model: model, dls: dls, lr: 1e-2, callbacks: [noise], progress: false)
+        let train = DataLoader(data.train.dataset, batchSize: data.train.batchSize, shuffle: true, seed: seed, batchTransforms: [Noise()])
+        let dls = DataLoaders(train: train, valid: data.valid)
+        let learn = Learner(model: model, dls: dls, lr: 1e-2, progress: false)
         try learn.fitOneCycle(2)
         return learn.recorder.rawLosses + learn.recorder.validLosses
     }
@@ -57,7 +58,7 @@ func residentBytes() -> Int {
         }
     }
 
-    @Test func dataLoaderBatchesAndShuffles() {
+    @Test func dataLoaderBatchesAndShuffles() throws {
         let x = Tensor((0..<10).map(Double.init), shape: [10, 1]), y = Tensor((0..<10).map(Int64.init))
         let plain = DataLoader(x, y, batchSize: 4)
         #expect(plain.count == 3 && plain.map { $0.x.shape[0] } == [4, 4, 2])
@@ -75,11 +76,47 @@ func residentBytes() -> Int {
         let t = DataLoader(x, y, batchSize: 3, shuffle: true, seed: 5, prefetch: 2) { ($0.x * 2, $0.y) }
         let inline = DataLoader(x, y, batchSize: 3, shuffle: true, seed: 5, prefetch: 0) { ($0.x * 2, $0.y) }
         #expect(t.map(\.x.doubles) == inline.map(\.x.doubles))
-        #expect(t.first().x.doubles == t.map(\.x.doubles)[0])
+        #expect(try t.first().x.doubles == t.map(\.x.doubles)[0])
         // Stopping early does not hang (the loading thread is released).
         for (i, _) in t.enumerated() where i == 0 { break }
         t.maxBatches = 2
         #expect(t.count == 2 && Array(t).count == 2)
+    }
+
+    /// Batches depend on the seed, epoch and batch index only: 0, 1, 2 or 8 workers give identical epochs.
+    @Test func sameBatchesWhateverTheNumberOfWorkers() throws {
+        let x = Tensor.randn([100, 3]), y = Tensor((0..<100).map(Int64.init))
+        func epoch(_ workers: Int, _ e: Int) -> [[Double]] {
+            let dl = DataLoader(TensorDataset(x, y), batchSize: 8, shuffle: true, seed: 9, numWorkers: workers, batchTransforms: [Noise()])
+            dl.epoch = e
+            return dl.map { $0.x.doubles + $0.y.doubles }
+        }
+        let ref = epoch(0, 1)
+        #expect(ref.count == 13)
+        for w in [1, 2, 8] { #expect(epoch(w, 1) == ref, "\(w) workers") }
+        #expect(epoch(2, 2) != ref)
+    }
+
+    /// An error while building a batch reaches the consumer (thrown by `nextBatch`, kept by `for … in`).
+    @Test func loadingErrorsReachTheConsumer() throws {
+        struct Broken: Error {}
+        final class Failing: Dataset {
+            var count: Int { 10 }
+            func batch(_ indices: [Int], seeds: [UInt64], training: Bool) throws -> Batch {
+                if indices.contains(7) { throw Broken() }
+                return (Tensor.zeros([indices.count, 1]), Tensor.zeros([indices.count]))
+            }
+        }
+        for workers in [0, 2] {
+            let dl = DataLoader(Failing(), batchSize: 3, numWorkers: workers)
+            let it = dl.makeIterator()
+            #expect(try it.nextBatch() != nil && it.nextBatch() != nil)
+            #expect(throws: Broken.self) { try it.nextBatch() }
+            let it2 = dl.makeIterator()
+            var n = 0
+            while it2.next() != nil { n += 1 }
+            #expect(n == 2 && it2.error is Broken)
+        }
     }
 
     @Test func fashionMNISTLoadsAndReportsMissingData() throws {
@@ -96,5 +133,13 @@ func residentBytes() -> Int {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try Data([0, 0, 8, 1, 0, 0, 0, 5, 1, 2]).write(to: URL(fileURLWithPath: dir + "/short.idx"))
         #expect(throws: DatasetError.self) { try IDX.read(path: dir + "/short.idx") }
+    }
+}
+
+/// Training-only Gaussian noise drawn from the batch's generator.
+struct Noise: BatchTransform {
+    var order: Int { 50 }
+    func apply(_ batch: Batch, generator: Generator, training: Bool) -> Batch {
+        training ? (batch.x + Tensor.randn(batch.x.shape, std: 0.05, generator: generator), batch.y) : batch
     }
 }
