@@ -47,7 +47,7 @@ let package = Package(
         .testTarget(name: "SwiftAICoreTests", dependencies: ["SwiftAICore", "SwiftAITestSupport"]),
         .testTarget(name: "SwiftAINNTests", dependencies: ["SwiftAINN", "SwiftAIOptim", "SwiftAIData", "SwiftAITestSupport"]),
         .testTarget(name: "SwiftAILearnerTests", dependencies: ["SwiftAILearner", "SwiftAITestSupport"]),
-        .testTarget(name: "SwiftAIVisionTests", dependencies: ["SwiftAIVision", "SwiftAITestSupport"]),
+        .testTarget(name: "SwiftAIVisionTests", dependencies: ["SwiftAIVision", "SwiftAITestSupport"], exclude: ["Fixtures"]),
     ],
     swiftLanguageModes: [.v5]
 )

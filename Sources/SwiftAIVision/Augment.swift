@@ -307,6 +307,13 @@ public struct Normalize: BatchTransform {
         FusedAugment(normalize: self).apply(batch, generator: generator, training: training)
     }
 
+    /// `x * std + mean` (fastai's `Normalize.decodes`), for showing a batch.
+    public func decode(_ batch: Batch) -> Batch {
+        let shape = [1, mean.count, 1, 1]
+        let m = Tensor(mean.map { Float($0) }, shape: shape), s = Tensor(std.map { Float($0) }, shape: shape)
+        return (batch.x.to(.float32) * s + m, batch.y)
+    }
+
     public var description: String { "Normalize(mean: \(mean), std: \(std))" }
 }
 

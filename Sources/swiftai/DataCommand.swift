@@ -154,7 +154,9 @@ enum FashionMNISTImages {
             if let failure { throw failure }
             total += n
         }
-        fm.createFile(atPath: (dir / ".complete").string, contents: Data())
+        guard fm.createFile(atPath: (dir / ".complete").string, contents: Data()) else {
+            throw ImageError.writeFailed(path: (dir / ".complete").string, reason: "cannot create the marker file")
+        }
         return total
     }
 }
