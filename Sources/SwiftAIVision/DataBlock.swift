@@ -224,7 +224,7 @@ final class SkipLog: @unchecked Sendable {
             order.append(e.path)
         }
         lock.unlock()
-        if first { FileHandle.standardError.write(Data("warning: skipping \(e.path): \(e)\n".utf8)) }
+        if first { FileHandle.standardError.write(Data("warning: skipping an image: \(e)\n".utf8)) }
     }
 
     var entries: [(path: String, reason: String)] {

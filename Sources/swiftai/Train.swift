@@ -58,6 +58,7 @@ extension FashionMNISTModel {
 
 /// Reports a learner error (e.g. the one-batch check) and exits 1.
 func fail(_ error: Error) -> ExitCode {
+    fflush(stdout)  // what was printed so far comes before the error when both go to one file
     FileHandle.standardError.write(Data("error: \(error)\n".utf8))
     return ExitCode.failure
 }
