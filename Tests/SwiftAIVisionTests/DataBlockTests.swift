@@ -164,6 +164,31 @@ let petsRe = #"(.+)_\d+\.(jpg|png|JPG)$"#
         #expect(b.x.shape == [12, 1, 16, 16] && b.y.shape == [12, 3] && b.y.floats.reduce(0, +) == 16)
     }
 
+    @Test func factoriesLabelAndSplitAsFastai() throws {
+        let root = Path(try makeTemporaryDirectory("folder"))
+        defer { try? FileManager.default.removeItem(atPath: root.string) }
+        for (split, n) in [("train", 6), ("valid", 3), ("extra", 2)] {
+            for k in 0..<n {
+                let label = k % 2 == 0 ? "ant" : "bee"
+                try FileManager.default.createDirectory(atPath: (root / split / label).string, withIntermediateDirectories: true)
+                try Image(width: 20 + k, height: 18, channels: 3, fill: UInt8(k * 20)).writePNG(to: (root / split / label / "\(k).png").string)
+            }
+        }
+        let folder = try ImageDataLoaders.fromFolder(root, seed: 0, itemTfms: [Resize(16)], bs: 2)
+        #expect(folder.vocab == ["ant", "bee"] && folder.train.itemCount == 6 && folder.valid.itemCount == 3)  // "extra" ignored
+        let random = try ImageDataLoaders.fromFolder(root, validPct: 0.25, seed: 0, itemTfms: [Resize(16)], bs: 2)
+        #expect(random.train.itemCount == 9 && random.valid.itemCount == 2)
+        let files = try getImageFiles(root / "train")
+        let byName = try ImageDataLoaders.fromNameFunc(root, fnames: files, labelFunc: { Int($0.prefix(1))! < 3 ? "low" : "high" },
+                                                        validPct: 0.5, seed: 1, itemTfms: [Resize(16)], bs: 2)
+        #expect(byName.vocab.allSatisfy { ["low", "high"].contains($0) } && byName.train.itemCount == 3)
+        let byPath = try ImageDataLoaders.fromPathFunc(root, fnames: files, labelFunc: parentLabel, validPct: 0, seed: 1,
+                                                        itemTfms: [Resize(16)], bs: 3)
+        #expect(byPath.vocab == ["ant", "bee"] && byPath.valid.itemCount == 0)
+        let b = try byPath.train.first()
+        #expect(b.x.shape == [3, 3, 16, 16] && b.y.scalars(as: Int64.self).allSatisfy { $0 == 0 || $0 == 1 })
+    }
+
     @Test func showBatchWritesAGridPNG() throws {
         let root = try makePetsFolder()
         defer { try? FileManager.default.removeItem(atPath: root.string) }
