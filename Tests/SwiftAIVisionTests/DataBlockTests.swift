@@ -2,6 +2,8 @@ import Foundation
 import Testing
 import SwiftAICore
 import SwiftAIData
+import SwiftAILearner
+import SwiftAINN
 import SwiftAITestSupport
 @testable import SwiftAIVision
 
@@ -187,6 +189,22 @@ let petsRe = #"(.+)_\d+\.(jpg|png|JPG)$"#
         #expect(byPath.vocab == ["ant", "bee"] && byPath.valid.itemCount == 0)
         let b = try byPath.train.first()
         #expect(b.x.shape == [3, 3, 16, 16] && b.y.scalars(as: Int64.self).allSatisfy { $0 == 0 || $0 == 1 })
+    }
+
+    /// The loaders feed a Learner: channels-last float batches through a small CNN, a finite loss, accuracy recorded.
+    @Test func aLearnerTrainsOnAnImageFolder() throws {
+        let root = try makePetsFolder(perLabel: 6)
+        defer { try? FileManager.default.removeItem(atPath: root.string) }
+        let dls = try ImageDataLoaders.fromNameRe(root / "images", fnames: try getImageFiles(root / "images"), pattern: petsRe, seed: 2,
+                                                  itemTfms: [Resize(24)], batchTfms: augTransforms(size: 16, minScale: 0.75) + [Normalize.imagenet],
+                                                  bs: 4, numWorkers: 2)
+        let g = Generator(seed: 0)
+        let model = Sequential(Conv2d(3, 8, kernelSize: 3, padding: 1, generator: g), ReLU(), AdaptiveAvgPool2d(1), Flatten(),
+                               Linear(8, dls.c, generator: g))
+        let learn = Learner(model: model, dls: dls, lr: 1e-2, metrics: [.accuracy], progress: false)
+        try learn.fit(2)
+        #expect(learn.recorder.rawLosses.count == 2 * dls.train.count && learn.recorder.rawLosses.allSatisfy(\.isFinite))
+        #expect(learn.recorder.values.count == 2)
     }
 
     @Test func showBatchWritesAGridPNG() throws {
