@@ -156,14 +156,20 @@ public final class SingleBatch: Callback {
 
 /// Collects validation predictions (after `activation`) and targets.
 public final class CapturePreds: Callback {
-    public private(set) var preds: [Tensor] = [], targets: [Tensor] = []
+    public private(set) var preds: [Tensor] = [], targets: [Tensor] = [], losses: [Tensor] = []
     let activation: (Tensor) -> Tensor
-    public init(activation: @escaping (Tensor) -> Tensor = { $0 }) { self.activation = activation }
+    let perItemLoss: Loss?
+    /// - Parameter perItemLoss: also keep each item's loss (a loss with reduction `.none`).
+    public init(activation: @escaping (Tensor) -> Tensor = { $0 }, perItemLoss: Loss? = nil) {
+        self.activation = activation
+        self.perItemLoss = perItemLoss
+    }
 
     public func afterBatch(_ learn: Learner) {
         guard !learn.training, let p = learn.preds else { return }
         preds.append(activation(p.detached()))
         targets.append(learn.batch.y)
+        if let perItemLoss { losses.append(perItemLoss(p.detached(), learn.batch.y)) }
     }
 }
 

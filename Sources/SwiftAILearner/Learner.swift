@@ -391,7 +391,19 @@ public final class Learner {
     /// Predictions (after the loss's activation: probabilities for cross-entropy) and targets over `dl`
     /// (default the validation set), in order, in evaluation mode.
     public func getPreds(_ dl: DataLoader? = nil) throws -> (preds: Tensor, targets: Tensor) {
-        let capture = CapturePreds(activation: { self.lossFunc.activation($0) })
+        let c = try capturePreds(dl, withLoss: false)
+        return (Tensor.cat(c.preds, dim: 0), Tensor.cat(c.targets, dim: 0))
+    }
+
+    /// ``getPreds(_:)`` with each item's loss as well (fastai's `get_preds(with_loss=True)`).
+    public func getPreds(_ dl: DataLoader? = nil, withLoss: Bool) throws -> (preds: Tensor, targets: Tensor, losses: Tensor) {
+        let c = try capturePreds(dl, withLoss: true)
+        return (Tensor.cat(c.preds, dim: 0), Tensor.cat(c.targets, dim: 0), Tensor.cat(c.losses, dim: 0))
+    }
+
+    private func capturePreds(_ dl: DataLoader?, withLoss: Bool) throws -> CapturePreds {
+        let capture = CapturePreds(activation: { self.lossFunc.activation($0) },
+                                   perItemLoss: withLoss ? lossFunc.with(reduction: .none) : nil)
         let saved = callbacks
         callbacks = callbacks.filter { !($0 is Recorder || $0 is ProgressCallback) }
         let savedValid = dls.valid
@@ -401,7 +413,7 @@ public final class Learner {
             dls.valid = savedValid
         }
         try fit(1, train: false, valid: true, callbacks: [capture])
-        return (Tensor.cat(capture.preds, dim: 0), Tensor.cat(capture.targets, dim: 0))
+        return capture
     }
 
     /// Runs `body` with the model's parameters and buffers, and the optimizer, restored afterwards.

@@ -175,6 +175,11 @@ final class EventLog: CallbackBase {
         let (p, t) = try learn.getPreds()
         #expect(p.shape == [64, 4] && t.doubles == (learn.dls.valid.dataset as! TensorDataset).y.doubles)
         #expect(p.sum(dim: 1).doubles.allSatisfy { abs($0 - 1) < 1e-5 })
+        let (p2, t2, l2) = try learn.getPreds(withLoss: true)
+        #expect(p2.doubles == p.doubles && t2.doubles == t.doubles && l2.shape == [64])
+        // Each item's loss is its cross-entropy: -log of the probability of its target.
+        let probs = p.doubles, targets = t.scalars(as: Int64.self)
+        #expect(zip(l2.doubles, targets.indices).allSatisfy { abs($0 + log(probs[$1 * 4 + Int(targets[$1])])) < 1e-4 })
         #expect(learn.callbacks.contains { $0 is Recorder })  // restored afterwards
     }
 
