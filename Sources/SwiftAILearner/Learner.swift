@@ -201,6 +201,9 @@ public final class Learner {
     public var opt: Optimizer?
     public private(set) var callbacks: [Callback] = []
     public var trainStep = TrainStep()
+    /// Splits the model's parameters into layer groups for freezing and discriminative learning rates (fastai's
+    /// `splitter`); `nil`: one group.
+    public var splitter: ((Module) -> [[Parameter]])?
     /// The recorder (history, plots), always installed.
     public let recorder: Recorder
 
@@ -336,6 +339,7 @@ public final class Learner {
         defer { for cb in extra { remove(cb) } }
         try dryRun()
         if opt == nil || resetOpt { opt = optFunc(model, lr ?? self.lr) }
+        for i in opt!.paramGroups.indices { opt!.paramGroups[i].lrMult = 1 }  // a slice applies again in beforeFit
         if let lr { opt!.set(\.lr, lr) }
         self.nEpochs = nEpochs
         trainIter = 0

@@ -31,6 +31,9 @@ public struct Hyper: Sendable, Equatable {
 public struct ParamGroup {
     public var params: [Parameter]
     public var hyper: Hyper
+    /// This group's learning rate relative to the one set with ``Optimizer/set(_:_:)`` (discriminative learning
+    /// rates: a layer group's share of the last group's rate).
+    public var lrMult = 1.0
 
     public init(_ params: [Parameter], _ hyper: Hyper) {
         self.params = params
@@ -97,9 +100,9 @@ open class Optimizer {
         for group in paramGroups { for p in group.params { p.grad = nil } }
     }
 
-    /// Sets a hyper-parameter in every group.
+    /// Sets a hyper-parameter in every group (the learning rate scaled by each group's ``ParamGroup/lrMult``).
     public func set(_ key: WritableKeyPath<Hyper, Double>, _ value: Double) {
-        for i in paramGroups.indices { paramGroups[i].hyper[keyPath: key] = value }
+        for i in paramGroups.indices { paramGroups[i].hyper[keyPath: key] = key == \Hyper.lr ? value * paramGroups[i].lrMult : value }
     }
 
     /// All parameters.

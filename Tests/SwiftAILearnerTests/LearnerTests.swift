@@ -179,7 +179,7 @@ final class EventLog: CallbackBase {
         #expect(p2.doubles == p.doubles && t2.doubles == t.doubles && l2.shape == [64])
         // Each item's loss is its cross-entropy: -log of the probability of its target.
         let probs = p.doubles, targets = t.scalars(as: Int64.self)
-        #expect(zip(l2.doubles, targets.indices).allSatisfy { abs($0 + log(probs[$1 * 4 + Int(targets[$1])])) < 1e-4 })
+        #expect(zip(l2.doubles, targets.indices).allSatisfy { abs($0 + Foundation.log(probs[$1 * 4 + Int(targets[$1])])) < 1e-4 })
         #expect(learn.callbacks.contains { $0 is Recorder })  // restored afterwards
     }
 
