@@ -22,7 +22,7 @@ public final class DataLoader: Sequence {
     /// Whether item and batch transforms take their training (random) path — fastai's `split_idx == 0`.
     public let training: Bool
     /// Transforms of whole batches, in the order they run.
-    public let batchTransforms: BatchPipeline
+    public private(set) var batchTransforms: BatchPipeline
     /// Threads building batches; 0 builds them on the consumer's thread.
     public let numWorkers: Int
     /// Batches each worker keeps ready.
@@ -57,6 +57,19 @@ public final class DataLoader: Sequence {
         self.init(TensorDataset(x, y), batchSize: batchSize, shuffle: shuffle, dropLast: dropLast, seed: seed,
                   numWorkers: prefetch > 0 ? 1 : 0, prefetch: Swift.max(prefetch, 1),
                   batchTransforms: transform.map { [BatchFunction($0)] } ?? [])
+    }
+
+    /// Adds batch transforms (fastai's `add_tfms(…, 'after_batch')`); they take their place by order.
+    public func addBatchTransforms(_ transforms: [BatchTransform]) {
+        batchTransforms = BatchPipeline(batchTransforms.transforms + transforms)
+    }
+
+    /// A loader over the same dataset and transforms with other settings (fastai's `dl.new`), e.g. the validation
+    /// set in order with the training transforms for test-time augmentation.
+    public func new(shuffle: Bool = false, dropLast: Bool = false, seed: UInt64? = nil, training: Bool? = nil) -> DataLoader {
+        DataLoader(dataset, batchSize: batchSize, shuffle: shuffle, dropLast: dropLast, seed: seed ?? self.seed,
+                   training: training ?? self.training, numWorkers: numWorkers, prefetch: prefetch,
+                   batchTransforms: batchTransforms.transforms)
     }
 
     /// Number of items.

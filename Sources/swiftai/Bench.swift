@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import SwiftAICore
 import SwiftAINN
+import SwiftAIOptim
 import SwiftAIData
 import SwiftAIVision
 
@@ -67,21 +68,38 @@ struct Bench: ParsableCommand {
     }
 
     struct Step: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "One forward + backward of a Fashion-MNIST model.")
-        @Option(help: "Model: cnn, resnet or wide.") var model: FashionMNISTModel = .resnet
-        @Option(help: "Batch size.") var bs = 1024
+        static let configuration = CommandConfiguration(
+            abstract: "One training step: forward + backward of a lesson model on Fashion-MNIST-sized input, or forward + backward + AdamW step of a torchvision ResNet (as fastai_pets.py --train-batches).")
+        @Option(name: [.customLong("arch"), .customLong("model")], help: "cnn, resnet, wide or resnet18…resnet152.") var arch: Arch = .lesson(.resnet)
+        @Option(help: "Batch size (default 1024; 64 for torchvision archs).") var bs: Int?
+        @Option(help: "Image size of a torchvision arch.") var size = 224
+        @Option(help: "Classes of a torchvision arch.") var nOut = 10
         @Option(help: "Timed repetitions.") var reps = 5
 
         func run() {
-            let net = model.make(generator: Generator(seed: 0))
-            let x = Tensor.randn([bs, 1, 28, 28])
-            let y = Tensor.randint(0, 10, [bs])
+            let net: Module, x: Tensor, y: Tensor, n: Int
+            var opt: Optimizer?
+            switch arch {
+            case let .lesson(m):
+                n = bs ?? 1024
+                net = m.make(generator: Generator(seed: 0))
+                x = Tensor.randn([n, 1, 28, 28])
+                y = Tensor.randint(0, 10, [n])
+            case let .torchvision(r):
+                n = bs ?? 64
+                net = r.make(numClasses: nOut, generator: Generator(seed: 0))
+                x = Tensor.randn([n, 3, size, size]).contiguous(.channelsLast)
+                y = Tensor.randint(0, nOut, [n])
+                opt = AdamW.fastai(net, lr: 1e-3)
+            }
             let t = Bench.median(reps: reps) {
                 let loss = crossEntropy(net(x), y)
                 loss.backward()
+                opt?.step()
                 for p in net.parameters() { p.grad = nil }
             }
-            print(jsonLine(["bench": "step", "model": model.rawValue, "bs": bs, "ms": t * 1e3, "images_per_s": Double(bs) / t]))
+            print(jsonLine(["bench": "step", "model": arch.description, "bs": n, "ms": t * 1e3, "images_per_s": Double(n) / t,
+                            "peak_rss_mb": Double(peakRSSKiB()) / 1024]))
         }
     }
 
@@ -104,7 +122,7 @@ struct Bench: ParsableCommand {
                     }
                 }
                 if let e = it.error { throw e }
-                print(jsonLine(["bench": "pipeline", "images_per_s": n > 0 ? Double(n) / t : 0, "batches": done, "bs": opts.bs,
+                print(jsonLine(["bench": "pipeline", "images_per_s": n > 0 ? Double(n) / t : 0, "batches": done, "bs": dls.train.batchSize,
                                 "workers": dls.train.numWorkers, "peak_rss_mb": Double(peakRSSKiB()) / 1024]))
             } catch { throw fail(error) }
         }
@@ -133,4 +151,3 @@ func peakRSSKiB() -> Int {
     return Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0
 }
 
-extension FashionMNISTModel: ExpressibleByArgument {}

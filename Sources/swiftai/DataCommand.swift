@@ -15,7 +15,7 @@ struct ImageFolderOptions: ParsableArguments {
     @Option(help: "Batch transforms: augTransforms to this size.") var size = 224
     @Option(help: "augTransforms' minScale (RandomResizedCropGPU when below 1).") var minScale = 0.75
     @Flag(help: "No Resize and no augmentation (batches need equal image sizes).") var noResize = false
-    @Option(help: "Batch size.") var bs = 64
+    @Option(help: "Batch size (default 64; train's Fashion-MNIST default depends on --arch).") var bs: Int?
     @Option(help: "Decoding threads (default: the number of cores).") var workers: Int?
     @Option(help: "Refuse images with more pixels than this.") var maxPixels = Image.defaultMaxPixels
     @Flag(help: "Stop at the first unreadable image instead of skipping it.") var strict = false
@@ -51,9 +51,9 @@ struct ImageFolderOptions: ParsableArguments {
         return block
     }
 
-    func dataloaders() throws -> (Path, DataLoaders) {
+    func dataloaders(bs: Int? = nil) throws -> (Path, DataLoaders) {
         let dir = try folder()
-        return (dir, try dataBlock(dir).dataloaders(from: dir, bs: bs, numWorkers: workers, seed: seed, strict: strict))
+        return (dir, try dataBlock(dir).dataloaders(from: dir, bs: bs ?? self.bs ?? 64, numWorkers: workers, seed: seed, strict: strict))
     }
 }
 

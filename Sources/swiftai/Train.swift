@@ -5,43 +5,104 @@ import SwiftAIData
 import SwiftAILearner
 import SwiftAINN
 import SwiftAIOptim
+import SwiftAIVision
+
+/// A model to train: one of the lesson's Fashion-MNIST models or a torchvision ResNet.
+enum Arch: ExpressibleByArgument, CustomStringConvertible {
+    case lesson(FashionMNISTModel)
+    case torchvision(ResNetArch)
+
+    init?(argument: String) {
+        if let m = FashionMNISTModel(rawValue: argument) { self = .lesson(m) } else if let r = ResNetArch(rawValue: argument) {
+            self = .torchvision(r)
+        } else { return nil }
+    }
+
+    var description: String {
+        switch self {
+        case let .lesson(m): return m.rawValue
+        case let .torchvision(r): return r.rawValue
+        }
+    }
+
+    static var allValueStrings: [String] { FashionMNISTModel.allCases.map(\.rawValue) + ResNetArch.allCases.map(\.rawValue) }
+
+    /// Default batch size, peak learning rate and weight decay of `swiftai train` (torchvision: fastai's
+    /// `fit_one_cycle` default lr 1e-3; `fineTune` uses its own base lr 2e-3).
+    var trainDefaults: (bs: Int, lr: Double, wd: Double) {
+        switch self {
+        case let .lesson(m): return m.trainDefaults
+        case .torchvision: return (64, 1e-3, 0.01)
+        }
+    }
+}
+
+/// A learning rate from the command line: `1e-3`, or `1e-5:1e-3` for `slice(1e-5, 1e-3)` across layer groups.
+extension LearningRate: ExpressibleByArgument {
+    public init?(argument: String) {
+        let parts = argument.split(separator: ":").map { Double($0) }
+        guard !parts.isEmpty, parts.count <= 2, parts.allSatisfy({ $0 != nil && $0! > 0 }) else { return nil }
+        self = parts.count == 1 ? LearningRate(parts[0]!) : .slice(parts[0]!, parts[1]!)
+    }
+}
 
 /// Options shared by `train`, `lr-find` and `summary`.
 struct RecipeOptions: ParsableArguments {
-    @Option(help: "Model: cnn, resnet or wide.") var model: FashionMNISTModel = .resnet
-    @Option(help: "Batch size (default 1024; 32 for cnn).") var bs: Int?
-    @Option(help: "Seed for initialisation, shuffling and augmentation.") var seed: UInt64 = 42
-    @Option(help: "Fashion-MNIST folder (default: FMNIST_DIR or /usr/share/datasets/fashion-mnist).") var data: String?
+    @Option(name: [.customLong("arch"), .customLong("model")],
+            help: "Architecture: cnn, resnet, wide (the lesson's, Fashion-MNIST tensors) or resnet18…resnet152 (torchvision).")
+    var arch: Arch = .lesson(.resnet)
+    @OptionGroup var folder: ImageFolderOptions
+    @Option(help: "Fashion-MNIST IDX folder when no --data is given (default: FMNIST_DIR or /usr/share/datasets/fashion-mnist).")
+    var fmnist: String?
+    @Option(help: "Pretrained weights for a torchvision arch (.pth or .safetensors); default: torchvision's checkpoint cache.")
+    var weights: String?
+    @Flag(help: "Start a torchvision arch from random weights even when a checkpoint is cached.") var noPretrained = false
     @Option(help: "Threads (default: all cores, or SWIFTAI_NUM_THREADS).") var threads: Int?
     @Option(help: "Stop each training epoch after this many batches (quick runs).") var limitBatches: Int?
-    @Flag(help: "Random crop (padding 1) and horizontal flip of training batches.") var aug = false
+    @Flag(help: "Fashion-MNIST: random crop (padding 1) and horizontal flip of training batches (folders always use augTransforms).")
+    var aug = false
     @Option(help: "Label smoothing of the cross-entropy loss.") var labelSmoothing = 0.0
     @Option(help: "Weight decay (decoupled, AdamW; default 0.01, 0.1 for cnn).") var wd: Double?
 
-    /// The batch size in effect.
-    var batchSize: Int { bs ?? model.trainDefaults.bs }
-    /// The weight decay in effect.
-    var weightDecay: Double { wd ?? model.trainDefaults.wd }
+    var batchSize: Int { folder.bs ?? (folder.data == nil ? arch.trainDefaults.bs : 64) }
+    var weightDecay: Double { wd ?? arch.trainDefaults.wd }
+    var seed: UInt64 { folder.seed }
 
-    /// Dataset, loaders and a seeded model; a missing dataset prints how to install it and exits 1.
-    func prepare() throws -> (FashionMNIST, DataLoaders, Module) {
-        if let threads { Parallel.threadCount = threads }
-        manualSeed(seed)
-        let ds: FashionMNIST
-        do { ds = try FashionMNIST(directory: data) } catch {
-            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
-            throw ExitCode.failure
+    func validate() throws {
+        if folder.data != nil, case .lesson = arch {
+            throw ValidationError("the lesson's models (cnn, resnet, wide) take Fashion-MNIST tensors; use --arch resnet18…resnet152 with --data")
         }
-        let dls = DataLoaders.fashionMNIST(ds, batchSize: batchSize, seed: seed,
-                                           augment: aug ? [RandomCrop(padding: 1), RandomFlip()] : [])
-        dls.train.maxBatches = limitBatches
-        return (ds, dls, model.make(generator: Generator(seed: seed)))
     }
 
-    func learner(_ dls: DataLoaders, _ net: Module, lr: Double, callbacks: [Callback] = []) -> Learner {
-        let wd = weightDecay
-        return Learner(model: net, dls: dls, lossFunc: CrossEntropyLoss(labelSmoothing: labelSmoothing), lr: lr, metrics: [.accuracy],
-                       callbacks: callbacks, optFunc: { AdamW.fastai($0, lr: $1, wd: wd) })
+    /// Loaders (an image folder, or Fashion-MNIST's tensors) and a learner for them; a missing dataset or bad
+    /// folder prints what is wrong and exits 1.
+    func prepare(lr: Double, callbacks: [Callback] = []) throws -> Learner {
+        if let threads { Parallel.threadCount = threads }
+        manualSeed(seed)
+        do {
+            let dls: DataLoaders
+            if folder.data != nil {
+                dls = try folder.dataloaders(bs: batchSize).1
+            } else {
+                dls = DataLoaders.fashionMNIST(try FashionMNIST(directory: fmnist), batchSize: batchSize, seed: seed,
+                                               augment: aug ? [RandomCrop(padding: 1), RandomFlip()] : [])
+            }
+            dls.train.maxBatches = limitBatches
+            let wd = weightDecay
+            let loss = CrossEntropyLoss(labelSmoothing: labelSmoothing)
+            let learn: Learner
+            switch arch {
+            case let .lesson(m):
+                learn = Learner(model: m.make(generator: Generator(seed: seed)), dls: dls, lossFunc: loss, lr: lr, metrics: [.accuracy],
+                                callbacks: callbacks)
+            case let .torchvision(r):
+                learn = try visionLearner(dls, r, pretrained: !noPretrained, weights: weights, lossFunc: loss, metrics: [.accuracy],
+                                          nIn: folder.data == nil ? 1 : 3, lr: lr, generator: Generator(seed: seed))
+                for cb in callbacks { learn.add(cb) }
+            }
+            learn.optFunc = { AdamW.fastai($0, lr: $1, wd: wd) }
+            return learn
+        } catch { throw fail(error) }
     }
 }
 
@@ -58,6 +119,7 @@ extension FashionMNISTModel {
 
 /// Reports a learner error (e.g. the one-batch check) and exits 1.
 func fail(_ error: Error) -> ExitCode {
+    if let e = error as? ExitCode { return e }
     fflush(stdout)  // what was printed so far comes before the error when both go to one file
     FileHandle.standardError.write(Data("error: \(error)\n".utf8))
     return ExitCode.failure
@@ -65,48 +127,72 @@ func fail(_ error: Error) -> ExitCode {
 
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Train a Fashion-MNIST model with one-cycle AdamW, as the lesson does.",
-        discussion: "Prints the results table live, writes model.safetensors, history.csv, loss.png and schedule.png to --out, and ends with one JSON line.")
+        abstract: "Train on Fashion-MNIST (default) or an image folder (--data) with one-cycle AdamW, or fine-tune a torchvision ResNet.",
+        discussion: "Prints the results table live, writes model.safetensors, history.csv, loss.png and schedule.png (and for classes: confusion_matrix.png, most_confused.txt, top_losses.png) to --out, and ends with one JSON line.")
     @OptionGroup var recipe: RecipeOptions
-    @Option(help: "Epochs.") var epochs = 5
-    @Option(help: "Peak learning rate of the one-cycle schedule (default 2e-2; 5e-3 for cnn).") var lr: Double?
+    @Option(help: "Epochs of fit_one_cycle (or of the unfrozen phase with --fine-tune).") var epochs = 5
+    @Option(help: "fastai's fine_tune: this many unfrozen epochs after --freeze-epochs with the body frozen.") var fineTune: Int?
+    @Option(help: "Frozen epochs of --fine-tune.") var freezeEpochs = 1
+    @Option(help: "Peak learning rate (default 2e-2 lesson models, 5e-3 cnn, 1e-3 torchvision; fine-tune's base lr 2e-3); A:B for slice(A, B).")
+    var lr: LearningRate?
+    @Flag(help: "Also report test-time augmentation's accuracy (fastai's tta: 4 augmented passes, beta 0.25).") var tta = false
     @Option(help: "Output folder.") var out = "out"
-    @Option(help: "Schedule and optimizer: fastai (fit_one_cycle, AdamW mom 0.9/sqr 0.99/eps 1e-5) or pytorch (OneCycleLR, AdamW defaults), as the reference script.")
+    @Option(help: "Schedule and optimizer for the lesson's models: fastai (fit_one_cycle, AdamW mom 0.9/sqr 0.99/eps 1e-5) or pytorch (OneCycleLR, AdamW defaults), as the reference script.")
     var sched = "fastai"
 
     func validate() throws {
         guard ["fastai", "pytorch"].contains(sched) else { throw ValidationError("--sched must be fastai or pytorch") }
-        guard epochs > 0, (lr ?? 1) > 0, recipe.batchSize > 0, recipe.weightDecay >= 0 else {
-            throw ValidationError("--epochs, --lr and --bs must be positive, --wd not negative")
+        guard epochs > 0, (fineTune ?? 1) > 0, freezeEpochs >= 0, recipe.batchSize > 0, recipe.weightDecay >= 0 else {
+            throw ValidationError("--epochs, --fine-tune and --bs must be positive, --freeze-epochs and --wd not negative")
         }
     }
 
     func run() throws {
-        let lr = self.lr ?? recipe.model.trainDefaults.lr
-        let (_, dls, net) = try recipe.prepare()
+        let learn = try recipe.prepare(lr: lr?.stop ?? recipe.arch.trainDefaults.lr,
+                                       callbacks: [TerminateOnNaN(), Interrupt(), CSVLogger(path: out + "/history.csv")])
+        let dls = learn.dls
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
-        let learn = recipe.learner(dls, net, lr: lr, callbacks: [TerminateOnNaN(), Interrupt(), CSVLogger(path: out + "/history.csv")])
+        var ttaAccuracy: Double?
         do {
-            if sched == "pytorch" {
-                let wd = recipe.weightDecay
+            if let fineTune {
+                try learn.fineTune(fineTune, baseLr: lr?.stop ?? 2e-3, freezeEpochs: freezeEpochs)
+            } else if sched == "pytorch", case .lesson = recipe.arch {
+                let wd = recipe.weightDecay, peak = lr?.stop ?? recipe.arch.trainDefaults.lr
                 learn.optFunc = { m, lr in AdamW(m.parameters(), lr: lr, weightDecay: wd) }
-                let (lrs, moms) = Schedule.oneCycleLR(maxLR: lr, totalSteps: epochs * dls.train.count)
-                try learn.fit(epochs, lr: lr, callbacks: [ParamScheduler([(\.lr, lrs), (\.mom, moms)])])
+                let (lrs, moms) = Schedule.oneCycleLR(maxLR: peak, totalSteps: epochs * dls.train.count)
+                try learn.fit(epochs, lr: peak, callbacks: [ParamScheduler([(\.lr, lrs), (\.mom, moms)])])
             } else {
-                try learn.fitOneCycle(epochs, lrMax: lr)
+                try learn.fitOneCycle(epochs, lrMax: lr ?? LearningRate(recipe.arch.trainDefaults.lr))
             }
+            if tta {
+                let (p, t) = try learn.tta()
+                ttaAccuracy = Metric.accuracy.fn(p, t)
+            }
+            try writeInterpretation(learn)
         } catch {
             throw fail(error)
         }
         let rec = learn.recorder
-        try net.save(to: out + "/model.safetensors", metadata: ["model": recipe.model.rawValue, "epochs": String(epochs),
-                                                                "stopped": learn.stopReason ?? ""])
+        try learn.model.save(to: out + "/model.safetensors", metadata: ["arch": recipe.arch.description, "vocab": dls.vocab.joined(separator: "\n"),
+                                                                        "stopped": learn.stopReason ?? ""])
         try rec.plotLoss(to: out + "/loss.png")
         try rec.plotSchedule(to: out + "/schedule.png")
-        if let advice = rec.advice(classes: 10, stopReason: learn.stopReason) { print(advice) }
-        print(jsonLine(["model": recipe.model.rawValue, "epochs": rec.values.count,
-                        "accuracy": Rounded(rec.last("accuracy") ?? .nan, 4), "valid_loss": Rounded(rec.last("valid_loss") ?? .nan, 4),
-                        "train_images_per_s": rec.trainItemsPerSecond]))
+        if let advice = rec.advice(classes: Swift.max(dls.c, 2), stopReason: learn.stopReason) { print(advice) }
+        let accuracy = rec.last("accuracy") ?? .nan
+        print(jsonLine(["model": recipe.arch.description, "epochs": rec.values.count, "accuracy": Rounded(accuracy, 4),
+                        "error_rate": Rounded(1 - accuracy, 4), "valid_loss": Rounded(rec.last("valid_loss") ?? .nan, 4),
+                        "tta_accuracy": Rounded(ttaAccuracy ?? .nan, 4), "train_images_per_s": rec.trainItemsPerSecond]))
+    }
+
+    /// confusion_matrix.png, most_confused.txt and (for image folders) top_losses.png in `--out`.
+    func writeInterpretation(_ learn: Learner) throws {
+        guard learn.dls.c > 0, learn.dls.valid.itemCount > 0 else { return }
+        let interp = try ClassificationInterpretation(learn)
+        try interp.plotConfusionMatrix(to: out + "/confusion_matrix.png")
+        let lines = interp.mostConfused().map { "\($0.actual)\t\($0.predicted)\t\($0.count)" }
+        try (["actual\tpredicted\tcount"] + lines).joined(separator: "\n").appending("\n")
+            .write(toFile: out + "/most_confused.txt", atomically: true, encoding: .utf8)
+        if learn.dls.valid.dataset is ImageDataset { try interp.plotTopLosses(9, to: out + "/top_losses.png") }
     }
 }
 
@@ -119,9 +205,8 @@ struct LRFind: ParsableCommand {
     @Option(help: "Iterations.") var numIt = 100
 
     func run() throws {
-        let (_, dls, net) = try recipe.prepare()
+        let learn = try recipe.prepare(lr: 1e-3)
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
-        let learn = recipe.learner(dls, net, lr: 1e-3)
         let s: SuggestedLRs
         do { s = try learn.lrFind(numIt: numIt) } catch { throw fail(error) }
         try s.plot(to: out + "/lr_find.png")
@@ -133,15 +218,25 @@ struct LRFind: ParsableCommand {
 }
 
 struct Summary: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "The lesson's model summary: module, shapes, parameters, MFLOPs.")
+    static let configuration = CommandConfiguration(
+        abstract: "Model summary: module, output shapes, parameters, MFLOPs. A torchvision arch without --data is summarised as torchvision builds it.")
     @OptionGroup var recipe: RecipeOptions
+    @Option(help: "Classes of a torchvision arch summarised on its own (torchvision's default 1000).") var nOut = 1000
 
     func run() throws {
-        let (_, dls, net) = try recipe.prepare()
-        let learn = recipe.learner(dls, net, lr: 1e-3)
+        let learn: Learner
+        if case let .torchvision(r) = recipe.arch, recipe.folder.data == nil {
+            // torchvision's model itself, on a batch of two random images of --size.
+            let s = recipe.folder.size
+            let x = Tensor.randn([2, 3, s, s]), y = Tensor.randint(0, nOut, [2])
+            let dls = DataLoaders(train: DataLoader(x, y, batchSize: 2), valid: DataLoader(x, y, batchSize: 2))
+            learn = Learner(model: r.make(numClasses: nOut, generator: Generator(seed: recipe.seed)), dls: dls, progress: false)
+        } else {
+            learn = try recipe.prepare(lr: 1e-3)
+        }
         let summary: ModelSummary
         do { summary = try learn.summary() } catch { throw fail(error) }
         print(summary)
-        print(jsonLine(["model": recipe.model.rawValue, "params": summary.totalParams, "mflops": Rounded(summary.totalMFLOPs, 1)]))
+        print(jsonLine(["model": recipe.arch.description, "params": summary.totalParams, "mflops": Rounded(summary.totalMFLOPs, 1)]))
     }
 }

@@ -34,16 +34,16 @@ final class GroupLRs: CallbackBase {
     @Test func freezeKeepsBatchNormTrainingAndUnfreezeRestores() throws {
         let (learn, body, bn, head) = learner()
         learn.freeze()
-        #expect(body.parameters().allSatisfy { !$0.requiresGrad } && bn.parameters().allSatisfy(\.requiresGrad))
-        #expect(head.parameters().allSatisfy(\.requiresGrad))
+        #expect(body.parameters().allSatisfy { !$0.requiresGrad } && bn.parameters().allSatisfy { $0.requiresGrad })
+        #expect(head.parameters().allSatisfy { $0.requiresGrad })
         let w0 = body.weight.value.doubles, bn0 = bn.weight!.value.doubles, h0 = head.weight.value.doubles
         try learn.fit(1)
         #expect(body.weight.value.doubles == w0 && bn.weight!.value.doubles != bn0 && head.weight.value.doubles != h0)
         #expect(!learn.opt!.state.isEmpty)
         learn.unfreeze()
-        #expect(learn.model.parameters().allSatisfy(\.requiresGrad) && learn.opt!.state.isEmpty)
+        #expect(learn.model.parameters().allSatisfy { $0.requiresGrad } && learn.opt!.state.isEmpty)
         learn.freezeTo(5)  // more groups than there are: everything but BatchNorm frozen
-        #expect(head.parameters().allSatisfy { !$0.requiresGrad } && bn.parameters().allSatisfy(\.requiresGrad))
+        #expect(head.parameters().allSatisfy { !$0.requiresGrad } && bn.parameters().allSatisfy { $0.requiresGrad })
     }
 
     @Test func discriminativeRatesFollowTheOneCycleTogether() throws {
@@ -75,7 +75,7 @@ final class GroupLRs: CallbackBase {
         let watch = BodyWatch(body, w0)
         try learn.fineTune(2, baseLr: 1e-2, callbacks: [watch])
         #expect(!watch.changedWhileFrozen && body.weight.value.doubles != w0)
-        #expect(learn.model.parameters().allSatisfy(\.requiresGrad))
+        #expect(learn.model.parameters().allSatisfy { $0.requiresGrad })
         #expect(learn.recorder.values.count == 2)  // the recorder keeps the last fit: the unfrozen epochs
         let lrs = learn.opt!.paramGroups.map(\.hyper.lr)
         #expect(abs(lrs.min()! / lrs.max()! - 0.01) < 1e-9)  // slice(lr/100, lr)
