@@ -71,6 +71,7 @@ public func visionLearner(_ dls: DataLoaders, _ arch: ResNetArch, nOut: Int? = n
     if let file {
         var sd = try readStateDict(file)
         if nIn != 3, let w = sd["conv1.weight"], w.rank == 4, w.shape[1] == 3 { sd["conv1.weight"] = adaptFirstLayer(w, nIn) }
+        for (k, v) in net.fc.stateDict() { sd["fc." + k] = v }  // the classifier is replaced by the head: any class count loads
         try net.load(stateDict: sd)
     } else if pretrained {
         note("note: no pretrained \(arch.rawValue) weights in \(torchvisionCheckpointDirectory()) (or --weights FILE): training starts from random initialisation")

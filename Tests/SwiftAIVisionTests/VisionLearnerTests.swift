@@ -19,7 +19,7 @@ import SwiftAITestSupport
         // "Pretrained" weights: a torchvision-named resnet18 state dict in a checkpoint folder.
         let home = try makeTemporaryDirectory("torch")
         try FileManager.default.createDirectory(atPath: home + "/hub/checkpoints", withIntermediateDirectories: true)
-        let donor = ResNet.resnet18(generator: Generator(seed: 9))
+        let donor = ResNet.resnet18(numClasses: 7, generator: Generator(seed: 9))  // any classifier size loads
         try Safetensors.write(donor.stateDict(), to: home + "/hub/checkpoints/resnet18-test.safetensors")
         setenv("TORCH_HOME", home, 1)
         defer { unsetenv("TORCH_HOME") }
