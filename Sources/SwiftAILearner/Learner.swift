@@ -22,11 +22,14 @@ public struct CancelFit: Error {
 public enum LearnerError: Error, CustomStringConvertible {
     case lossMismatch(String)
     case emptyData(String)
+    /// The estimated memory of a training step exceeds what is available.
+    case outOfMemory(String)
 
     public var description: String {
         switch self {
         case let .lossMismatch(s): return "the model does not fit the loss: \(s)"
         case let .emptyData(s): return "no data: \(s)"
+        case let .outOfMemory(s): return "not enough memory: \(s)"
         }
     }
 }
@@ -223,6 +226,7 @@ public final class Learner {
     /// Why the last fit stopped early (NaN, early stopping, interruption), if it did.
     public internal(set) var stopReason: String?
     public internal(set) var dl: DataLoader
+    private var _memoryLimit: Int?
 
     /// - Parameters:
     ///   - metrics: computed on the validation set each epoch (e.g. ``Metric/accuracy``).
@@ -378,6 +382,34 @@ public final class Learner {
         if let problem = lossFunc.mismatch(output: out.rank == 0 ? [] : shape, target: y) {
             throw LearnerError.lossMismatch("\(problem) (input batch \(x.shape), \(type(of: lossFunc)))")
         }
+        try checkMemory(x)
+    }
+
+    /// Memory a training step may use before a fit refuses to start (default: the system's available memory).
+    public var memoryLimitBytes: Int? { get { _memoryLimit ?? availableMemoryBytes() } set { _memoryLimit = newValue } }
+
+    /// Estimates a training step's memory from a forward pass on two items that keeps its autograd graph (evaluation
+    /// mode, so no statistics change): activations × batch size / 2, plus parameters, gradients and two AdamW moments.
+    /// Over ``memoryLimitBytes``, throws with the estimate and a batch size that fits (rather than dying mid-epoch).
+    func checkMemory(_ x: Tensor) throws {
+        guard let limit = memoryLimitBytes, x.shape[0] > 0 else { return }
+        let k = Swift.min(2, x.shape[0])
+        let wasTraining = model.training
+        model.eval()
+        defer { model.train(wasTraining) }
+        let before = BlockCache.shared.liveBytes
+        let perItem: Int = {
+            let out = model(x[0..<k])
+            return Swift.max(0, BlockCache.shared.liveBytes - before + out.count * 4) / k
+        }()
+        let params = model.parameters().reduce(0) { $0 + $1.value.count * 4 }
+        let estimate = perItem * x.shape[0] + 4 * params
+        guard estimate > limit else { return }
+        let fits = Swift.max(0, (limit * 8 / 10 - 4 * params) / Swift.max(perItem, 1))
+        let mb = { (b: Int) in String(b / 1_048_576) + " MB" }
+        throw LearnerError.outOfMemory("a training step on batches of \(x.shape) needs about \(mb(estimate)) (\(mb(perItem)) of activations per item, "
+            + "\(mb(4 * params)) for weights, gradients and optimizer state), but \(mb(limit)) is available; "
+            + (fits > 0 ? "use a batch size of \(fits) or less, or a smaller image size" : "use a smaller model or image size"))
     }
 
     // MARK: fastai conveniences
@@ -433,4 +465,12 @@ public final class Learner {
         }
         return try body()
     }
+}
+
+/// `MemAvailable` from /proc/meminfo, in bytes (nil where it cannot be read).
+func availableMemoryBytes() -> Int? {
+    guard let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8),
+          let line = text.split(separator: "\n").first(where: { $0.hasPrefix("MemAvailable:") }),
+          let kb = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) else { return nil }
+    return kb * 1024
 }

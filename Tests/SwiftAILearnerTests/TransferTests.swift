@@ -80,4 +80,21 @@ final class GroupLRs: CallbackBase {
         let lrs = learn.opt!.paramGroups.map(\.hyper.lr)
         #expect(abs(lrs.min()! / lrs.max()! - 0.01) < 1e-9)  // slice(lr/100, lr)
     }
+
+    /// A step that cannot fit in memory is refused before training, with the estimate and a batch size that fits.
+    @Test func aBatchThatCannotFitIsRefusedBeforeTraining() throws {
+        let (learn, body, _, _) = learner()
+        let w0 = body.weight.value.doubles
+        learn.memoryLimitBytes = 20_000
+        do {
+            try learn.fit(1)
+            Issue.record("expected an out-of-memory refusal")
+        } catch let e as LearnerError {
+            #expect("\(e)".contains("not enough memory") && "\(e)".contains("use a batch size of"))
+        }
+        #expect(body.weight.value.doubles == w0 && learn.recorder.rawLosses.isEmpty)
+        learn.memoryLimitBytes = 1 << 40
+        try learn.fit(1)
+        #expect(learn.recorder.rawLosses.count == learn.dls.train.count)
+    }
 }
