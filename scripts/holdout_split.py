@@ -2,7 +2,7 @@
 """Writes a Fashion-MNIST folder whose "test" files are training images 50 000-59 999 (and whose training files
 are the first 50 000), so that recipes can be compared without touching the real test set.
 
-Usage: holdout_split.py OUT_DIR [SOURCE_DIR]      then: swiftai train --data OUT_DIR ...
+Usage: holdout_split.py OUT_DIR [SOURCE_DIR]      then: swiftai train --fmnist OUT_DIR ...
 """
 import gzip, os, struct, sys
 
