@@ -32,6 +32,17 @@ func makePetsFolder(_ labels: [String] = ["cat", "dog", "great_dane"], perLabel:
 
 let petsRe = #"(.+)_\d+\.(jpg|png|JPG)$"#
 
+/// A one-conv CNN learner on a pets folder's images (Resize 24, augTransforms to 16, imagenet Normalize, bs 4).
+func tinyImageLearner(_ root: Path) throws -> Learner {
+    let dls = try ImageDataLoaders.fromNameRe(root / "images", fnames: try getImageFiles(root / "images"), pattern: petsRe, seed: 2,
+                                              itemTfms: [Resize(24)], batchTfms: augTransforms(size: 16, minScale: 0.75) + [Normalize.imagenet],
+                                              bs: 4, numWorkers: 2)
+    let g = Generator(seed: 0)
+    let model = Sequential(Conv2d(3, 8, kernelSize: 3, padding: 1, generator: g), ReLU(), AdaptiveAvgPool2d(1), Flatten(),
+                           Linear(8, dls.c, generator: g))
+    return Learner(model: model, dls: dls, lr: 1e-2, metrics: [.accuracy], progress: false)
+}
+
 @Suite struct DataBlockTests {
     @Test func getImageFilesIsSortedCaseInsensitiveAndSkipsHiddenFiles() throws {
         let root = try makePetsFolder(corrupt: true)
@@ -195,13 +206,8 @@ let petsRe = #"(.+)_\d+\.(jpg|png|JPG)$"#
     @Test func aLearnerTrainsOnAnImageFolder() throws {
         let root = try makePetsFolder(perLabel: 6)
         defer { try? FileManager.default.removeItem(atPath: root.string) }
-        let dls = try ImageDataLoaders.fromNameRe(root / "images", fnames: try getImageFiles(root / "images"), pattern: petsRe, seed: 2,
-                                                  itemTfms: [Resize(24)], batchTfms: augTransforms(size: 16, minScale: 0.75) + [Normalize.imagenet],
-                                                  bs: 4, numWorkers: 2)
-        let g = Generator(seed: 0)
-        let model = Sequential(Conv2d(3, 8, kernelSize: 3, padding: 1, generator: g), ReLU(), AdaptiveAvgPool2d(1), Flatten(),
-                               Linear(8, dls.c, generator: g))
-        let learn = Learner(model: model, dls: dls, lr: 1e-2, metrics: [.accuracy], progress: false)
+        let learn = try tinyImageLearner(root)
+        let dls = learn.dls
         try learn.fit(2)
         #expect(learn.recorder.rawLosses.count == 2 * dls.train.count && learn.recorder.rawLosses.allSatisfy(\.isFinite))
         #expect(learn.recorder.values.count == 2)

@@ -132,13 +132,8 @@ private let pets = ["Abyssinian", "Bengal", "Birman", "Bombay", "British_Shortha
     @Test func interpretationOfATrainedImageLearner() throws {
         let root = try makePetsFolder(perLabel: 6)
         defer { try? FileManager.default.removeItem(atPath: root.string) }
-        let dls = try ImageDataLoaders.fromNameRe(root / "images", fnames: try getImageFiles(root / "images"), pattern: petsRe, seed: 2,
-                                                  itemTfms: [Resize(24)], batchTfms: augTransforms(size: 16, minScale: 0.75) + [Normalize.imagenet],
-                                                  bs: 4, numWorkers: 2)
-        let g = Generator(seed: 0)
-        let model = Sequential(Conv2d(3, 8, kernelSize: 3, padding: 1, generator: g), ReLU(), AdaptiveAvgPool2d(1), Flatten(),
-                               Linear(8, dls.c, generator: g))
-        let learn = Learner(model: model, dls: dls, lr: 1e-2, progress: false)
+        let learn = try tinyImageLearner(root)
+        let dls = learn.dls
         try learn.fit(1)
         let interp = try ClassificationInterpretation(learn)
         let n = dls.valid.itemCount
