@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch figures for the same work as `swiftai bench` (reference tooling only; needs torch).
 
-Usage: pytorch_bench.py gemm|conv|step [--threads 2] [--bs 1024] [--channels-last]
+Usage: pytorch_bench.py gemm|conv|step|infer [--threads 2] [--bs 1024] [--channels-last] [--arch resnet34 --size 224]
 Prints one JSON line per figure, same keys as swiftai bench plus "framework".
 """
 import argparse, json, os, sys, time
@@ -21,6 +21,7 @@ def main():
     ap.add_argument("--bs", type=int, default=1024); ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--model", default="resnet")
+    ap.add_argument("--arch", default="resnet34"); ap.add_argument("--size", type=int, default=224)
     a = ap.parse_args()
     torch.set_num_threads(a.threads); torch.manual_seed(0)
     fw = f"pytorch {torch.__version__}"
@@ -54,6 +55,13 @@ def main():
             for q in m.parameters(): q.grad = None
         t = median(step, 5)
         print(json.dumps({"bench": "step", "model": a.model, "bs": a.bs, "ms": round(t * 1e3, 1),
+                          "images_per_s": round(a.bs / t, 1), "framework": fw}))
+    elif a.what == "infer":
+        import torchvision
+        m = getattr(torchvision.models, a.arch)().eval().to(memory_format=mf)
+        x = torch.randn(a.bs, 3, a.size, a.size).to(memory_format=mf)
+        with torch.no_grad(): t = median(lambda: m(x), a.reps)
+        print(json.dumps({"bench": "infer", "model": a.arch, "bs": a.bs, "ms": round(t * 1e3, 2),
                           "images_per_s": round(a.bs / t, 1), "framework": fw}))
     else:
         sys.exit(f"unknown benchmark {a.what}")

@@ -10,7 +10,7 @@ import SwiftAIVision
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks: one JSON line per figure.",
-        subcommands: [Gemm.self, Conv.self, Step.self, Pipeline.self, Decode.self])
+        subcommands: [Gemm.self, Conv.self, Step.self, Infer.self, Pipeline.self, Decode.self])
 
     static func seconds(_ body: () -> Void) -> Double {
         let t0 = DispatchTime.now().uptimeNanoseconds
@@ -103,6 +103,22 @@ struct Bench: ParsableCommand {
         }
     }
 
+    struct Infer: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Inference of a torchvision ResNet (evaluation mode, no gradients).")
+        @Option(help: "resnet18…resnet152.") var arch: ResNetArch = .resnet34
+        @Option(help: "Batch size.") var bs = 1
+        @Option(help: "Image size.") var size = 224
+        @Option(help: "Timed repetitions.") var reps = 7
+
+        func run() {
+            let net = arch.make(generator: Generator(seed: 0))
+            net.eval()
+            let x = Tensor.randn([bs, 3, size, size]).contiguous(.channelsLast)
+            let t = Bench.median(reps: reps) { _ = noGrad { net(x) } }
+            print(jsonLine(["bench": "infer", "model": arch.rawValue, "bs": bs, "ms": Rounded(t * 1e3, 2), "images_per_s": Double(bs) / t]))
+        }
+    }
+
     struct Pipeline: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Training batches of an image folder: decode → Resize(presize) → augTransforms(size, minScale) → Normalize, as fastbook's pets DataBlock.")
@@ -151,3 +167,4 @@ func peakRSSKiB() -> Int {
     return Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0
 }
 
+extension ResNetArch: ExpressibleByArgument {}
