@@ -175,9 +175,11 @@ import SwiftAITestSupport
 /// Float32 paths (oneDNN direct and the small-map GEMMs) against the Float64 reference loops.
 @Suite struct ConvPathTests {
     @Test(arguments: [
-        (n: 3, c: 5, h: 2, w: 2, oc: 7, k: 3, s: 2, p: 1),   // 2×2 → 1×1: per-position GEMMs
-        (n: 2, c: 4, h: 2, w: 2, oc: 6, k: 3, s: 1, p: 1),   // 2×2 → 2×2
-        (n: 2, c: 3, h: 1, w: 1, oc: 4, k: 3, s: 1, p: 1),   // 1×1
+        (n: 17, c: 5, h: 2, w: 2, oc: 7, k: 3, s: 2, p: 1),  // 2×2 → 1×1: per-position GEMMs (batches of 16 or more)
+        (n: 16, c: 4, h: 2, w: 2, oc: 6, k: 3, s: 1, p: 1),  // 2×2 → 2×2
+        (n: 16, c: 3, h: 1, w: 1, oc: 4, k: 3, s: 1, p: 1),  // 1×1
+        (n: 16, c: 16, h: 7, w: 7, oc: 8, k: 3, s: 2, p: 1), // 7×7, 16 channels
+        (n: 3, c: 5, h: 2, w: 2, oc: 7, k: 3, s: 2, p: 1),   // the same map at a small batch: oneDNN
         (n: 2, c: 3, h: 4, w: 4, oc: 5, k: 3, s: 2, p: 1),   // 4×4 → 2×2
         (n: 2, c: 3, h: 4, w: 3, oc: 5, k: 3, s: 1, p: 1),   // 4×3, stride 1
         (n: 2, c: 2, h: 3, w: 3, oc: 4, k: 1, s: 1, p: 0),   // 1×1 kernel on 3×3
