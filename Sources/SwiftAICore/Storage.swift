@@ -57,8 +57,34 @@ public final class BlockCache: @unchecked Sendable {
         return (bytes + step - 1) / step * step
     }
 
+    /// The current thread's allocation counter while ``countingThreadAllocations(_:)`` runs on it.
+    private static let counterKey: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key, nil)
+        return key
+    }()
+
+    @inline(__always) private func count(_ delta: Int) {
+        if let c = pthread_getspecific(BlockCache.counterKey) { c.assumingMemoryBound(to: Int.self).pointee += delta }
+    }
+
+    /// Runs `body`, which can read the net bytes of tensor storage this thread has allocated since it started
+    /// (allocations minus frees) — unlike ``liveBytes``, unaffected by other threads.
+    public func countingThreadAllocations<R>(_ body: (_ netBytes: () -> Int) throws -> R) rethrows -> R {
+        let counter = UnsafeMutablePointer<Int>.allocate(capacity: 1)
+        counter.initialize(to: 0)
+        let previous = pthread_getspecific(BlockCache.counterKey)
+        pthread_setspecific(BlockCache.counterKey, counter)
+        defer {
+            pthread_setspecific(BlockCache.counterKey, previous)
+            counter.deallocate()
+        }
+        return try body { counter.pointee }
+    }
+
     func allocate(_ bytes: Int) -> UnsafeMutableRawPointer {
         let size = sizeClass(Swift.max(bytes, 64))
+        count(size)
         let reused: UnsafeMutableRawPointer? = mutex.withLock {
             live += size
             guard size >= minimumBytes, let p = free[size]?.popLast() else { return nil }
@@ -74,6 +100,7 @@ public final class BlockCache: @unchecked Sendable {
 
     func release(_ p: UnsafeMutableRawPointer, byteCount: Int) {
         let size = sizeClass(Swift.max(byteCount, 64))
+        count(-size)
         let kept: Bool = mutex.withLock {
             live -= size
             guard size >= minimumBytes, cachedBytes + size <= limitBytes else { return false }

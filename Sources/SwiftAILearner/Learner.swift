@@ -369,45 +369,42 @@ public final class Learner {
     }
 
     /// Checks one batch before long work: the model runs (evaluation mode, no state changes) and its output
-    /// must fit the loss; a mismatch throws naming both shapes.
+    /// must fit the loss — a mismatch throws naming both shapes — and a training step must fit in memory.
     public func dryRun() throws {
         guard dls.train.count > 0 else { throw LearnerError.emptyData("the training set has \(dls.train.itemCount) items for batch size \(dls.train.batchSize)") }
         let (x, y) = try dls.train.first()
         let wasTraining = model.training
         model.eval()
         defer { model.train(wasTraining) }
-        let out = noGrad { model(x[0..<Swift.min(2, x.shape[0])]) }
+        // One forward on two items that keeps its autograd graph: its output is checked against the loss, and the
+        // memory it holds sizes a training step (evaluation mode, so no statistics change).
+        let k = Swift.min(2, x.shape[0])
+        let (outShape, perItem): ([Int], Int) = BlockCache.shared.countingThreadAllocations { netBytes in
+            let out = model(x[0..<k])
+            return (out.shape, Swift.max(0, netBytes() + out.count * 4) / Swift.max(k, 1))
+        }
         // The output the whole first batch would have, checked against all of its targets.
-        let shape = [x.shape[0]] + out.shape.dropFirst()
-        if let problem = lossFunc.mismatch(output: out.rank == 0 ? [] : shape, target: y) {
+        let shape = [x.shape[0]] + outShape.dropFirst()
+        if let problem = lossFunc.mismatch(output: outShape.isEmpty ? [] : shape, target: y) {
             throw LearnerError.lossMismatch("\(problem) (input batch \(x.shape), \(type(of: lossFunc)))")
         }
-        try checkMemory(x)
+        try checkMemory(batch: x.shape, perItem: perItem)
     }
 
     /// Memory a training step may use before a fit refuses to start (default: the system's available memory).
     public var memoryLimitBytes: Int? { get { _memoryLimit ?? availableMemoryBytes() } set { _memoryLimit = newValue } }
 
-    /// Estimates a training step's memory from a forward pass on two items that keeps its autograd graph (evaluation
-    /// mode, so no statistics change): activations × batch size / 2, plus parameters, gradients and two AdamW moments.
-    /// Over ``memoryLimitBytes``, throws with the estimate and a batch size that fits (rather than dying mid-epoch).
-    func checkMemory(_ x: Tensor) throws {
-        guard let limit = memoryLimitBytes, x.shape[0] > 0 else { return }
-        let k = Swift.min(2, x.shape[0])
-        let wasTraining = model.training
-        model.eval()
-        defer { model.train(wasTraining) }
-        let before = BlockCache.shared.liveBytes
-        let perItem: Int = {
-            let out = model(x[0..<k])
-            return Swift.max(0, BlockCache.shared.liveBytes - before + out.count * 4) / k
-        }()
+    /// A training step's memory: `perItem` bytes of activations (measured by ``dryRun()``) × the batch size, plus
+    /// parameters, gradients and two AdamW moments. Over ``memoryLimitBytes``, throws with the estimate and a batch
+    /// size that fits (rather than dying mid-epoch).
+    func checkMemory(batch shape: [Int], perItem: Int) throws {
+        guard let limit = memoryLimitBytes, shape[0] > 0 else { return }
         let params = model.parameters().reduce(0) { $0 + $1.value.count * 4 }
-        let estimate = perItem * x.shape[0] + 4 * params
+        let estimate = perItem * shape[0] + 4 * params
         guard estimate > limit else { return }
         let fits = Swift.max(0, (limit * 8 / 10 - 4 * params) / Swift.max(perItem, 1))
         let mb = { (b: Int) in String(b / 1_048_576) + " MB" }
-        throw LearnerError.outOfMemory("a training step on batches of \(x.shape) needs about \(mb(estimate)) (\(mb(perItem)) of activations per item, "
+        throw LearnerError.outOfMemory("a training step on batches of \(shape) needs about \(mb(estimate)) (\(mb(perItem)) of activations per item, "
             + "\(mb(4 * params)) for weights, gradients and optimizer state), but \(mb(limit)) is available; "
             + (fits > 0 ? "use a batch size of \(fits) or less, or a smaller image size" : "use a smaller model or image size"))
     }

@@ -1,8 +1,6 @@
-import CCairo
 import Foundation
 import SwiftAICore
 import SwiftAIData
-import SwiftAILearner
 
 extension DataLoaders {
     /// fastai's `show_batch`: a PNG grid of the first `nrows × ncols` images of a training batch (or a validation
@@ -46,47 +44,12 @@ func imagesForDisplay(_ x: Tensor) -> [Image] {
 func drawGrid(_ images: [Image], titles: [String], ncols: Int, cell: Int, to path: String) throws {
     let cols = Swift.max(1, Swift.min(ncols, images.count)), rows = (images.count + cols - 1) / cols
     let titleH = 22, pad = 8
-    let w = cols * (cell + pad) + pad, h = rows * (cell + titleH + pad) + pad
-    guard let surface = cairo_image_surface_create(CAIRO_FORMAT_RGB24, Int32(w), Int32(h)), let cr = cairo_create(surface) else {
-        throw PlotError(description: "cannot create a \(w)×\(h) image")
-    }
-    defer { cairo_destroy(cr); cairo_surface_destroy(surface) }
-    cairo_set_source_rgb(cr, 1, 1, 1)
-    cairo_paint(cr)
-    cairo_select_font_face(cr, "DejaVu Sans", CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL)
-    cairo_set_font_size(cr, 13)
+    let canvas = try Canvas(width: cols * (cell + pad) + pad, height: rows * (cell + titleH + pad) + pad)
     for (i, img) in images.enumerated() {
         let x0 = Double(pad + (i % cols) * (cell + pad)), y0 = Double(pad + (i / cols) * (cell + titleH + pad))
-        let stride = Int(cairo_format_stride_for_width(CAIRO_FORMAT_RGB24, Int32(img.width)))
-        var argb = [UInt8](repeating: 0, count: stride * img.height)
-        for y in 0..<img.height {
-            for x in 0..<img.width {
-                let o = y * stride + x * 4, p = (y * img.width + x) * 3
-                argb[o] = img.pixels[p + 2]; argb[o + 1] = img.pixels[p + 1]; argb[o + 2] = img.pixels[p]; argb[o + 3] = 255
-            }
-        }
-        argb.withUnsafeMutableBufferPointer { buf in
-            guard let src = cairo_image_surface_create_for_data(buf.baseAddress, CAIRO_FORMAT_RGB24, Int32(img.width),
-                                                                Int32(img.height), Int32(stride)) else { return }
-            defer { cairo_surface_destroy(src) }
-            let s = Double(cell) / Double(Swift.max(img.width, img.height))
-            cairo_save(cr)
-            cairo_translate(cr, x0 + (Double(cell) - Double(img.width) * s) / 2, y0 + Double(titleH))
-            cairo_scale(cr, s, s)
-            cairo_set_source_surface(cr, src, 0, 0)
-            cairo_paint(cr)
-            cairo_restore(cr)
-        }
-        var ext = cairo_text_extents_t()
-        let title = titles[i]
-        cairo_text_extents(cr, title, &ext)
-        cairo_set_source_rgb(cr, 0.1, 0.1, 0.1)
-        cairo_move_to(cr, x0 + (Double(cell) - ext.width) / 2, y0 + 15)
-        cairo_show_text(cr, title)
+        let s = Double(cell) / Double(Swift.max(img.width, img.height, 1))
+        canvas.paint(img, x: x0 + (Double(cell) - Double(img.width) * s) / 2, y: y0 + Double(titleH), scale: s)
+        canvas.text(titles[i], x0 + Double(cell) / 2, y0 + Double(titleH) / 2, size: 13)
     }
-    let tmp = path + ".tmp-\(getpid()).png"
-    guard cairo_surface_write_to_png(surface, tmp) == CAIRO_STATUS_SUCCESS, rename(tmp, path) == 0 else {
-        try? FileManager.default.removeItem(atPath: tmp)
-        throw PlotError(description: "cannot write PNG to \(path): check that the folder exists and is writable")
-    }
+    try canvas.write(to: path)
 }
