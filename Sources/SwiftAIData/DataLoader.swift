@@ -229,14 +229,15 @@ public struct DataLoaders {
     /// Fashion-MNIST as the lesson loads it: normalised `[B, 1, 28, 28]` float batches, shuffled training
     /// batches of `batchSize`, validation in order with the same batch size (as the reference script; fastai
     /// doubles it, but equal sizes let validation reuse the training step's cached memory). `augment` adds
-    /// training-batch transforms (e.g. ``RandomCrop`` and ``RandomFlip``).
+    /// training-batch transforms (e.g. ``RandomCrop`` and ``RandomFlip``); as in fastai, the validation loader
+    /// carries them too but takes their evaluation path (unchanged), so test-time augmentation can use them.
     public static func fashionMNIST(_ ds: FashionMNIST, batchSize: Int, seed: UInt64 = 0,
                                     augment: [BatchTransform] = []) -> DataLoaders {
         let prep = BatchFunction(order: 10, name: "FashionMNIST.normalise") { b in (FashionMNIST.normalise(b.x).unsqueeze(1), b.y) }
         return DataLoaders(train: DataLoader(TensorDataset(ds.trainImages, ds.trainLabels), batchSize: batchSize, shuffle: true,
                                              seed: seed, batchTransforms: [prep] + augment),
                            valid: DataLoader(TensorDataset(ds.testImages, ds.testLabels), batchSize: batchSize,
-                                             batchTransforms: [prep]),
+                                             batchTransforms: [prep] + augment),
                            vocab: FashionMNIST.classes)
     }
 }

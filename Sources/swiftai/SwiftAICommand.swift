@@ -7,7 +7,7 @@ struct SwiftAICommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "swiftai",
         abstract: "SwiftAI: fastai-style deep learning in Swift.",
-        subcommands: [Train.self, LRFind.self, Summary.self, DataCommand.self, Bench.self])
+        subcommands: [Train.self, Ensemble.self, LRFind.self, Summary.self, DataCommand.self, Bench.self])
 }
 
 /// A number printed with a fixed count of decimals in JSON.
@@ -24,7 +24,10 @@ struct Scientific {
 
 /// Formats one JSON object per line with keys in the given order (the output contract other tools read).
 /// Plain `Double`s get one decimal.
-func jsonLine(_ pairs: KeyValuePairs<String, Any>) -> String {
+func jsonLine(_ pairs: KeyValuePairs<String, Any>) -> String { jsonLine(pairs.map { ($0.key, $0.value) }) }
+
+/// ``jsonLine(_:)`` for keys built at run time.
+func jsonLine(_ pairs: [(String, Any)]) -> String {
     func encode(_ v: Any) -> String {
         switch v {
         case let s as String:
@@ -37,9 +40,9 @@ func jsonLine(_ pairs: KeyValuePairs<String, Any>) -> String {
             return d.isFinite ? String((d * 10).rounded() / 10) : "null"
         case let i as Int: return String(i)
         case let b as Bool: return b ? "true" : "false"
-        case let a as [String]: return "[" + a.map(encode).joined(separator: ",") + "]"
+        case let a as [Any]: return "[" + a.map(encode).joined(separator: ",") + "]"
         default: return "\"\(v)\""
         }
     }
-    return "{" + pairs.map { "\"\($0.key)\":" + encode($0.value) }.joined(separator: ",") + "}"
+    return "{" + pairs.map { "\"\($0.0)\":" + encode($0.1) }.joined(separator: ",") + "}"
 }

@@ -136,6 +136,7 @@ struct Train: ParsableCommand {
     @Option(help: "Peak learning rate (default 2e-2 lesson models, 5e-3 cnn, 1e-3 torchvision; fine-tune's base lr 2e-3); A:B for slice(A, B).")
     var lr: LearningRate?
     @Flag(help: "Also report test-time augmentation's accuracy (fastai's tta: 4 augmented passes, beta 0.25).") var tta = false
+    @Flag(help: "Also report the lesson's flip TTA: the mean of the plain and the mirrored predictions.") var ttaFlip = false
     @Option(help: "Output folder.") var out = "out"
     @Option(help: "Schedule and optimizer for the lesson's models: fastai (fit_one_cycle, AdamW mom 0.9/sqr 0.99/eps 1e-5) or pytorch (OneCycleLR, AdamW defaults), as the reference script.")
     var sched = "fastai"
@@ -152,7 +153,7 @@ struct Train: ParsableCommand {
                                        callbacks: [TerminateOnNaN(), Interrupt(), CSVLogger(path: out + "/history.csv")])
         let dls = learn.dls
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
-        var ttaAccuracy: Double?
+        var ttaAccuracy: Double?, flipAccuracy: Double?
         do {
             if let fineTune {
                 try learn.fineTune(fineTune, baseLr: lr?.stop ?? 2e-3, freezeEpochs: freezeEpochs)
@@ -164,10 +165,18 @@ struct Train: ParsableCommand {
             } else {
                 try learn.fitOneCycle(epochs, lrMax: lr ?? LearningRate(recipe.arch.trainDefaults.lr))
             }
+            // Validation predictions for `swiftai ensemble`: probabilities of the plain pass and of each TTA.
+            var preds = [String: Tensor]()
+            (preds["preds"], preds["targets"]) = try learn.getPreds()
             if tta {
-                let (p, t) = try learn.tta()
-                ttaAccuracy = Metric.accuracy.fn(p, t)
+                preds["tta_preds"] = try learn.tta().preds
+                ttaAccuracy = Metric.accuracy.fn(preds["tta_preds"]!, preds["targets"]!)
             }
+            if ttaFlip {
+                preds["flip_preds"] = try learn.tta(n: 1, beta: 0.5, transforms: [RandomFlip(p: 1)]).preds
+                flipAccuracy = Metric.accuracy.fn(preds["flip_preds"]!, preds["targets"]!)
+            }
+            try Safetensors.write(preds, metadata: ["vocab": dls.vocab.joined(separator: "\n")], to: out + "/preds.safetensors")
             try writeInterpretation(learn)
         } catch {
             throw fail(error)
@@ -181,7 +190,8 @@ struct Train: ParsableCommand {
         let accuracy = rec.last("accuracy") ?? .nan
         print(jsonLine(["model": recipe.arch.description, "epochs": rec.values.count, "accuracy": Rounded(accuracy, 4),
                         "error_rate": Rounded(1 - accuracy, 4), "valid_loss": Rounded(rec.last("valid_loss") ?? .nan, 4),
-                        "tta_accuracy": Rounded(ttaAccuracy ?? .nan, 4), "train_images_per_s": rec.trainItemsPerSecond]))
+                        "tta_accuracy": Rounded(ttaAccuracy ?? .nan, 4),
+                        "flip_tta_accuracy": Rounded(flipAccuracy ?? .nan, 4), "train_images_per_s": rec.trainItemsPerSecond]))
     }
 
     /// confusion_matrix.png, most_confused.txt and (for image folders) top_losses.png in `--out`.
@@ -193,6 +203,37 @@ struct Train: ParsableCommand {
         try (["actual\tpredicted\tcount"] + lines).joined(separator: "\n").appending("\n")
             .write(toFile: out + "/most_confused.txt", atomically: true, encoding: .utf8)
         if learn.dls.valid.dataset is ImageDataset { try interp.plotTopLosses(9, to: out + "/top_losses.png") }
+    }
+}
+
+struct Ensemble: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "The lesson's ensemble: averages the validation probabilities saved by several `swiftai train` runs.",
+        discussion: "Reads preds.safetensors from each folder; prints one JSON line with each run's and the ensemble's accuracy for every kind of prediction all runs saved (preds, tta_preds, flip_preds).")
+    @Argument(help: "Output folders of `swiftai train` runs on the same validation set.") var runs: [String]
+
+    func validate() throws {
+        guard runs.count >= 2 else { throw ValidationError("give two or more run folders") }
+    }
+
+    func run() throws {
+        var loaded = [[String: Tensor]]()
+        for dir in runs {
+            do { loaded.append(try Safetensors.read(path: dir + "/preds.safetensors").tensors) } catch {
+                throw fail(ValidationError("\(dir): \(error) — was it written by `swiftai train` of this version?"))
+            }
+        }
+        let targets = loaded[0]["targets"]!
+        for (dir, p) in zip(runs, loaded) where p["targets"]?.shape != targets.shape || p["targets"]!.floats != targets.floats {
+            throw fail(ValidationError("\(dir) was validated on other items than \(runs[0]); an ensemble needs the same validation set"))
+        }
+        var fields: [(String, Any)] = [("runs", runs.count)]
+        for key in ["preds", "tta_preds", "flip_preds"] where loaded.allSatisfy({ $0[key] != nil }) {
+            let each = loaded.map { Rounded(Metric.accuracy.fn($0[key]!, targets), 4) }
+            let mean = loaded.dropFirst().reduce(loaded[0][key]!) { $0 + $1[key]! } / Double(loaded.count)
+            fields += [(key + "_each", each), (key + "_ensemble", Rounded(Metric.accuracy.fn(mean, targets), 4))]
+        }
+        print(jsonLine(fields))
     }
 }
 

@@ -97,4 +97,24 @@ final class GroupLRs: CallbackBase {
         try learn.fit(1)
         #expect(learn.recorder.rawLosses.count == learn.dls.train.count)
     }
+
+    @Test func flipTTAIsTheMeanOfPlainAndMirroredPredictions() throws {
+        let g = Generator(seed: 5)
+        let x = Tensor.randn([24, 1, 4, 4], generator: g), y = Tensor.randint(0, 3, [24], generator: g)
+        // Training batches are cropped and flipped; the validation loader carries the transforms but does not apply them.
+        let augment: [BatchTransform] = [RandomCrop(padding: 1), RandomFlip()]
+        let dls = DataLoaders(train: DataLoader(TensorDataset(x, y), batchSize: 8, shuffle: true, batchTransforms: augment),
+                              valid: DataLoader(TensorDataset(x, y), batchSize: 8, batchTransforms: augment))
+        let model = Sequential(Flatten(), Linear(16, 3, generator: g))
+        let learn = Learner(model: model, dls: dls, progress: false)
+        let plain = try learn.getPreds().preds
+        let probs = { (x: Tensor) in noGrad { learn.lossFunc.activation(model(x)) } }
+        #expect(closeness(plain, probs(x), rtol: 1e-5, atol: 1e-6).ok)
+        let mirrored = RandomFlip(p: 1).apply((x, y), generator: g, training: true).x
+        #expect(mirrored[element: [0, 0, 1, 0]] == x[element: [0, 0, 1, 3]])
+        let flipTTA = try learn.tta(n: 1, beta: 0.5, transforms: [RandomFlip(p: 1)]).preds
+        #expect(closeness(flipTTA, (plain + probs(mirrored)) * 0.5, rtol: 1e-5, atol: 1e-6).ok)
+        // fastai's tta draws the loader's own training transforms: different from the plain pass.
+        #expect(!closeness(try learn.tta(n: 2, beta: nil).preds, plain, rtol: 1e-3, atol: 1e-4).ok)
+    }
 }
