@@ -188,6 +188,9 @@ public final class ResNet: Module {
     /// layer1…layer4), named `0`…`7` as fastai's `create_body` names `model[0]` (`4.0.conv1.weight` is `layer1.0.conv1.weight`).
     public var body: Sequential { Sequential(conv1, bn1, relu, maxpool, layer1, layer2, layer3, layer4) }
 
+    /// The torchvision names of ``body``'s members, by index.
+    public static let bodyNames = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
+
     /// torchvision's `resnet18`: BasicBlock, [2, 2, 2, 2] (11 689 512 parameters with 1000 classes).
     public static func resnet18(numClasses: Int = 1000, inChannels: Int = 3, generator: Generator = .default) -> ResNet {
         ResNet(block: .basic, layers: [2, 2, 2, 2], numClasses: numClasses, inChannels: inChannels, generator: generator)

@@ -55,7 +55,8 @@ public func createHead(_ nf: Int, _ nOut: Int, linFtrs: [Int] = [512], ps: Doubl
 /// for `nOut` classes (default `dls.c`), layer groups (stem…layer2, layer3…layer4, head) and, with pretrained
 /// weights, the body frozen and imagenet `Normalize` added to the loaders when absent.
 ///
-/// Pretrained weights come from `weights` (a `.pth` or `.safetensors` state dict of the torchvision model), or
+/// Pretrained weights come from `weights` (a `.pth` or `.safetensors` state dict of the torchvision model, or a
+/// vision learner's saved model, whose body is used), or
 /// from torchvision's checkpoint cache when `pretrained` (see ``findPretrainedWeights(_:)``); with none the body
 /// keeps torchvision's random initialisation and a note says so. Inputs with `nIn != 3` channels adapt the
 /// first convolution's pretrained weights as fastai (1 channel: summed; 2: the first two × 1.5; more: zeros added).
@@ -69,7 +70,7 @@ public func visionLearner(_ dls: DataLoaders, _ arch: ResNetArch, nOut: Int? = n
     let net = arch.make(numClasses: 1000, inChannels: nIn, generator: generator)
     let file = weights ?? (pretrained ? findPretrainedWeights(arch) : nil)
     if let file {
-        var sd = try readStateDict(file)
+        var sd = bodyAsTorchvision(try readStateDict(file))
         if nIn != 3, let w = sd["conv1.weight"], w.rank == 4, w.shape[1] == 3 { sd["conv1.weight"] = adaptFirstLayer(w, nIn) }
         for (k, v) in net.fc.stateDict() { sd["fc." + k] = v }  // the classifier is replaced by the head: any class count loads
         try net.load(stateDict: sd)
@@ -90,6 +91,20 @@ public func visionLearner(_ dls: DataLoaders, _ arch: ResNetArch, nOut: Int? = n
     learn.splitter = { _ in [body[0..<6].parameters(), body[6..<8].parameters(), head.parameters()] }
     if usesPretrained { learn.freeze() }
     return learn
+}
+
+/// A state dict saved from a vision learner (`0.<i>.…` body, `1.…` head — e.g. `swiftai train`'s model.safetensors)
+/// becomes its body under torchvision's names, so a model trained here can be fine-tuned elsewhere as torchvision
+/// weights are; any other state dict is returned as is.
+func bodyAsTorchvision(_ sd: [String: Tensor]) -> [String: Tensor] {
+    guard !sd.isEmpty, sd.keys.allSatisfy({ $0.hasPrefix("0.") || $0.hasPrefix("1.") }) else { return sd }
+    var out = [String: Tensor]()
+    for (key, value) in sd where key.hasPrefix("0.") {
+        let parts = key.dropFirst(2).split(separator: ".", maxSplits: 1)
+        guard parts.count == 2, let i = Int(parts[0]), ResNet.bodyNames.indices.contains(i) else { return sd }
+        out[ResNet.bodyNames[i] + "." + parts[1]] = value
+    }
+    return out
 }
 
 /// fastai's `_update_first_layer` for pretrained weights `w [out, 3, k, k]` and `nIn` input channels.

@@ -71,4 +71,22 @@ import SwiftAITestSupport
         try Safetensors.write(ResNet.resnet34().stateDict(), to: other)
         #expect(throws: (any Error).self) { try visionLearner(dls, .resnet18, weights: other, progress: false) }
     }
+
+    @Test func aLearnersSavedModelPretrainsAnotherLearnersBody() throws {
+        let root = try makePetsFolder(perLabel: 2)
+        defer { try? FileManager.default.removeItem(atPath: root.string) }
+        let dls = try loaders(root)
+        let first = try visionLearner(dls, .resnet18, pretrained: false, progress: false, generator: Generator(seed: 1)) { _ in }
+        let file = try makeTemporaryDirectory() + "/model.safetensors"
+        try Safetensors.write(first.model.stateDict(), to: file)
+        // Another class count: the body loads under torchvision's names, the new head keeps its own init; frozen.
+        let second = try visionLearner(dls, .resnet18, nOut: 5, weights: file, progress: false, generator: Generator(seed: 2))
+        let a = first.model.stateDict(), b = second.model.stateDict()
+        #expect(b["0.0.weight"]!.doubles == a["0.0.weight"]!.doubles && b["0.7.1.bn2.running_var"]!.doubles == a["0.7.1.bn2.running_var"]!.doubles)
+        #expect(b["1.8.weight"]!.shape == [5, 512] && second.layerGroups[0].contains { !$0.requiresGrad })
+        // A learner saved from another architecture: a typed error naming a key.
+        let other = try visionLearner(dls, .resnet34, pretrained: false, progress: false) { _ in }
+        try Safetensors.write(other.model.stateDict(), to: file)
+        #expect(throws: (any Error).self) { try visionLearner(dls, .resnet18, weights: file, progress: false) }
+    }
 }
