@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch figures for the same work as `swiftai bench` (reference tooling only; needs torch).
 
-Usage: pytorch_bench.py gemm|conv|step|infer [--threads 2] [--bs 1024] [--channels-last] [--arch resnet34 --size 224]
+Usage: pytorch_bench.py gemm|conv|step|infer|ort [--threads 2] [--bs 1024] [--channels-last] [--arch resnet34 --size 224]
 Prints one JSON line per figure, same keys as swiftai bench plus "framework".
 """
 import argparse, json, os, sys, time
@@ -63,6 +63,18 @@ def main():
         with torch.no_grad(): t = median(lambda: m(x), a.reps)
         print(json.dumps({"bench": "infer", "model": a.arch, "bs": a.bs, "ms": round(t * 1e3, 2),
                           "images_per_s": round(a.bs / t, 1), "framework": fw}))
+    elif a.what == "ort":  # the same torchvision model exported to ONNX, run by onnxruntime on a.threads threads
+        import tempfile, torchvision, onnxruntime as ort
+        m = getattr(torchvision.models, a.arch)().eval()
+        x = torch.randn(a.bs, 3, a.size, a.size)
+        path = os.path.join(tempfile.mkdtemp(), a.arch + ".onnx")
+        torch.onnx.export(m, x, path, input_names=["x"], dynamo=False)
+        so = ort.SessionOptions(); so.intra_op_num_threads = a.threads; so.inter_op_num_threads = 1
+        sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        xn = x.numpy()
+        t = median(lambda: sess.run(None, {"x": xn}), a.reps)
+        print(json.dumps({"bench": "infer", "model": a.arch, "bs": a.bs, "ms": round(t * 1e3, 2),
+                          "images_per_s": round(a.bs / t, 1), "framework": f"onnxruntime {ort.__version__}"}))
     else:
         sys.exit(f"unknown benchmark {a.what}")
 
