@@ -131,6 +131,17 @@ public final class Sigmoid: Module, ActivationModule {
     public override func forward(_ x: Tensor) -> Tensor { x.sigmoid() }
 }
 
+/// fastai's `SigmoidRange`: `sigmoid(x) * (high - low) + low`.
+public final class SigmoidRange: Module {
+    public let low: Double, high: Double
+    public init(_ low: Double, _ high: Double) {
+        self.low = low
+        self.high = high
+        super.init()
+    }
+    public override func forward(_ x: Tensor) -> Tensor { x.sigmoid() * (high - low) + low }
+}
+
 public final class Tanh: Module, ActivationModule {
     public override init() { super.init() }
     public override func forward(_ x: Tensor) -> Tensor { x.tanh() }

@@ -27,9 +27,11 @@ public func readStateDict(_ path: String) throws -> [String: Tensor] {
 }
 
 /// fastai's `create_head`: `[AdaptiveConcatPool2d, Flatten]` then, for each linear layer, BatchNorm1d → Dropout →
-/// Linear (no bias) → ReLU (none after the last); dropout `ps/2` before the hidden layers and `ps` before the last.
+/// Linear (no bias) → ReLU (none after the last); dropout `ps/2` before the hidden layers and `ps` before the last;
+/// `bnFinal` adds a BatchNorm1d and `yRange` a ``SigmoidRange`` at the end.
 public func createHead(_ nf: Int, _ nOut: Int, linFtrs: [Int] = [512], ps: Double = 0.5, concatPool: Bool = true,
-                       firstBn: Bool = true, bnFinal: Bool = false, generator: Generator = .default) -> Sequential {
+                       firstBn: Bool = true, bnFinal: Bool = false, yRange: (Double, Double)? = nil,
+                       generator: Generator = .default) -> Sequential {
     let sizes = [concatPool ? nf * 2 : nf] + linFtrs + [nOut]
     var layers: [Module] = [concatPool ? AdaptiveConcatPool2d() : AdaptiveAvgPool2d(1), Flatten()]
     for i in 0..<(sizes.count - 1) {
@@ -48,12 +50,14 @@ public func createHead(_ nf: Int, _ nOut: Int, linFtrs: [Int] = [512], ps: Doubl
         if !last { layers.append(ReLU()) }
     }
     if bnFinal { layers.append(BatchNorm1d(nOut, momentum: 0.01)) }
+    if let (low, high) = yRange { layers.append(SigmoidRange(low, high)) }
     return Sequential(layers)
 }
 
 /// fastai's `vision_learner` for torchvision ResNets: the body (the ResNet cut before its pooling), a new head
 /// for `nOut` classes (default `dls.c`), layer groups (stem…layer2, layer3…layer4, head) and, with pretrained
-/// weights, the body frozen and imagenet `Normalize` added to the loaders when absent.
+/// weights, the body frozen and imagenet `Normalize` added to the loaders when absent. `cut` counts torchvision's
+/// top-level children kept in the body (fastai's `cut`: negative from the end; default -2 drops avgpool and fc).
 ///
 /// Pretrained weights come from `weights` (a `.pth` or `.safetensors` state dict of the torchvision model, or a
 /// vision learner's saved model, whose body is used), or
@@ -61,8 +65,9 @@ public func createHead(_ nf: Int, _ nOut: Int, linFtrs: [Int] = [512], ps: Doubl
 /// keeps torchvision's random initialisation and a note says so. Inputs with `nIn != 3` channels adapt the
 /// first convolution's pretrained weights as fastai (1 channel: summed; 2: the first two × 1.5; more: zeros added).
 public func visionLearner(_ dls: DataLoaders, _ arch: ResNetArch, nOut: Int? = nil, pretrained: Bool = true, weights: String? = nil,
-                          lossFunc: Loss = CrossEntropyLoss(), metrics: [Metric] = [], linFtrs: [Int] = [512], ps: Double = 0.5,
-                          concatPool: Bool = true, firstBn: Bool = true, bnFinal: Bool = false, normalize: Bool = true,
+                          lossFunc: Loss = CrossEntropyLoss(), metrics: [Metric] = [], cut: Int = -2, linFtrs: [Int] = [512],
+                          ps: Double = 0.5, concatPool: Bool = true, firstBn: Bool = true, bnFinal: Bool = false,
+                          yRange: (Double, Double)? = nil, normalize: Bool = true,
                           nIn: Int = 3, lr: Double = 1e-3, progress: Bool = true, generator: Generator = .default,
                           note: (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }) throws -> Learner {
     let n = nOut ?? dls.c
@@ -77,9 +82,16 @@ public func visionLearner(_ dls: DataLoaders, _ arch: ResNetArch, nOut: Int? = n
     } else if pretrained {
         note("note: no pretrained \(arch.rawValue) weights in \(torchvisionCheckpointDirectory()) (or --weights FILE): training starts from random initialisation")
     }
-    let body = net.body
-    let head = createHead(net.numFeatures, n, linFtrs: linFtrs, ps: ps, concatPool: concatPool, firstBn: firstBn, bnFinal: bnFinal,
-                          generator: generator)
+    let children = ResNet.bodyNames.count + 2  // + avgpool, fc
+    let kept = cut < 0 ? children + cut : cut
+    guard (1...ResNet.bodyNames.count).contains(kept) else {
+        throw DataBlockError.invalid("visionLearner: cut \(cut) must keep 1…\(ResNet.bodyNames.count) of \(arch.rawValue)'s \(children) children")
+    }
+    let body = net.body[0..<kept]
+    // The body's output channels (fastai's `num_features_model`): the stem's 64, or layer k's numFeatures / 2^(4-k).
+    let features = kept <= 4 ? 64 : net.numFeatures >> (ResNet.bodyNames.count - kept)
+    let head = createHead(features, n, linFtrs: linFtrs, ps: ps, concatPool: concatPool, firstBn: firstBn,
+                          bnFinal: bnFinal, yRange: yRange, generator: generator)
     let model = Sequential(body, head)
     let usesPretrained = file != nil
     if normalize && usesPretrained && nIn == 3 {
@@ -88,7 +100,7 @@ public func visionLearner(_ dls: DataLoaders, _ arch: ResNetArch, nOut: Int? = n
         }
     }
     let learn = Learner(model: model, dls: dls, lossFunc: lossFunc, lr: lr, metrics: metrics, progress: progress)
-    learn.splitter = { _ in [body[0..<6].parameters(), body[6..<8].parameters(), head.parameters()] }
+    learn.splitter = { _ in [body[0..<min(6, kept)].parameters(), body[min(6, kept)..<kept].parameters(), head.parameters()] }
     if usesPretrained { learn.freeze() }
     return learn
 }

@@ -89,4 +89,21 @@ import SwiftAITestSupport
         try Safetensors.write(other.model.stateDict(), to: file)
         #expect(throws: (any Error).self) { try visionLearner(dls, .resnet18, weights: file, progress: false) }
     }
+
+    @Test func cutAndYRangeShapeTheHeadAsFastai() throws {
+        let root = try makePetsFolder(perLabel: 2)
+        defer { try? FileManager.default.removeItem(atPath: root.string) }
+        let dls = try loaders(root)
+        // fastai: create_body(resnet18, cut=-3) ends at layer3 (256 channels); y_range appends SigmoidRange.
+        let learn = try visionLearner(dls, .resnet18, pretrained: false, cut: -3, yRange: (-1, 2), progress: false) { _ in }
+        let model = try #require(learn.model as? Sequential)
+        let body = try #require(model[0] as? Sequential), head = try #require(model[1] as? Sequential)
+        #expect(body.layers.count == 7 && (head[2] as! BatchNorm1d).weight!.shape == [512] && head[-1] is SigmoidRange)
+        let x = Tensor.randn([2, 3, 32, 32])
+        learn.model.eval()
+        let y = noGrad { learn.model(x) }.doubles
+        #expect(y.count == 6 && y.allSatisfy { $0 > -1 && $0 < 2 })
+        #expect(learn.layerGroups.count == 3 && learn.layerGroups[1].count == 15)  // layer3: two blocks + downsample
+        #expect(throws: (any Error).self) { try visionLearner(dls, .resnet18, pretrained: false, cut: 9, progress: false) { _ in } }
+    }
 }
