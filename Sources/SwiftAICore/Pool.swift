@@ -73,9 +73,11 @@ extension Tensor {
     private func maxPool(_ ah: PoolAxis, _ aw: PoolAxis, _ op: String) -> Tensor {
         requireCompute(op)
         require(ah.count > 0 && aw.count > 0, "\(op): output size is too small for input \(shape)")
-        let (y0, argmax) = dtype == .float32 ? maxPoolKernel(ah, aw, Float.self) : maxPoolKernel(ah, aw, Double.self)
+        let grad = Tensor.needsGrad(self)
+        let (y0, arg) = dtype == .float32 ? maxPoolKernel(ah, aw, withArg: grad, Float.self)
+                                          : maxPoolKernel(ah, aw, withArg: grad, Double.self)
         var y = y0
-        if Tensor.needsGrad(self) {
+        if grad, let argmax = arg {
             let like = detached()
             y.recordGrad(op, [self]) { g in
                 [like.dtype == .float32 ? Tensor.maxPoolBackward(g, argmax, like, Float.self)
@@ -163,32 +165,68 @@ extension Tensor {
         return dx
     }
 
-    private func maxPoolKernel<T: FloatElement>(_ ah: PoolAxis, _ aw: PoolAxis, _: T.Type) -> (Tensor, Tensor) {
+    /// Max and, when `withArg`, the flat `h * W + w` position of the first maximum (a NaN wins, the last one, as PyTorch).
+    private func maxPoolKernel<T: FloatElement>(_ ah: PoolAxis, _ aw: PoolAxis, withArg: Bool, _: T.Type) -> (Tensor, Tensor?) {
         let out = poolOutput(ah.count, aw.count, dtype: dtype)
-        let arg = Tensor(empty: out.shape, dtype: .int32, strides: out.strides)
+        let arg = withArg ? Tensor(empty: out.shape, dtype: .int32, strides: out.strides) : nil
         let (n, c) = (shape[0], shape[1]), width = shape[3]
         let xs = strides, os = out.strides
-        let px = pointer(T.self), po = out.pointer(T.self), pa = arg.pointer(Int32.self)
+        let px = pointer(T.self), po = out.pointer(T.self), pa = arg?.pointer(Int32.self)
+        let vectorised = T.self == Float.self && xs[1] == 1 && os[1] == 1
         Parallel.forEachChunk(n * ah.count, grain: 8) { rows in
             for r in rows {
                 let b = r / ah.count, i = r % ah.count
                 for j in 0..<aw.count {
-                    let o = po + b * os[0] + i * os[2] + j * os[3], a = pa + b * os[0] + i * os[2] + j * os[3]
-                    for ch in 0..<c { o[ch * os[1]] = -.infinity; a[ch * os[1]] = -1 }
-                    for h in ah.start[i]..<ah.end[i] {
-                        for w in aw.start[j]..<aw.end[j] {
-                            let x = px + b * xs[0] + h * xs[2] + w * xs[3]
-                            let pos = Int32(h * width + w)
-                            for ch in 0..<c {
-                                let v = x[ch * xs[1]]
-                                if v > o[ch * os[1]] || v.isNaN || a[ch * os[1]] < 0 { o[ch * os[1]] = v; a[ch * os[1]] = pos }
+                    let at = b * os[0] + i * os[2] + j * os[3]
+                    let window = (h: ah.start[i]..<ah.end[i], w: aw.start[j]..<aw.end[j])
+                    var first = 0
+                    if vectorised {
+                        first = Tensor.maxWindowFloat8(UnsafeRawPointer(px + b * xs[0]), xs[2], xs[3], window, width, c,
+                                                       UnsafeMutableRawPointer(po + at), pa.map { $0 + at })
+                    }
+                    let o = po + at, a = pa.map { $0 + at }
+                    for ch in first..<c {
+                        let x = px + b * xs[0] + ch * xs[1]
+                        var best = x[window.h.lowerBound * xs[2] + window.w.lowerBound * xs[3]]
+                        var pos = Int32(window.h.lowerBound * width + window.w.lowerBound)
+                        for h in window.h {
+                            for w in window.w {
+                                let v = x[h * xs[2] + w * xs[3]]
+                                if v > best || v.isNaN { best = v; pos = Int32(h * width + w) }
                             }
                         }
+                        o[ch * os[1]] = best
+                        a?[ch * os[1]] = pos
                     }
                 }
             }
         }
         return (out, arg)
+    }
+
+    /// Channels-last float max over one window, eight channels at a time; returns the channels done.
+    private static func maxWindowFloat8(_ x: UnsafeRawPointer, _ sh: Int, _ sw: Int, _ window: (h: Range<Int>, w: Range<Int>),
+                                        _ width: Int, _ c: Int, _ o: UnsafeMutableRawPointer,
+                                        _ a: UnsafeMutablePointer<Int32>?) -> Int {
+        let stride = MemoryLayout<Float>.stride
+        var ch = 0
+        while ch + 8 <= c {
+            let h0 = window.h.lowerBound, w0 = window.w.lowerBound
+            var best = x.loadUnaligned(fromByteOffset: (h0 * sh + w0 * sw + ch) * stride, as: SIMD8<Float>.self)
+            var pos = SIMD8<Int32>(repeating: Int32(h0 * width + w0))
+            for h in window.h {
+                for w in window.w where h != h0 || w != w0 {
+                    let v = x.loadUnaligned(fromByteOffset: (h * sh + w * sw + ch) * stride, as: SIMD8<Float>.self)
+                    let take = (v .> best) .| (v .!= v)
+                    best.replace(with: v, where: take)
+                    if a != nil { pos.replace(with: SIMD8<Int32>(repeating: Int32(h * width + w)), where: take) }
+                }
+            }
+            o.storeBytes(of: best, toByteOffset: ch * stride, as: SIMD8<Float>.self)
+            if let a { UnsafeMutableRawPointer(a + ch).storeBytes(of: pos, as: SIMD8<Int32>.self) }
+            ch += 8
+        }
+        return ch
     }
 
     private static func maxPoolBackward<T: FloatElement>(_ g: Tensor, _ arg: Tensor, _ like: Tensor, _: T.Type) -> Tensor {

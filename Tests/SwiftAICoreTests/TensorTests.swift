@@ -82,6 +82,27 @@ import SwiftAITestSupport
         #expect(cl.adaptiveAvgPool2d((1, 1)).flatten(startDim: 1).shape == [2, 3])
     }
 
+    @Test func maxPoolChannelsLastMatchesThePlainLayout() {
+        // 11 channels: eight through the vectorised channels-last path, three through the scalar one; ties and NaNs.
+        var v = Tensor.randn([2, 11, 9, 7], generator: Generator(seed: 4)).floats.map { ($0 * 2).rounded() / 2 }
+        v[5] = .nan; v[300] = .nan; v[301] = .nan
+        let plain = Tensor(v, shape: [2, 11, 9, 7])
+        for (k, s, p, ceil) in [(3, 2, 1, false), (2, 2, 0, true), (3, 1, 1, false)] {
+            let a = plain.requiringGrad(), b = plain.contiguous(.channelsLast).requiringGrad()
+            let ya = a.maxPool2d(kernel: k, stride: s, padding: p, ceilMode: ceil)
+            let yb = b.maxPool2d(kernel: k, stride: s, padding: p, ceilMode: ceil)
+            #expect(yb.isChannelsLast)
+            #expect(ya.floats.map(\.bitPattern) == yb.contiguous().floats.map(\.bitPattern))
+            let g = Tensor.randn(ya.shape, generator: Generator(seed: 5))
+            ya.backward(g)
+            yb.backward(g.contiguous(.channelsLast))
+            #expect(a.grad!.floats == b.grad!.contiguous().floats)
+            // Without gradients (inference) the same values.
+            #expect(noGrad { plain.contiguous(.channelsLast).maxPool2d(kernel: k, stride: s, padding: p, ceilMode: ceil) }
+                .contiguous().floats.map(\.bitPattern) == ya.floats.map(\.bitPattern))
+        }
+    }
+
     @Test func joinSplitPad() {
         let a = Tensor([1.0, 2, 3, 4], shape: [2, 2]), b = Tensor([5.0, 6], shape: [2, 1])
         #expect(Tensor.cat([a, b], dim: 1).doubles == [1, 2, 5, 3, 4, 6])
