@@ -47,13 +47,10 @@ public struct RandomFlip: BatchTransform {
 /// normal noise of the batch's mean and standard deviation, clamped to the batch's range (miniai's `RandErase`).
 public struct RandErase: BatchTransform {
     public var order: Int
-    public var pct: Double
-    public var maxNum: Int
+    public var patches: PatchCount
 
     public init(pct: Double = 0.2, maxNum: Int = 4, order: Int = 100) {
-        require(pct > 0 && pct < 1 && maxNum >= 0, "RandErase: pct \(pct) must be in (0, 1) and maxNum \(maxNum) non-negative")
-        self.pct = pct
-        self.maxNum = maxNum
+        patches = PatchCount(pct: pct, maxNum: maxNum, "RandErase")
         self.order = order
     }
 
@@ -64,15 +61,13 @@ public struct RandErase: BatchTransform {
         let mean = x.mean().item(), std = x.std().item()
         let lo = Float(x.min().item()), hi = Float(x.max().item())
         let p = out.pointer(Float.self), st = out.strides
-        for b in 0..<x.shape[0] {
-            for _ in 0..<g.nextInt(in: 0..<(maxNum + 1)) {
-                let r = patch(x.shape, pct, g)
-                for c in 0..<x.shape[1] {
-                    for y in r.y..<(r.y + r.height) {
-                        for xx in r.x..<(r.x + r.width) {
-                            let v = Float(mean + std * g.nextNormal())
-                            p[b * st[0] + c * st[1] + y * st[2] + xx * st[3]] = Swift.min(Swift.max(v, lo), hi)
-                        }
+        patches.forEach(x.shape, g) { b in
+            let r = patch(x.shape, patches.pct, g)
+            for c in 0..<x.shape[1] {
+                for y in r.y..<(r.y + r.height) {
+                    for xx in r.x..<(r.x + r.width) {
+                        let v = Float(mean + std * g.nextNormal())
+                        p[b * st[0] + c * st[1] + y * st[2] + xx * st[3]] = Swift.min(Swift.max(v, lo), hi)
                     }
                 }
             }
@@ -85,13 +80,10 @@ public struct RandErase: BatchTransform {
 /// over other random places of the same item (miniai's `RandCopy`).
 public struct RandCopy: BatchTransform {
     public var order: Int
-    public var pct: Double
-    public var maxNum: Int
+    public var patches: PatchCount
 
     public init(pct: Double = 0.2, maxNum: Int = 4, order: Int = 100) {
-        require(pct > 0 && pct < 1 && maxNum >= 0, "RandCopy: pct \(pct) must be in (0, 1) and maxNum \(maxNum) non-negative")
-        self.pct = pct
-        self.maxNum = maxNum
+        patches = PatchCount(pct: pct, maxNum: maxNum, "RandCopy")
         self.order = order
     }
 
@@ -100,21 +92,40 @@ public struct RandCopy: BatchTransform {
         let x = batch.x
         let out = copyKeepingLayout(x, "RandCopy")
         let p = out.pointer(Float.self), st = out.strides
-        for b in 0..<x.shape[0] {
-            for _ in 0..<g.nextInt(in: 0..<(maxNum + 1)) {
-                let to = patch(x.shape, pct, g), from = patch(x.shape, pct, g)
-                for c in 0..<x.shape[1] {
-                    var values: [Float] = []  // read the whole source patch first: the two may overlap
-                    for y in 0..<from.height {
-                        for xx in 0..<from.width { values.append(p[b * st[0] + c * st[1] + (from.y + y) * st[2] + (from.x + xx) * st[3]]) }
-                    }
-                    for y in 0..<to.height {
-                        for xx in 0..<to.width { p[b * st[0] + c * st[1] + (to.y + y) * st[2] + (to.x + xx) * st[3]] = values[y * to.width + xx] }
-                    }
+        patches.forEach(x.shape, g) { b in
+            let to = patch(x.shape, patches.pct, g), from = patch(x.shape, patches.pct, g)
+            for c in 0..<x.shape[1] {
+                var values: [Float] = []  // read the whole source patch first: the two may overlap
+                for y in 0..<from.height {
+                    for xx in 0..<from.width { values.append(p[b * st[0] + c * st[1] + (from.y + y) * st[2] + (from.x + xx) * st[3]]) }
+                }
+                for y in 0..<to.height {
+                    for xx in 0..<to.width { p[b * st[0] + c * st[1] + (to.y + y) * st[2] + (to.x + xx) * st[3]] = values[y * to.width + xx] }
                 }
             }
         }
         return (out, batch.y)
+    }
+}
+
+/// How many patches of which size ``RandErase`` and ``RandCopy`` draw per item.
+public struct PatchCount: Sendable {
+    /// Patch height and width as a share of the item's.
+    public var pct: Double
+    /// Most patches per item (the count is uniform in `0...maxNum`).
+    public var maxNum: Int
+
+    init(pct: Double, maxNum: Int, _ op: String) {
+        require(pct > 0 && pct < 1 && maxNum >= 0, "\(op): pct \(pct) must be in (0, 1) and maxNum \(maxNum) non-negative")
+        self.pct = pct
+        self.maxNum = maxNum
+    }
+
+    /// Calls `body` with each item's index once per patch drawn for it.
+    func forEach(_ shape: [Int], _ g: Generator, _ body: (Int) -> Void) {
+        for b in 0..<shape[0] {
+            for _ in 0..<g.nextInt(in: 0..<(maxNum + 1)) { body(b) }
+        }
     }
 }
 
