@@ -165,9 +165,9 @@ struct Train: ParsableCommand {
             } else {
                 try learn.fitOneCycle(epochs, lrMax: lr ?? LearningRate(recipe.arch.trainDefaults.lr))
             }
-            // Validation predictions for `swiftai ensemble`: probabilities of the plain pass and of each TTA.
-            var preds = [String: Tensor]()
-            (preds["preds"], preds["targets"]) = try learn.getPreds()
+            // One validation pass serves the saved predictions (for `swiftai ensemble`) and the interpretation.
+            let plain = try learn.getPreds(withLoss: true)
+            var preds = ["preds": plain.preds, "targets": plain.targets]
             if tta {
                 preds["tta_preds"] = try learn.tta().preds
                 ttaAccuracy = Metric.accuracy.fn(preds["tta_preds"]!, preds["targets"]!)
@@ -177,7 +177,7 @@ struct Train: ParsableCommand {
                 flipAccuracy = Metric.accuracy.fn(preds["flip_preds"]!, preds["targets"]!)
             }
             try Safetensors.write(preds, metadata: ["vocab": dls.vocab.joined(separator: "\n")], to: out + "/preds.safetensors")
-            try writeInterpretation(learn)
+            try writeInterpretation(learn, plain)
         } catch {
             throw fail(error)
         }
@@ -195,9 +195,10 @@ struct Train: ParsableCommand {
     }
 
     /// confusion_matrix.png, most_confused.txt and (for image folders) top_losses.png in `--out`.
-    func writeInterpretation(_ learn: Learner) throws {
+    func writeInterpretation(_ learn: Learner, _ r: (preds: Tensor, targets: Tensor, losses: Tensor)) throws {
         guard learn.dls.c > 0, learn.dls.valid.itemCount > 0 else { return }
-        let interp = try ClassificationInterpretation(learn)
+        let interp = try ClassificationInterpretation(preds: r.preds, targets: r.targets, losses: r.losses, vocab: learn.dls.vocab,
+                                                      dl: learn.dls.valid)
         try interp.plotConfusionMatrix(to: out + "/confusion_matrix.png")
         let lines = interp.mostConfused().map { "\($0.actual)\t\($0.predicted)\t\($0.count)" }
         try (["actual\tpredicted\tcount"] + lines).joined(separator: "\n").appending("\n")
