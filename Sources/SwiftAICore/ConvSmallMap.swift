@@ -48,20 +48,24 @@ struct SmallMapConv {
 
     /// y = conv(x, w) + bias, channels-last in and out.
     func forward(_ x: Tensor, _ w: Tensor, bias: Tensor?) -> Tensor {
-        let wt = hwio(w)
         let y = Tensor.zeros([g.n, g.oc, g.oh, g.ow]).viewing(shape: [g.n, g.oc, g.oh, g.ow],
                                                                  strides: Tensor.channelsLastStrides([g.n, g.oc, g.oh, g.ow]), offset: 0)
         if let bias {
             let pb = bias.pointer(Float.self), py = y.pointer(Float.self)
             for r in 0..<(g.n * g.oh * g.ow) { (py + r * g.oc).update(from: pb, count: g.oc) }
         }
+        accumulate(x, hwio: hwio(w), into: y)
+        return y
+    }
+
+    /// y += conv(x, w) with the weights already in HWIO (``hwio(_:)``); `y` channels-last, uniquely owned.
+    func accumulate(_ x: Tensor, hwio wt: Tensor, into y: Tensor) {
         for b in blocks {
             Tensor.gemm(.float32, m: g.n, n: g.oc, k: b.width * g.c,
                         GemmOperand(base: x.rawPointer + b.inOffset * 4, transposed: false, ld: inRow),
                         GemmOperand(base: wt.rawPointer + b.tap * g.c * g.oc * 4, transposed: false, ld: g.oc),
                         beta: 1, y.rawPointer + b.q * g.oc * 4, ldc: outRow)
         }
-        return y
     }
 
     /// dx = conv_backward_data(dy, w), channels-last.

@@ -58,9 +58,10 @@ final class DNNLPrimitive {
     /// - Parameters:
     ///   - opDesc: pointer to an initialised op descriptor (`dnnl_convolution_desc_t`, ...).
     ///   - hint: the forward primitive descriptor, for backward primitives.
-    init(_ opDesc: UnsafeRawPointer, hint: dnnl_primitive_desc_t? = nil, _ what: String) {
+    ///   - attr: primitive attributes (post-ops), if any.
+    init(_ opDesc: UnsafeRawPointer, hint: dnnl_primitive_desc_t? = nil, attr: dnnl_primitive_attr_t? = nil, _ what: String) {
         var pd: dnnl_primitive_desc_t? = nil
-        DNNL.check(dnnl_primitive_desc_create(&pd, opDesc, nil, DNNL.engine, hint), "\(what) primitive_desc_create")
+        DNNL.check(dnnl_primitive_desc_create(&pd, opDesc, attr, DNNL.engine, hint), "\(what) primitive_desc_create")
         var p: dnnl_primitive_t? = nil
         DNNL.check(dnnl_primitive_create(&p, pd), "\(what) primitive_create")
         self.pd = pd!

@@ -220,6 +220,13 @@ open class Module {
         for (_, b) in namedBuffers() where b.value.dtype.isFloatingPoint { b.value = b.value.to(dtype) }
     }
 
+    /// A copy of this model for inference only: convolutions with their BatchNorm folded into the weights and their
+    /// activation and residual add fused into the kernel (``FusedConv2d``), Dropout removed. Its outputs equal this
+    /// model's in evaluation mode; it has no parameters (a snapshot: fuse again after the weights change) and shares
+    /// the layers it cannot fuse (pooling, linear heads) with this model, so keep this model in evaluation mode
+    /// while using it. Modules that know no fusion return themselves.
+    open func fusedForInference() -> Module { self }
+
     /// Number of elements in all parameters.
     public var parameterCount: Int { parameters().reduce(0) { $0 + $1.value.count } }
 

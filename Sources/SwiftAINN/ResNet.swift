@@ -45,6 +45,10 @@ public final class BasicBlock: Module {
         let out = bn2(conv2(relu(bn1(conv1(x)))))
         return relu(out + (downsample?(x) ?? x))
     }
+
+    public override func fusedForInference() -> Module {
+        fusedTorchvisionBlock([(conv1, bn1), (conv2, bn2)], downsample: downsample)
+    }
 }
 
 /// torchvision's `Bottleneck` (expansion 4, "ResNet v1.5": the stride is on the 3×3 `conv2`).
@@ -83,6 +87,10 @@ public final class Bottleneck: Module {
         out = relu(bn2(conv2(out)))
         out = bn3(conv3(out))
         return relu(out + (downsample?(x) ?? x))
+    }
+
+    public override func fusedForInference() -> Module {
+        fusedTorchvisionBlock([(conv1, bn1), (conv2, bn2), (conv3, bn3)], downsample: downsample)
     }
 }
 
@@ -176,6 +184,11 @@ public final class ResNet: Module {
     /// conv1, bn1, relu, maxpool, layer1…layer4, avgpool, flatten, fc.
     public override func forward(_ x: Tensor) -> Tensor {
         fc(avgpool(features(x)).flatten(startDim: 1))
+    }
+
+    public override func fusedForInference() -> Module {
+        Sequential([FusedConv2d(conv1, bn: bn1, epilogue: [.leakyRelu(0)]), maxpool]
+                   + [layer1, layer2, layer3, layer4].map { $0.fusedForInference() } + [avgpool, Flatten(), fc])
     }
 
     /// The body's output: `[N, numFeatures, H/32, W/32]` (everything before `avgpool`).

@@ -15,6 +15,8 @@ public final class Sequential: Module {
 
     public override func forward(_ x: Tensor) -> Tensor { layers.reduce(x) { $1($0) } }
 
+    public override func fusedForInference() -> Module { fusedLayers() }
+
     public var count: Int { layers.count }
 
     /// The `i`-th layer (negative counts from the end).
@@ -70,4 +72,12 @@ public final class ResBlock: Module {
     }
 
     public override func forward(_ x: Tensor) -> Tensor { act(convs(x) + idconv(pool(x))) }
+
+    /// `convs[1]`'s convolution adds the shortcut and applies `act` in its kernel (unfused if `act` or a norm cannot be).
+    public override func fusedForInference() -> Module {
+        guard convs.count == 2, let second = convs[1] as? Sequential, let actEpilogue = FusedConv2d.epilogue(of: act),
+              let last = FusedConv2d.fuse(exactly: second.layers, epilogue: [.addResidual] + actEpilogue) else { return self }
+        return FusedResidual(main: [convs[0].fusedForInference()], last: last,
+                             shortcut: Sequential(pool, idconv.fusedForInference()))
+    }
 }

@@ -109,13 +109,16 @@ struct Bench: ParsableCommand {
         @Option(help: "Batch size.") var bs = 1
         @Option(help: "Image size.") var size = 224
         @Option(help: "Timed repetitions.") var reps = 7
+        @Flag(help: "Run the model fused for inference (BatchNorm folded, ReLU and residual add in the convolutions).") var fused = false
 
         func run() {
-            let net = arch.make(generator: Generator(seed: 0))
-            net.eval()
+            let model = arch.make(generator: Generator(seed: 0))
+            model.eval()
+            let net = fused ? model.fusedForInference() : model
             let x = Tensor.randn([bs, 3, size, size]).contiguous(.channelsLast)
             let t = Bench.median(reps: reps) { _ = noGrad { net(x) } }
-            print(jsonLine(["bench": "infer", "model": arch.rawValue, "bs": bs, "ms": Rounded(t * 1e3, 2), "images_per_s": Double(bs) / t]))
+            print(jsonLine(["bench": "infer", "model": arch.rawValue, "bs": bs, "fused": fused, "ms": Rounded(t * 1e3, 2),
+                            "images_per_s": Double(bs) / t]))
         }
     }
 
