@@ -1,7 +1,7 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// Layers depend one way: Core → NN → Optim → Data → Learner → Vision → CLI.
+// Layers depend one way: Core → NN → Optim → Data → Learner → Vision → Deploy → CLI.
 // C libraries (oneDNN, zlib, Cairo, TurboJPEG, libpng) sit behind system-library targets with a module map and a shim.
 // Swift 5 language mode: the engine shares C pointers and per-shape kernel caches across
 // OpenMP threads, which Swift 6's Sendable checking cannot express without noise.
@@ -20,10 +20,12 @@ let package = Package(
         .library(name: "SwiftAIData", targets: ["SwiftAIData"]),
         .library(name: "SwiftAILearner", targets: ["SwiftAILearner"]),
         .library(name: "SwiftAIVision", targets: ["SwiftAIVision"]),
+        .library(name: "SwiftAIDeploy", targets: ["SwiftAIDeploy"]),
         .executable(name: "swiftai", targets: ["swiftai"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
     ],
     targets: [
         .systemLibrary(name: "CDNNL", path: "Sources/CDNNL"),
@@ -39,8 +41,12 @@ let package = Package(
                 swiftSettings: vectorise),
         .target(name: "SwiftAIVision", dependencies: ["SwiftAICore", "SwiftAIData", "SwiftAILearner", "CTurboJPEG", "CPNG", "CCairo"],
                 swiftSettings: vectorise),
+        .target(name: "SwiftAIDeploy", dependencies: [
+            "SwiftAICore", "SwiftAINN", "SwiftAIData", "SwiftAILearner", "SwiftAIVision",
+            .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        ], swiftSettings: vectorise),
         .executableTarget(name: "swiftai", dependencies: [
-            "SwiftAICore", "SwiftAINN", "SwiftAIOptim", "SwiftAIData", "SwiftAILearner", "SwiftAIVision",
+            "SwiftAICore", "SwiftAINN", "SwiftAIOptim", "SwiftAIData", "SwiftAILearner", "SwiftAIVision", "SwiftAIDeploy",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .target(name: "SwiftAITestSupport", dependencies: ["SwiftAICore"], path: "Tests/SwiftAITestSupport"),
@@ -49,6 +55,8 @@ let package = Package(
         .testTarget(name: "SwiftAILearnerTests", dependencies: ["SwiftAILearner", "SwiftAITestSupport"]),
         .testTarget(name: "SwiftAIVisionTests", dependencies: ["SwiftAIVision", "SwiftAINN", "SwiftAILearner", "SwiftAITestSupport"],
                     exclude: ["Fixtures"]),
+        .testTarget(name: "SwiftAIDeployTests", dependencies: ["SwiftAIDeploy", "SwiftAIVision", "SwiftAINN", "SwiftAILearner",
+                                                               "SwiftAITestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -1,0 +1,8 @@
+import Testing
+import SwiftAIDeploy
+
+@Suite struct VersionTests {
+    @Test func versionIsSemantic() {
+        #expect(SwiftAIVersion.string.split(separator: ".").compactMap { Int($0) }.count == 3)
+    }
+}
