@@ -195,6 +195,9 @@ open class TrainStep: CallbackBase {
 /// Trains a model on data with a loss and an optimizer, driven by callbacks.
 public final class Learner {
     public let model: Module
+    /// What the model is, when it was built from a description (``visionLearner``, the lesson's models): what an
+    /// export bundle records to rebuild it.
+    public var modelSpec: ModelSpec?
     public var dls: DataLoaders
     public let lossFunc: Loss
     /// Default learning rate for ``fit(_:lr:train:valid:callbacks:resetOpt:)``.
@@ -341,7 +344,7 @@ public final class Learner {
                     resetOpt: Bool = false) throws {
         for cb in extra { add(cb) }
         defer { for cb in extra { remove(cb) } }
-        try dryRun()
+        try dryRun(train ? nil : dls.valid)
         if opt == nil || resetOpt { opt = optFunc(model, lr ?? self.lr) }
         for i in opt!.paramGroups.indices { opt!.paramGroups[i].lrMult = 1 }  // a slice applies again in beforeFit
         if let lr { opt!.set(\.lr, lr) }
@@ -370,9 +373,11 @@ public final class Learner {
 
     /// Checks one batch before long work: the model runs (evaluation mode, no state changes) and its output
     /// must fit the loss — a mismatch throws naming both shapes — and a training step must fit in memory.
-    public func dryRun() throws {
-        guard dls.train.count > 0 else { throw LearnerError.emptyData("the training set has \(dls.train.itemCount) items for batch size \(dls.train.batchSize)") }
-        let (x, y) = try dls.train.first()
+    /// With `dl` (a validation-only pass) the batch comes from it and memory is not checked.
+    public func dryRun(_ dl: DataLoader? = nil) throws {
+        let loader = dl ?? dls.train, name = dl == nil ? "training" : "evaluated"
+        guard loader.count > 0 else { throw LearnerError.emptyData("the \(name) set has \(loader.itemCount) items for batch size \(loader.batchSize)") }
+        let (x, y) = try loader.first()
         let wasTraining = model.training
         model.eval()
         defer { model.train(wasTraining) }
@@ -388,7 +393,7 @@ public final class Learner {
         if let problem = lossFunc.mismatch(output: outShape.isEmpty ? [] : shape, target: y) {
             throw LearnerError.lossMismatch("\(problem) (input batch \(x.shape), \(type(of: lossFunc)))")
         }
-        try checkMemory(batch: x.shape, perItem: perItem)
+        if dl == nil { try checkMemory(batch: x.shape, perItem: perItem) }
     }
 
     /// Memory a training step may use before a fit refuses to start (default: the system's available memory).

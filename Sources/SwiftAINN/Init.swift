@@ -1,3 +1,4 @@
+import Foundation
 import SwiftAICore
 
 /// Weight initialisation (PyTorch's `nn.init`), drawing from an explicit, seedable ``Generator``.
@@ -26,9 +27,22 @@ public enum Init {
         return (shape[1] * receptive, shape[0] * receptive)
     }
 
+    /// Builds modules inside `body` without their random initialisation (parameters keep their zeros), for models
+    /// whose weights are loaded right after — PyTorch's `skip_init`. Applies to the calling thread only.
+    public static func skipping<R>(_ body: () throws -> R) rethrows -> R {
+        let key = "swiftai.Init.skipping", dict = Thread.current.threadDictionary
+        let outer = dict[key]
+        dict[key] = true
+        defer { dict[key] = outer }
+        return try body()
+    }
+
+    static var isSkipping: Bool { Thread.current.threadDictionary["swiftai.Init.skipping"] != nil }
+
     /// Kaiming (He) normal: std = gain / √fan. `a` is the leaky-ReLU slope of the following activation.
     public static func kaimingNormal(_ p: Parameter, a: Double = 0, mode: FanMode = .fanIn,
                                      nonlinearity: Nonlinearity = .leakyRelu, generator: Generator = .default) {
+        if isSkipping { return }
         let (fi, fo) = fans(p.shape)
         let std = gain(nonlinearity, param: a) / Double(mode == .fanIn ? fi : fo).squareRoot()
         p.setData(Tensor.randn(p.shape, std: std, dtype: p.value.dtype, generator: generator))
@@ -44,6 +58,7 @@ public enum Init {
 
     /// Xavier (Glorot) normal: std = gain·√(2 / (fan in + fan out)).
     public static func xavierNormal(_ p: Parameter, gain g: Double = 1, generator: Generator = .default) {
+        if isSkipping { return }
         let (fi, fo) = fans(p.shape)
         p.setData(Tensor.randn(p.shape, std: g * (2 / Double(fi + fo)).squareRoot(), dtype: p.value.dtype, generator: generator))
     }
@@ -57,11 +72,13 @@ public enum Init {
 
     /// Uniform in [low, high).
     public static func uniform(_ p: Parameter, low: Double = 0, high: Double = 1, generator: Generator = .default) {
+        if isSkipping { return }
         p.setData(Tensor.uniform(p.shape, low: low, high: high, dtype: p.value.dtype, generator: generator))
     }
 
     /// Normal with `mean` and `std`.
     public static func normal(_ p: Parameter, mean: Double = 0, std: Double = 1, generator: Generator = .default) {
+        if isSkipping { return }
         p.setData(Tensor.randn(p.shape, mean: mean, std: std, dtype: p.value.dtype, generator: generator))
     }
 

@@ -26,34 +26,6 @@ public func readStateDict(_ path: String) throws -> [String: Tensor] {
     path.hasSuffix(".safetensors") ? try Safetensors.read(path: path).tensors : try PyTorchWeights.read(path: path)
 }
 
-/// fastai's `create_head`: `[AdaptiveConcatPool2d, Flatten]` then, for each linear layer, BatchNorm1d → Dropout →
-/// Linear (no bias) → ReLU (none after the last); dropout `ps/2` before the hidden layers and `ps` before the last;
-/// `bnFinal` adds a BatchNorm1d and `yRange` a ``SigmoidRange`` at the end.
-public func createHead(_ nf: Int, _ nOut: Int, linFtrs: [Int] = [512], ps: Double = 0.5, concatPool: Bool = true,
-                       firstBn: Bool = true, bnFinal: Bool = false, yRange: (Double, Double)? = nil,
-                       generator: Generator = .default) -> Sequential {
-    let sizes = [concatPool ? nf * 2 : nf] + linFtrs + [nOut]
-    var layers: [Module] = [concatPool ? AdaptiveConcatPool2d() : AdaptiveAvgPool2d(1), Flatten()]
-    for i in 0..<(sizes.count - 1) {
-        let last = i == sizes.count - 2
-        if i > 0 || firstBn {
-            let bn = BatchNorm1d(sizes[i])
-            bn.bias?.setData(Tensor.full([sizes[i]], 1e-3))  // fastai's BatchNorm init: weight 1, bias 1e-3
-            layers.append(bn)
-        }
-        let p = last ? ps : ps / 2
-        if p != 0 { layers.append(Dropout(p, generator: generator)) }
-        let lin = Linear(sizes[i], sizes[i + 1], bias: !(i > 0 || firstBn), generator: generator)
-        Init.kaimingNormal(lin.weight, generator: generator)
-        lin.bias?.setData(Tensor.zeros([sizes[i + 1]]))
-        layers.append(lin)
-        if !last { layers.append(ReLU()) }
-    }
-    if bnFinal { layers.append(BatchNorm1d(nOut, momentum: 0.01)) }
-    if let (low, high) = yRange { layers.append(SigmoidRange(low, high)) }
-    return Sequential(layers)
-}
-
 /// fastai's `vision_learner` for torchvision ResNets: the body (the ResNet cut before its pooling), a new head
 /// for `nOut` classes (default `dls.c`), layer groups (stem…layer2, layer3…layer4, head) and, with pretrained
 /// weights, the body frozen and imagenet `Normalize` added to the loaders when absent. `cut` counts torchvision's
@@ -82,17 +54,13 @@ public func visionLearner(_ dls: DataLoaders, _ arch: ResNetArch, nOut: Int? = n
     } else if pretrained {
         note("note: no pretrained \(arch.rawValue) weights in \(torchvisionCheckpointDirectory()) (or --weights FILE): training starts from random initialisation")
     }
-    let children = ResNet.bodyNames.count + 2  // + avgpool, fc
-    let kept = cut < 0 ? children + cut : cut
-    guard (1...ResNet.bodyNames.count).contains(kept) else {
-        throw DataBlockError.invalid("visionLearner: cut \(cut) must keep 1…\(ResNet.bodyNames.count) of \(arch.rawValue)'s \(children) children")
+    let spec = VisionModelSpec(arch: arch, nIn: nIn, nOut: n, cut: cut, linFtrs: linFtrs, ps: ps, concatPool: concatPool,
+                               firstBn: firstBn, bnFinal: bnFinal, yRange: yRange)
+    guard (1...ResNet.bodyNames.count).contains(spec.keptChildren) else {
+        throw DataBlockError.invalid("visionLearner: cut \(cut) must keep 1…\(ResNet.bodyNames.count) of \(arch.rawValue)'s 10 children")
     }
-    let body = net.body[0..<kept]
-    // The body's output channels (fastai's `num_features_model`): the stem's 64, or layer k's numFeatures / 2^(4-k).
-    let features = kept <= 4 ? 64 : net.numFeatures >> (ResNet.bodyNames.count - kept)
-    let head = createHead(features, n, linFtrs: linFtrs, ps: ps, concatPool: concatPool, firstBn: firstBn,
-                          bnFinal: bnFinal, yRange: yRange, generator: generator)
-    let model = Sequential(body, head)
+    let model = spec.make(from: net, generator: generator)
+    let body = model[0] as! Sequential, head = model[1] as! Sequential, kept = spec.keptChildren
     let usesPretrained = file != nil
     if normalize && usesPretrained && nIn == 3 {
         for dl in [dls.train, dls.valid] where !dl.batchTransforms.transforms.contains(where: { $0 is Normalize }) {
@@ -100,6 +68,7 @@ public func visionLearner(_ dls: DataLoaders, _ arch: ResNetArch, nOut: Int? = n
         }
     }
     let learn = Learner(model: model, dls: dls, lossFunc: lossFunc, lr: lr, metrics: metrics, progress: progress)
+    learn.modelSpec = .vision(spec)
     learn.splitter = { _ in [body[0..<min(6, kept)].parameters(), body[min(6, kept)..<kept].parameters(), head.parameters()] }
     if usesPretrained { learn.freeze() }
     return learn

@@ -7,7 +7,8 @@ struct SwiftAICommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "swiftai",
         abstract: "SwiftAI: fastai-style deep learning in Swift.",
-        subcommands: [Train.self, Ensemble.self, LRFind.self, Summary.self, DataCommand.self, Bench.self])
+        subcommands: [Train.self, Ensemble.self, LRFind.self, Summary.self, Predict.self, Evaluate.self, Export.self, DataCommand.self,
+                      Bench.self])
 }
 
 /// A number printed with a fixed count of decimals in JSON.
@@ -31,7 +32,7 @@ func jsonLine(_ pairs: [(String, Any)]) -> String {
     func encode(_ v: Any) -> String {
         switch v {
         case let s as String:
-            return "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+            return "\"" + jsonEscaped(s) + "\""
         case let r as Rounded:
             return r.value.isFinite ? String(format: "%.\(r.digits)f", r.value) : "null"
         case let e as Scientific:

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import SwiftAICore
 import SwiftAIData
+import SwiftAIDeploy
 import SwiftAILearner
 import SwiftAINN
 import SwiftAIOptim
@@ -64,6 +65,11 @@ struct RecipeOptions: ParsableArguments {
     @Option(help: "Label smoothing of the cross-entropy loss.") var labelSmoothing = 0.0
     @Option(help: "Weight decay (decoupled, AdamW; default 0.01, 0.1 for cnn).") var wd: Double?
 
+    /// How images become the model's input, for the export bundle: the folder's own pipeline, or Fashion-MNIST's.
+    var inferencePipeline: InferencePipeline? {
+        folder.data != nil ? nil : .fashionMNIST(augment: aug ? [RandomCrop(padding: 1), RandomFlip()] : [])
+    }
+
     var batchSize: Int { folder.bs ?? (folder.data == nil ? arch.trainDefaults.bs : 64) }
     var weightDecay: Double { wd ?? arch.trainDefaults.wd }
     var seed: UInt64 { folder.seed }
@@ -95,6 +101,7 @@ struct RecipeOptions: ParsableArguments {
             case let .lesson(m):
                 learn = Learner(model: m.make(generator: Generator(seed: seed)), dls: dls, lossFunc: loss, lr: lr, metrics: [.accuracy],
                                 callbacks: callbacks)
+                learn.modelSpec = .lesson(m)
             case let .torchvision(r):
                 learn = try visionLearner(dls, r, pretrained: !noPretrained, weights: weights, lossFunc: loss, metrics: [.accuracy],
                                           nIn: folder.data == nil ? 1 : 3, lr: lr, generator: Generator(seed: seed))
@@ -128,7 +135,7 @@ func fail(_ error: Error) -> ExitCode {
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Train on Fashion-MNIST (default) or an image folder (--data) with one-cycle AdamW, or fine-tune a torchvision ResNet.",
-        discussion: "Prints the results table live, writes model.safetensors, history.csv, loss.png and schedule.png (and for classes: confusion_matrix.png, most_confused.txt, top_losses.png) to --out, and ends with one JSON line.")
+        discussion: "Prints the results table live, writes model.safetensors (an export bundle: `swiftai predict`, `evaluate`, `serve`), history.csv, loss.png and schedule.png (and for classes: confusion_matrix.png, most_confused.txt, top_losses.png) to --out, and ends with one JSON line.")
     @OptionGroup var recipe: RecipeOptions
     @Option(help: "Epochs of fit_one_cycle (or of the unfrozen phase with --fine-tune).") var epochs = 5
     @Option(help: "fastai's fine_tune: this many unfrozen epochs after --freeze-epochs with the body frozen.") var fineTune: Int?
@@ -182,8 +189,7 @@ struct Train: ParsableCommand {
             throw fail(error)
         }
         let rec = learn.recorder
-        try learn.model.save(to: out + "/model.safetensors", metadata: ["arch": recipe.arch.description, "vocab": dls.vocab.joined(separator: "\n"),
-                                                                        "stopped": learn.stopReason ?? ""])
+        do { try learn.export(to: out + "/model.safetensors", pipeline: recipe.inferencePipeline) } catch { throw fail(error) }
         try rec.plotLoss(to: out + "/loss.png")
         try rec.plotSchedule(to: out + "/schedule.png")
         if let advice = rec.advice(classes: Swift.max(dls.c, 2), stopReason: learn.stopReason) { print(advice) }
