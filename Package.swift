@@ -1,7 +1,7 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// Layers depend one way: Core → NN → Optim → Data → Learner → Vision → Deploy → CLI.
+// Layers depend one way: Core → NN → Optim → Data → Learner → Vision → Deploy → CLI (the HTTP server lives in the CLI).
 // C libraries (oneDNN, zlib, Cairo, TurboJPEG, libpng) sit behind system-library targets with a module map and a shim.
 // Swift 5 language mode: the engine shares C pointers and per-shape kernel caches across
 // OpenMP threads, which Swift 6's Sendable checking cannot express without noise.
@@ -26,6 +26,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
     ],
     targets: [
         .systemLibrary(name: "CDNNL", path: "Sources/CDNNL"),
@@ -48,6 +49,7 @@ let package = Package(
         .executableTarget(name: "swiftai", dependencies: [
             "SwiftAICore", "SwiftAINN", "SwiftAIOptim", "SwiftAIData", "SwiftAILearner", "SwiftAIVision", "SwiftAIDeploy",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Hummingbird", package: "hummingbird"),
         ]),
         .target(name: "SwiftAITestSupport", dependencies: ["SwiftAICore"], path: "Tests/SwiftAITestSupport"),
         .testTarget(name: "SwiftAICoreTests", dependencies: ["SwiftAICore", "SwiftAITestSupport"], exclude: ["Fixtures"]),
