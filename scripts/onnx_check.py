@@ -83,7 +83,8 @@ def main():
         if not np.all(np.isfinite(got)) or excess[worst] > 0:
             sys.exit(f"FAIL: batch {n}: onnxruntime {got[worst]} vs SwiftAI {want[worst]} at {worst} "
                      f"(|diff| {diff[worst]:.3g} > {ATOL} + {RTOL}·|expected|); max |diff| {diff.max():.3g}")
-        print(f"batch {n}: output {list(got.shape)}, max |diff| {diff.max():.3g}")
+        print(f"batch {n}: output {list(got.shape)}, max |diff| {diff.max():.3g} "
+              f"(max |expected| {np.abs(want).max():.3g})")
     print(f"OK: {len(graph.node)} nodes, {len(graph.initializer)} initializers")
 
 
