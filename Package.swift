@@ -45,7 +45,7 @@ let package = Package(
         .target(name: "SwiftAIDeploy", dependencies: [
             "SwiftAICore", "SwiftAINN", "SwiftAIData", "SwiftAILearner", "SwiftAIVision",
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
-        ], swiftSettings: vectorise),
+        ], exclude: ["ONNX/onnx.proto"], swiftSettings: vectorise),
         .executableTarget(name: "swiftai", dependencies: [
             "SwiftAICore", "SwiftAINN", "SwiftAIOptim", "SwiftAIData", "SwiftAILearner", "SwiftAIVision", "SwiftAIDeploy",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
