@@ -115,12 +115,13 @@ final class BatchPredictor: @unchecked Sendable {
 
     init(learn: Learner, maxBatch: Int) throws {
         self.learn = learn
-        pipeline = try InferencePipeline(learn.dls)
-        vocab = pipeline.vocab
-        mode = pipeline.mode
+        let p = try InferencePipeline(learn.dls)
+        pipeline = p
+        vocab = p.vocab
+        mode = p.mode
         self.maxBatch = maxBatch
         // Images batch together only when the pipeline gives every image the same size.
-        let sizes = [(40, 30), (23, 57)].compactMap { try? pipeline.batch([Image(width: $0.0, height: $0.1, channels: mode.channels)]).shape }
+        let sizes = [(40, 30), (23, 57)].compactMap { try? p.batch([Image(width: $0.0, height: $0.1, channels: p.mode.channels)]).shape }
         fixedSize = sizes.count == 2 && sizes[0] == sizes[1]
         learn.model.eval()
         let worker = Thread { [unowned self] in self.loop() }
