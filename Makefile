@@ -10,9 +10,14 @@ setup:
 build: setup
 	swift build -c release
 
-# Tests run optimised: numeric loops in debug builds are 10-100x slower.
+# Tests run optimised: numeric loops in debug builds are 10-100x slower. Then `swiftai serve` end to end (real
+# requests, a stalled client, concurrent clients, headless Chromium uploading through the page) on a bundle of a
+# few training batches.
 test: setup
 	swift test $(SWIFT_TEST_FLAGS)
+	swift build $(SWIFT_TEST_FLAGS) --product swiftai
+	.build/release/swiftai train --arch cnn --epochs 1 --limit-batches 5 --out .build/serve-check > /dev/null
+	python3 scripts/serve_check.py .build/release/swiftai .build/serve-check/model.safetensors Tests/SwiftAIVisionTests/Fixtures/imageio/gray8.png
 
 # A short training run: one epoch of 12 batches of the lesson's ResNet, table, weights, plots and JSON in out/demo.
 demo: build
