@@ -22,6 +22,7 @@ def main():
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--model", default="resnet")
     ap.add_argument("--arch", default="resnet34"); ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--onnx", help="ort: run this ONNX file (e.g. `swiftai export --onnx`) instead of torchvision's export")
     a = ap.parse_args()
     torch.set_num_threads(a.threads); torch.manual_seed(0)
     fw = f"pytorch {torch.__version__}"
@@ -65,15 +66,17 @@ def main():
                           "images_per_s": round(a.bs / t, 1), "framework": fw}))
     elif a.what == "ort":  # the same torchvision model exported to ONNX, run by onnxruntime on a.threads threads
         import tempfile, torchvision, onnxruntime as ort
-        m = getattr(torchvision.models, a.arch)().eval()
-        x = torch.randn(a.bs, 3, a.size, a.size)
-        path = os.path.join(tempfile.mkdtemp(), a.arch + ".onnx")
-        torch.onnx.export(m, x, path, input_names=["x"], dynamo=False)
+        path = a.onnx
+        if path is None:
+            m = getattr(torchvision.models, a.arch)().eval()
+            path = os.path.join(tempfile.mkdtemp(), a.arch + ".onnx")
+            torch.onnx.export(m, torch.randn(a.bs, 3, a.size, a.size), path, input_names=["x"], dynamo=False)
         so = ort.SessionOptions(); so.intra_op_num_threads = a.threads; so.inter_op_num_threads = 1
         sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-        xn = x.numpy()
-        t = median(lambda: sess.run(None, {"x": xn}), a.reps)
-        print(json.dumps({"bench": "infer", "model": a.arch, "bs": a.bs, "ms": round(t * 1e3, 2),
+        inp = sess.get_inputs()[0]
+        xn = torch.randn([a.bs] + [d if isinstance(d, int) else a.size for d in inp.shape[1:]]).numpy()
+        t = median(lambda: sess.run(None, {inp.name: xn}), a.reps)
+        print(json.dumps({"bench": "infer", "model": a.onnx or a.arch, "bs": a.bs, "ms": round(t * 1e3, 2),
                           "images_per_s": round(a.bs / t, 1), "framework": f"onnxruntime {ort.__version__}"}))
     else:
         sys.exit(f"unknown benchmark {a.what}")

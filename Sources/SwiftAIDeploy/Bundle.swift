@@ -209,3 +209,17 @@ public func loadLearner(_ path: String, fused: Bool = true) throws -> Learner {
     learn.modelSpec = bundle.spec
     return learn
 }
+
+extension Learner {
+    /// The model as ONNX (opset 17, dynamic batch; input: the normalised image batch, output: logits), for inputs of
+    /// `inputShape` `[C, H, W]` (default: what the loaders' pipeline makes of any image).
+    public func exportONNX(to path: String, inputShape: [Int]? = nil) throws {
+        guard let shape = try inputShape ?? SwiftAIDeploy.inputSize(InferencePipeline(dls)) else {
+            throw BundleError.notExportable("the pipeline's output size depends on the image; pass inputShape: [C, H, W]")
+        }
+        let wasTraining = model.training
+        model.eval()
+        defer { model.train(wasTraining) }
+        try SwiftAIDeploy.exportONNX(model, inputShape: shape, to: path)
+    }
+}

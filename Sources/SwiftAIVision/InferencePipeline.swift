@@ -74,11 +74,19 @@ public struct InferencePipeline {
     }
 
     /// The input batch for `images` (validation path): item transforms, collation, batch transforms.
-    public func batch(_ images: [Image]) throws -> Tensor {
-        let ds = InMemoryImageDataset(images: images, targets: Array(repeating: 0, count: images.count), mode: mode,
-                                      itemTransforms: itemTransforms)
-        let b = try ds.batch(Array(images.indices), seeds: Array(repeating: 0, count: images.count), training: false)
-        return BatchPipeline(batchTransforms).apply(b, generator: Generator(seed: 0), training: false).x
+    public func batch(_ images: [Image]) throws -> Tensor { try batch(prepared: images.map(prepare)) }
+
+    /// `image` in this pipeline's mode after the item transforms (validation path).
+    public func prepare(_ image: Image) -> Image {
+        let g = Generator(seed: 0)
+        return itemTransforms.reduce(image.converted(to: mode)) { $1.apply($0, generator: g, training: false) }
+    }
+
+    /// The input batch for images already ``prepare(_:)``d: collation, then the batch transforms.
+    public func batch(prepared images: [Image]) throws -> Tensor {
+        let x = try collate(images)
+        return BatchPipeline(batchTransforms).apply((x, Tensor.zeros([images.count], dtype: .int64)), generator: Generator(seed: 0),
+                                                    training: false).x
     }
 
     private func indices(_ labels: [String]?, count: Int) throws -> [Int] {

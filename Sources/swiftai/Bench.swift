@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SwiftAICore
+import SwiftAIDeploy
 import SwiftAINN
 import SwiftAIOptim
 import SwiftAIData
@@ -10,7 +11,7 @@ import SwiftAIVision
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks: one JSON line per figure.",
-        subcommands: [Gemm.self, Conv.self, Step.self, Infer.self, Pipeline.self, Decode.self])
+        subcommands: [Gemm.self, Conv.self, Step.self, Infer.self, Pipeline.self, Decode.self, ServeLoad.self])
 
     static func seconds(_ body: () -> Void) -> Double {
         let t0 = DispatchTime.now().uptimeNanoseconds
@@ -111,13 +112,25 @@ struct Bench: ParsableCommand {
         @Option(help: "Timed repetitions.") var reps = 7
         @Flag(help: "Run the model fused for inference (BatchNorm folded, ReLU and residual add in the convolutions).") var fused = false
 
-        func run() {
-            let model = arch.make(generator: Generator(seed: 0))
-            model.eval()
-            let net = fused ? model.fusedForInference() : model
-            let x = Tensor.randn([bs, 3, size, size]).contiguous(.channelsLast)
+        @Option(help: "An export bundle to time instead of --arch (its own input size; fused unless --unfused).") var bundle: String?
+        @Flag(help: "With --bundle: the trainable model, not the fused one.") var unfused = false
+
+        func run() throws {
+            let net: Module, shape: [Int], name: String
+            if let bundle {
+                let b: ExportBundle
+                do { b = try ExportBundle(path: bundle) } catch { throw fail(error) }
+                guard let s = b.inputSize else { throw fail(ValidationError("the bundle's input size depends on the image")) }
+                b.model.eval()
+                (net, shape, name) = (unfused ? b.model : b.model.fusedForInference(), s, bundle)
+            } else {
+                let model = arch.make(generator: Generator(seed: 0))
+                model.eval()
+                (net, shape, name) = (fused ? model.fusedForInference() : model, [3, size, size], arch.rawValue)
+            }
+            let x = Tensor.randn([bs] + shape).contiguous(.channelsLast)
             let t = Bench.median(reps: reps) { _ = noGrad { net(x) } }
-            print(jsonLine(["bench": "infer", "model": arch.rawValue, "bs": bs, "fused": fused, "ms": Rounded(t * 1e3, 2),
+            print(jsonLine(["bench": "infer", "model": name, "bs": bs, "fused": bundle == nil ? fused : !unfused, "ms": Rounded(t * 1e3, 2),
                             "images_per_s": Double(bs) / t]))
         }
     }

@@ -66,7 +66,7 @@ struct Predict: ParsableCommand {
 struct Evaluate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Evaluate an export bundle on the validation split of an image folder (--data, split and labels as `train`) or on Fashion-MNIST's test set.",
-        discussion: "Prints the metrics, writes confusion_matrix.png and most_confused.txt to --out, and ends with one JSON line with accuracy, error_rate and valid_loss.")
+        discussion: "Prints the metrics, writes confusion_matrix.png, most_confused.txt and preds.safetensors (probabilities, targets) to --out, and ends with one JSON line with accuracy, error_rate and valid_loss.")
     @Argument(help: "Export bundle.") var model: String
     @OptionGroup var folder: ImageFolderOptions
     @Option(help: "Fashion-MNIST IDX folder when no --data is given (default: FMNIST_DIR or /usr/share/datasets/fashion-mnist).")
@@ -97,6 +97,8 @@ struct Evaluate: ParsableCommand {
             let accuracy = Metric.accuracy.fn(r.preds, r.targets), loss = r.losses.mean().item()
             let ttaAccuracy = tta ? Metric.accuracy.fn(try learn.tta(dl).preds, r.targets) : Double.nan
             try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+            try Safetensors.write(["preds": r.preds, "targets": r.targets], metadata: ["vocab": pipeline.vocab.joined(separator: "\n")],
+                                  to: out + "/preds.safetensors")
             let interp = try ClassificationInterpretation(preds: r.preds, targets: r.targets, losses: r.losses, vocab: pipeline.vocab)
             try interp.plotConfusionMatrix(to: out + "/confusion_matrix.png")
             let confused = interp.mostConfused()
@@ -113,20 +115,32 @@ struct Evaluate: ParsableCommand {
 /// `swiftai export MODEL`: convert an export bundle (half-precision weights, ONNX).
 struct Export: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Rewrite an export bundle with half-precision weights (--dtype float16|bfloat16 --to FILE).")
+        abstract: "Convert an export bundle: --onnx FILE (ONNX opset 17, dynamic batch, normalised NCHW input → logits) and/or --dtype float16|bfloat16 --to FILE (half-size weights).")
     @Argument(help: "Export bundle.") var model: String
-    @Option(help: "Weights' precision in the new bundle: float32, float16 or bfloat16.") var dtype = "float16"
-    @Option(help: "The new bundle.") var to: String?
+    @Option(help: "Write the model as ONNX here.") var onnx: String?
+    @Option(help: "Weights' precision of the bundle written with --to: float32, float16 or bfloat16.") var dtype = "float16"
+    @Option(help: "Write a bundle with --dtype weights here.") var to: String?
+
+    func validate() throws {
+        guard onnx != nil || to != nil else { throw ValidationError("give --onnx FILE and/or --to FILE") }
+        guard ExportDType(rawValue: dtype) != nil else { throw ValidationError("--dtype must be float32, float16 or bfloat16") }
+    }
 
     func run() throws {
-        guard let dt = ExportDType(rawValue: dtype) else { throw ValidationError("--dtype must be float32, float16 or bfloat16") }
-        guard let to else { throw ValidationError("give --to FILE") }
         do {
             let learn = try loadLearner(model, fused: false)
-            try learn.export(to: to, dtype: dt)
             let before = try FileManager.default.attributesOfItem(atPath: model)[.size] as? Int ?? 0
-            let after = try FileManager.default.attributesOfItem(atPath: to)[.size] as? Int ?? 0
-            print(jsonLine(["model": to, "dtype": dt.rawValue, "bytes": after, "ratio": Rounded(Double(after) / Double(max(before, 1)), 3)]))
+            if let onnx {
+                try learn.exportONNX(to: onnx)
+                let bytes = try FileManager.default.attributesOfItem(atPath: onnx)[.size] as? Int ?? 0
+                print(jsonLine(["onnx": onnx, "bytes": bytes]))
+            }
+            if let to {
+                let dt = ExportDType(rawValue: dtype)!
+                try learn.export(to: to, dtype: dt)
+                let after = try FileManager.default.attributesOfItem(atPath: to)[.size] as? Int ?? 0
+                print(jsonLine(["model": to, "dtype": dt.rawValue, "bytes": after, "ratio": Rounded(Double(after) / Double(max(before, 1)), 3)]))
+            }
         } catch { throw fail(error) }
     }
 }

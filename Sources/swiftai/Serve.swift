@@ -17,7 +17,7 @@ struct Serve: ParsableCommand {
     @Option(help: "Port (0: any free port; the chosen one is printed).") var port = 8080
     @Option(help: "Largest upload, in MB.") var maxUploadMb = 20.0
     @Option(help: "Largest image, in pixels.") var maxPixels = 40_000_000
-    @Option(help: "Most images per model call (1 = one by one).") var maxBatch = 16
+    @Option(help: "Most images per model call (1 = one by one; on 2 cores larger batches add latency, not throughput: BENCHMARKS.md).") var maxBatch = 4
     @Option(help: "Seconds before an idle or stalled connection is closed.") var idleTimeout = 30
     @Option(help: "Threads (default: all cores, or SWIFTAI_NUM_THREADS).") var threads: Int?
 
@@ -78,20 +78,16 @@ private func predictResponse(_ request: Request, _ predictor: BatchPredictor, _ 
         }
     }
     guard !bytes.isEmpty else { return json(.badRequest, ["error": "empty body: send an image (raw bytes or multipart/form-data)"]) }
-    let image: Image
-    do { image = try Image.decode(bytes, path: "upload", mode: predictor.mode, maxPixels: limits.pixels) } catch let e as ImageError {
-        if case .tooLarge = e { return json(.contentTooLarge, ["error": "\(e)"]) }
-        return json(.unsupportedMediaType, ["error": "\(e)"])
-    } catch {
-        return json(.unsupportedMediaType, ["error": "\(error)"])
-    }
     do {
-        let probs = try await predictor.predict(image)
+        let probs = try await predictor.predict(bytes, maxPixels: limits.pixels)
         let best = probs.indices.max { probs[$0] < probs[$1] }!
         let order = probs.indices.sorted { probs[$0] > probs[$1] }
         let dict = "{" + order.map { "\"\(jsonEscaped(predictor.vocab[$0]))\":\(String(format: "%.6f", probs[$0]))" }.joined(separator: ",") + "}"
         let text = "{\"label\":\"\(jsonEscaped(predictor.vocab[best]))\",\"probs\":\(dict)}"
         return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: text)))
+    } catch let e as ImageError {
+        if case .tooLarge = e { return json(.contentTooLarge, ["error": "\(e)"]) }
+        return json(.unsupportedMediaType, ["error": "\(e)"])
     } catch {
         return json(.unprocessableContent, ["error": "\(error)"])
     }
@@ -101,7 +97,9 @@ private func json(_ status: HTTPResponse.Status, _ pairs: KeyValuePairs<String, 
     Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: jsonLine(pairs))))
 }
 
-/// Runs the model on one thread, batching the images that arrive while it is busy (up to `maxBatch`).
+/// Decodes uploads and runs the model on one thread, batching the requests that arrive while it is busy (up to
+/// `maxBatch`). All computation happens there, on the OpenMP team — decoding on the server's event loops would
+/// compete with the model's threads for the cores and stall them at every barrier.
 final class BatchPredictor: @unchecked Sendable {
     let vocab: [String]
     let mode: ImageMode
@@ -110,7 +108,7 @@ final class BatchPredictor: @unchecked Sendable {
     private let fixedSize: Bool
     private let maxBatch: Int
     private let cond = NSCondition()
-    private var queue: [(Image, CheckedContinuation<[Double], Error>)] = []
+    private var queue: [(bytes: [UInt8], maxPixels: Int, done: CheckedContinuation<[Double], Error>)] = []
     private(set) var stats = (batches: 0, images: 0)
 
     init(learn: Learner, maxBatch: Int) throws {
@@ -129,11 +127,11 @@ final class BatchPredictor: @unchecked Sendable {
         worker.start()
     }
 
-    /// Class probabilities of `image`.
-    func predict(_ image: Image) async throws -> [Double] {
+    /// Class probabilities of the image file in `bytes`; throws the decoder's ``ImageError``.
+    func predict(_ bytes: [UInt8], maxPixels: Int) async throws -> [Double] {
         try await withCheckedThrowingContinuation { c in
             cond.lock()
-            queue.append((image, c))
+            queue.append((bytes, maxPixels, c))
             cond.signal()
             cond.unlock()
         }
@@ -147,13 +145,33 @@ final class BatchPredictor: @unchecked Sendable {
             let jobs = Array(queue.prefix(take))
             queue.removeFirst(take)
             cond.unlock()
-            do {
-                let x = try pipeline.batch(jobs.map(\.0))
-                let probs = noGrad { learn.lossFunc.activation(learn.model(x)) }
-                stats = (stats.batches + 1, stats.images + jobs.count)
-                for (i, job) in jobs.enumerated() { job.1.resume(returning: probs[i].doubles) }
-            } catch {
-                for job in jobs { job.1.resume(throwing: error) }
+            // Decode and item-transform the uploads in parallel, then one model call for those that decoded.
+            var prepared = [Result<Image, Error>](repeating: .failure(CancellationError()), count: jobs.count)
+            prepared.withUnsafeMutableBufferPointer { out in
+                Parallel.forEachChunk(jobs.count, grain: 1) { range in
+                    for i in range {
+                        out[i] = Result { pipeline.prepare(try Image.decode(jobs[i].bytes, path: "upload", mode: mode, maxPixels: jobs[i].maxPixels)) }
+                    }
+                }
+            }
+            let ok = prepared.indices.compactMap { i -> (Int, Image)? in (try? prepared[i].get()).map { (i, $0) } }
+            var probs: Tensor?
+            var failure: Error?
+            if !ok.isEmpty {
+                do {
+                    let x = try pipeline.batch(prepared: ok.map(\.1))
+                    probs = noGrad { learn.lossFunc.activation(learn.model(x)) }
+                    stats = (stats.batches + 1, stats.images + ok.count)
+                } catch { failure = error }
+            }
+            var row = 0
+            for (i, job) in jobs.enumerated() {
+                switch prepared[i] {
+                case let .failure(e): job.done.resume(throwing: e)
+                case .success:
+                    if let probs { job.done.resume(returning: probs[row].doubles) } else { job.done.resume(throwing: failure!) }
+                    row += 1
+                }
             }
         }
     }
