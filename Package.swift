@@ -51,7 +51,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Hummingbird", package: "hummingbird"),
         ]),
-        .target(name: "SwiftAITestSupport", dependencies: ["SwiftAICore"], path: "Tests/SwiftAITestSupport"),
+        .target(name: "SwiftAITestSupport", dependencies: ["SwiftAICore", "SwiftAINN"], path: "Tests/SwiftAITestSupport"),
         .testTarget(name: "SwiftAICoreTests", dependencies: ["SwiftAICore", "SwiftAITestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "SwiftAINNTests", dependencies: ["SwiftAINN", "SwiftAIOptim", "SwiftAIData", "SwiftAITestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "SwiftAILearnerTests", dependencies: ["SwiftAILearner", "SwiftAITestSupport"]),

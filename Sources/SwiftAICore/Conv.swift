@@ -17,6 +17,30 @@ struct ConvGeometry: Hashable {
     var key: String { "\(n),\(c),\(h),\(w)|\(oc),\(kh),\(kw)|\(sh),\(sw)|\(ph),\(pw)|\(groups)" }
     /// Nominal multiply-adds ×2.
     var flops: Double { 2 * Double(n * oc * oh * ow) * Double(c / groups * kh * kw) }
+
+    /// oneDNN descriptors: channels-last source and destination, contiguous user weights (`[OC, C, KH, KW]`, or
+    /// `[G, OC/G, C/G, KH, KW]` with groups), bias.
+    var memoryDescs: (src: dnnl_memory_desc_t, dst: dnnl_memory_desc_t, weights: dnnl_memory_desc_t, bias: dnnl_memory_desc_t,
+                      weightDims: [Int]) {
+        let wDims = groups == 1 ? [oc, c, kh, kw] : [groups, oc / groups, c / groups, kh, kw]
+        return (DNNL.desc([n, c, h, w], strides: Tensor.channelsLastStrides([n, c, h, w])),
+                DNNL.desc([n, oc, oh, ow], strides: Tensor.channelsLastStrides([n, oc, oh, ow])),
+                DNNL.desc(wDims, strides: Tensor.contiguousStrides(wDims)), DNNL.desc([oc], strides: [1]), wDims)
+    }
+
+    /// A forward convolution descriptor (`kind`: training or inference) whose weights take the primitive's layout.
+    func forwardDesc(_ kind: dnnl_prop_kind_t, bias: Bool) -> dnnl_convolution_desc_t {
+        let m = memoryDescs
+        var anyW = DNNL.desc(m.weightDims, tag: dnnl_format_tag_any)
+        var s = m.src, d = m.dst, b = m.bias
+        var st: [Int64] = [Int64(sh), Int64(sw)], pad: [Int64] = [Int64(ph), Int64(pw)]
+        var desc = dnnl_convolution_desc_t()
+        withUnsafePointer(to: &b) { bp in
+            DNNL.check(dnnl_convolution_forward_desc_init(&desc, kind, dnnl_convolution_direct, &s, &anyW, bias ? bp : nil, &d,
+                                                          &st, &pad, &pad), "conv forward desc")
+        }
+        return desc
+    }
 }
 
 /// Compiled oneDNN primitives and memory windows for one geometry.
@@ -38,20 +62,9 @@ final class ConvKernel {
     init(_ g: ConvGeometry, hasBias: Bool) {
         self.g = g
         self.hasBias = hasBias
-        srcDesc = DNNL.desc([g.n, g.c, g.h, g.w], strides: Tensor.channelsLastStrides([g.n, g.c, g.h, g.w]))
-        dstDesc = DNNL.desc([g.n, g.oc, g.oh, g.ow], strides: Tensor.channelsLastStrides([g.n, g.oc, g.oh, g.ow]))
-        let wDims = g.groups == 1 ? [g.oc, g.c, g.kh, g.kw] : [g.groups, g.oc / g.groups, g.c / g.groups, g.kh, g.kw]
-        weightDims = wDims
-        userWeightDesc = DNNL.desc(wDims, strides: Tensor.contiguousStrides(wDims))
-        biasDesc = DNNL.desc([g.oc], strides: [1])
-        var anyW = DNNL.desc(wDims, tag: dnnl_format_tag_any)
-        var s = srcDesc, d = dstDesc, b = biasDesc
-        var st: [Int64] = [Int64(g.sh), Int64(g.sw)], pad: [Int64] = [Int64(g.ph), Int64(g.pw)]
-        var desc = dnnl_convolution_desc_t()
-        withUnsafePointer(to: &b) { bp in
-            DNNL.check(dnnl_convolution_forward_desc_init(&desc, dnnl_forward_training, dnnl_convolution_direct,
-                                                          &s, &anyW, hasBias ? bp : nil, &d, &st, &pad, &pad), "conv fwd desc")
-        }
+        let m = g.memoryDescs
+        (srcDesc, dstDesc, userWeightDesc, biasDesc, weightDims) = (m.src, m.dst, m.weights, m.bias, m.weightDims)
+        var desc = g.forwardDesc(dnnl_forward_training, bias: hasBias)
         fwd = DNNLPrimitive(&desc, "conv forward")
         let wmd = fwd.md(dnnl_query_weights_md)
         fwdWeightReorder = DNNL.equal(wmd, userWeightDesc) ? nil : DNNLPrimitive(reorderFrom: userWeightDesc, to: wmd)

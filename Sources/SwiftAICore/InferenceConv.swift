@@ -114,17 +114,9 @@ final class InferenceConvKernel {
     private let weightReorder: DNNLPrimitive?
 
     init(_ g: ConvGeometry, _ epilogue: [ConvEpilogue]) {
-        srcDesc = DNNL.desc([g.n, g.c, g.h, g.w], strides: Tensor.channelsLastStrides([g.n, g.c, g.h, g.w]))
-        dstDesc = DNNL.desc([g.n, g.oc, g.oh, g.ow], strides: Tensor.channelsLastStrides([g.n, g.oc, g.oh, g.ow]))
-        let wDims = g.groups == 1 ? [g.oc, g.c, g.kh, g.kw] : [g.groups, g.oc / g.groups, g.c / g.groups, g.kh, g.kw]
-        userWeightDesc = DNNL.desc(wDims, strides: Tensor.contiguousStrides(wDims))
-        biasDesc = DNNL.desc([g.oc], strides: [1])
-        var anyW = DNNL.desc(wDims, tag: dnnl_format_tag_any)
-        var s = srcDesc, d = dstDesc, b = biasDesc
-        var st: [Int64] = [Int64(g.sh), Int64(g.sw)], pad: [Int64] = [Int64(g.ph), Int64(g.pw)]
-        var desc = dnnl_convolution_desc_t()
-        DNNL.check(dnnl_convolution_forward_desc_init(&desc, dnnl_forward_inference, dnnl_convolution_direct,
-                                                      &s, &anyW, &b, &d, &st, &pad, &pad), "inference conv desc")
+        let m = g.memoryDescs
+        (srcDesc, dstDesc, userWeightDesc, biasDesc) = (m.src, m.dst, m.weights, m.bias)
+        var desc = g.forwardDesc(dnnl_forward_inference, bias: true)
         var po: dnnl_post_ops_t? = nil
         DNNL.check(dnnl_post_ops_create(&po), "post_ops_create")
         for step in epilogue {

@@ -17,16 +17,6 @@ private func images(_ n: Int, channels: Int, seed: UInt64) -> [Image] {
     }
 }
 
-/// BatchNorm statistics and affine parameters away from their defaults.
-private func randomiseNorms(_ model: Module, seed: UInt64) {
-    for (i, m) in model.modules().enumerated() {
-        guard let bn = m as? BatchNorm, let mean = bn.runningMean, let variance = bn.runningVar else { continue }
-        let n = mean.value.count, s = seed &+ UInt64(i) &* 4
-        mean.value = randn([n], seed: s, scale: 0.2).to(.float32)
-        variance.value = (randn([n], seed: s + 1, scale: 0.3).abs() + 0.5).to(.float32)
-        bn.weight?.setData(randn([n], seed: s + 2, scale: 0.3) + 1)
-    }
-}
 
 private let vocab = ["cat", "dog", "emu"]
 private let pipeline = InferencePipeline(mode: .rgb, itemTransforms: [Resize(40, method: .squish)],
@@ -37,7 +27,7 @@ private let pipeline = InferencePipeline(mode: .rgb, itemTransforms: [Resize(40,
 /// A resnet18 vision learner (random weights, non-trivial BatchNorm statistics) on loaders carrying `pipeline`.
 private func visionLearnerForExport() throws -> Learner {
     let learn = try visionLearner(pipeline.dataLoaders(), .resnet18, pretrained: false, generator: Generator(seed: 11), note: { _ in })
-    randomiseNorms(learn.model, seed: 3)
+    randomiseBatchNorms(learn.model, seed: 3)
     learn.model.eval()
     return learn
 }
@@ -94,7 +84,7 @@ private func directProbabilities(_ model: Module, _ p: InferencePipeline, _ imgs
         let dls = InferencePipeline.fashionMNIST(augment: [RandomCrop(padding: 1), RandomFlip()]).dataLoaders()
         let learn = Learner(model: FashionMNISTModel.cnn.make(generator: Generator(seed: 2)), dls: dls)
         learn.modelSpec = .lesson(.cnn)
-        randomiseNorms(learn.model, seed: 5)
+        randomiseBatchNorms(learn.model, seed: 5)
         let path = try makeTemporaryDirectory() + "/cnn.safetensors"
         try learn.export(to: path, pipeline: .fashionMNIST(augment: [RandomCrop(padding: 1), RandomFlip()]))
         let loaded = try loadLearner(path)

@@ -29,17 +29,6 @@ private func run(_ executable: String, _ arguments: [String]) throws -> (status:
     return (process.terminationStatus, String(decoding: output, as: UTF8.self))
 }
 
-/// Gives every BatchNorm non-trivial running statistics and affine parameters.
-private func randomiseNorms(_ model: Module, seed: UInt64) {
-    for (i, m) in model.modules().enumerated() {
-        guard let bn = m as? BatchNorm, let mean = bn.runningMean, let variance = bn.runningVar else { continue }
-        let n = mean.value.count, s = seed &+ UInt64(i) &* 4
-        mean.value = randn([n], seed: s, scale: 0.2).to(.float32)
-        variance.value = (randn([n], seed: s + 1, scale: 0.3).abs() + 0.5).to(.float32)
-        bn.weight?.setData(randn([n], seed: s + 2, scale: 0.3) + 1)
-        bn.bias?.setData(randn([n], seed: s + 3, scale: 0.1))
-    }
-}
 
 /// Exports `model` (in evaluation mode, with random BatchNorm statistics) and has `scripts/onnx_check.py` check the file
 /// and compare onnxruntime's outputs with the model's own at batch sizes 1 and 3.
@@ -49,7 +38,7 @@ private func expectONNXMatches(_ model: Module, inputShape: [Int], _ what: Strin
         Issue.record("run `make setup` (creates .venv with onnx and onnxruntime)", sourceLocation: sourceLocation)
         return
     }
-    randomiseNorms(model, seed: 11)
+    randomiseBatchNorms(model, seed: 11)
     model.eval()
     let dir = try makeTemporaryDirectory("swiftai-onnx")
     defer { try? FileManager.default.removeItem(atPath: dir) }

@@ -3,22 +3,11 @@ import SwiftAICore
 import SwiftAINN
 import SwiftAITestSupport
 
-/// Gives every BatchNorm non-trivial statistics and affine parameters, so folding them is actually exercised.
-private func randomiseNorms(_ model: Module, seed: UInt64) {
-    for (i, m) in model.modules().enumerated() {
-        guard let bn = m as? BatchNorm, let mean = bn.runningMean, let variance = bn.runningVar else { continue }
-        let n = mean.value.count, s = seed &+ UInt64(i) &* 4
-        mean.value = randn([n], seed: s, scale: 0.2).to(.float32)
-        variance.value = (randn([n], seed: s + 1, scale: 0.3).abs() + 0.5).to(.float32)
-        bn.weight?.setData(randn([n], seed: s + 2, scale: 0.3) + 1)
-        bn.bias?.setData(randn([n], seed: s + 3, scale: 0.1))
-    }
-}
 
 /// The fused model's outputs against the model's own in evaluation mode, at a small and a ≥16 batch (which takes
 /// the per-position GEMM path on small maps).
 private func expectFusedMatches(_ model: Module, input: [Int], _ what: String, sourceLocation: SourceLocation = #_sourceLocation) {
-    randomiseNorms(model, seed: 7)
+    randomiseBatchNorms(model, seed: 7)
     model.eval()
     let fused = model.fusedForInference()
     for n in [2, 16] {

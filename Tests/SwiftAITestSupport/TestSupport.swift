@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import SwiftAICore
+import SwiftAINN
 
 /// `../shared/fixtures` next to the package (or `SWIFTAI_FIXTURES`), if present.
 public let fixturesDirectory: String? = {
@@ -94,4 +95,17 @@ public func makeTemporaryDirectory(_ prefix: String = "swiftai-test") throws -> 
     let dir = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString)").path
     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
     return dir
+}
+
+/// Gives every BatchNorm non-trivial running statistics and affine parameters, so that folding, exporting or
+/// loading them is actually exercised.
+public func randomiseBatchNorms(_ model: Module, seed: UInt64) {
+    for (i, m) in model.modules().enumerated() {
+        guard let bn = m as? BatchNorm, let mean = bn.runningMean, let variance = bn.runningVar else { continue }
+        let n = mean.value.count, s = seed &+ UInt64(i) &* 4
+        mean.value = randn([n], seed: s, scale: 0.2).to(.float32)
+        variance.value = (randn([n], seed: s + 1, scale: 0.3).abs() + 0.5).to(.float32)
+        bn.weight?.setData(randn([n], seed: s + 2, scale: 0.3) + 1)
+        bn.bias?.setData(randn([n], seed: s + 3, scale: 0.1))
+    }
 }
