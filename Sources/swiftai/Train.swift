@@ -145,19 +145,27 @@ struct Train: ParsableCommand {
     @Flag(help: "Also report test-time augmentation's accuracy (fastai's tta: 4 augmented passes, beta 0.25).") var tta = false
     @Flag(help: "Also report the lesson's flip TTA: the mean of the plain and the mirrored predictions.") var ttaFlip = false
     @Option(help: "Output folder.") var out = "out"
+    @Option(help: "Distil from this teacher (an export bundle taking the same inputs, e.g. `wide` for a `cnn` student).") var teacher: String?
+    @Option(help: "Distillation temperature T.") var temperature = 4.0
+    @Option(help: "Distillation weight α of the teacher's soft loss (1 − α on the labels).") var alpha = 0.5
     @Option(help: "Schedule and optimizer for the lesson's models: fastai (fit_one_cycle, AdamW mom 0.9/sqr 0.99/eps 1e-5) or pytorch (OneCycleLR, AdamW defaults), as the reference script.")
     var sched = "fastai"
 
     func validate() throws {
         guard ["fastai", "pytorch"].contains(sched) else { throw ValidationError("--sched must be fastai or pytorch") }
+        guard temperature > 0, (0...1).contains(alpha) else { throw ValidationError("--temperature must be positive and --alpha in [0, 1]") }
         guard epochs > 0, (fineTune ?? 1) > 0, freezeEpochs >= 0, recipe.batchSize > 0, recipe.weightDecay >= 0 else {
             throw ValidationError("--epochs, --fine-tune and --bs must be positive, --freeze-epochs and --wd not negative")
         }
     }
 
     func run() throws {
+        var distill: [Callback] = []
+        if let teacher {
+            do { distill = [Distillation(teacher: try loadLearner(teacher).model, temperature: temperature, alpha: alpha)] } catch { throw fail(error) }
+        }
         let learn = try recipe.prepare(lr: lr?.stop ?? recipe.arch.trainDefaults.lr,
-                                       callbacks: [TerminateOnNaN(), Interrupt(), CSVLogger(path: out + "/history.csv")])
+                                       callbacks: [TerminateOnNaN(), Interrupt(), CSVLogger(path: out + "/history.csv")] + distill)
         let dls = learn.dls
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
         var ttaAccuracy: Double?, flipAccuracy: Double?
