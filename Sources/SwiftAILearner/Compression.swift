@@ -1,3 +1,5 @@
+// Training-time compression: knowledge distillation (issue #12) and keeping pruned weights pruned.
+
 import SwiftAICore
 import SwiftAINN
 
@@ -35,4 +37,14 @@ public final class Distillation: CallbackBase {
         let logits = noGrad { teacher(x) }
         learn.loss = loss * (1 - alpha) + distillationLoss(student: preds, teacher: logits, temperature: temperature) * alpha
     }
+}
+
+/// Keeps pruned weights at zero while fine-tuning (re-applies the masks after every optimizer step), as PyTorch's
+/// pruning reparametrisation does; removing the callback leaves the pruning permanent.
+public final class KeepPruned: CallbackBase {
+    public let masks: PruningMasks
+
+    public init(_ masks: PruningMasks) { self.masks = masks }
+
+    public override func afterStep(_ learn: Learner) throws { masks.apply() }
 }

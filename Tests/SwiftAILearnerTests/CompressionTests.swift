@@ -46,3 +46,46 @@ private let teacher = Tensor((0..<3).flatMap { i in (0..<4).map { j in cos(Doubl
         #expect(abs(probe.valid! - hard) < 1e-5)  // lr 0: the model is unchanged
     }
 }
+
+/// conv (3×2×2×2) then linear (4×5) with w[i] = sin(1.7 i + layer)·(1 + 0.01 i): no ties in magnitude.
+private func prunable() -> (Sequential, Conv2d, Linear) {
+    let conv = Conv2d(2, 3, kernelSize: 2), lin = Linear(5, 4)
+    for (l, p) in [conv.weight, lin.weight].enumerated() {
+        let values: [Double] = (0..<p.value.count).map { i in
+            let d = Double(i)
+            return sin(1.7 * d + Double(l)) * (1 + 0.01 * d)
+        }
+        p.setData(Tensor(values, shape: p.shape))
+    }
+    return (Sequential(conv, lin), conv, lin)
+}
+
+private func zeros(_ p: Parameter) -> [Int] { p.value.floats.indices.filter { p.value.floats[$0] == 0 } }
+
+@Suite struct PruningTests {
+    @Test func l1PruningMatchesPyTorch() {
+        // torch.nn.utils.prune.global_unstructured([(conv, "weight"), (lin, "weight")], L1Unstructured, amount=0.3)
+        // and prune.l1_unstructured(lin, "weight", amount=0.45) on these weights prune exactly these flat indices.
+        let (model, conv, lin) = prunable()
+        let masks = model.pruneL1Unstructured(amount: 0.3, scope: .global)
+        #expect(zeros(conv.weight) == [0, 2, 11, 13, 15, 22])
+        #expect(zeros(lin.weight) == [1, 3, 5, 7, 14, 16, 18])
+        #expect(abs(masks.sparsity - 13.0 / 44) < 1e-12)
+        let (model2, _, lin2) = prunable()
+        model2.pruneL1Unstructured(amount: 0.45, scope: .perLayer)
+        #expect(zeros(lin2.weight) == [1, 3, 5, 7, 9, 12, 14, 16, 18])
+    }
+
+    @Test func fineTuningKeepsPrunedWeightsAtZero() throws {
+        let x = Tensor.randn([32, 2, 3, 3], generator: Generator(seed: 4)), y = Tensor((0..<32).map { Int64($0 % 4) })
+        let dls = DataLoaders(train: DataLoader(x, y, batchSize: 8, prefetch: 0), valid: DataLoader(x, y, batchSize: 8, prefetch: 0))
+        let (_, conv, lin) = prunable()
+        let model = Sequential(conv, Flatten(), Linear(12, 5), lin)
+        let masks = model.pruneL1Unstructured(amount: 0.5)
+        let before = conv.weight.value.floats
+        let learn = Learner(model: model, dls: dls, lr: 1e-2, callbacks: [KeepPruned(masks)], progress: false)
+        try learn.fit(2)
+        #expect(conv.weight.value.floats != before)  // trained
+        for (p, m) in masks.masks { #expect(zip(p.value.floats, m.floats).allSatisfy { $1 == 1 || $0 == 0 }) }
+    }
+}
