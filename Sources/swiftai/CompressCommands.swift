@@ -1,0 +1,59 @@
+import ArgumentParser
+import Foundation
+import SwiftAICore
+import SwiftAIData
+import SwiftAIDeploy
+import SwiftAILearner
+import SwiftAINN
+import SwiftAIOptim
+import SwiftAIVision
+
+/// `swiftai prune MODEL`: L1 unstructured pruning of an export bundle, fine-tuned with the masks kept.
+struct Prune: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Prune an export bundle (L1 unstructured: the smallest-magnitude share of conv/linear weights set to zero), fine-tune with the masks kept, write a new bundle.",
+        discussion: "Data for fine-tuning and the accuracy before/after: --data DIR (split and labels as `train`) or Fashion-MNIST. Ends with one JSON line.")
+    @Argument(help: "Export bundle.") var model: String
+    @Option(help: "Share of the weights to prune (0…1).") var amount = 0.5
+    @Option(help: "global (rank all layers' weights together) or per-layer.") var scope = "global"
+    @Option(help: "Epochs of one-cycle fine-tuning with the masks kept (0: none).") var fineTune = 1
+    @Option(help: "Peak learning rate of the fine-tuning.") var lr = 1e-3
+    @OptionGroup var folder: ImageFolderOptions
+    @Option(help: "Fashion-MNIST IDX folder when no --data is given.") var fmnist: String?
+    @Option(help: "The pruned bundle.") var to: String
+
+    func validate() throws {
+        guard (0...1).contains(amount), fineTune >= 0, lr > 0, PruningScope(rawValue: scope) != nil else {
+            throw ValidationError("--amount must be in [0, 1], --fine-tune ≥ 0, --lr positive, --scope global or per-layer")
+        }
+    }
+
+    func run() throws {
+        do {
+            let learn = try loadLearner(model, fused: false)
+            let dls = folder.data != nil ? try folder.dataloaders().1
+                : DataLoaders.fashionMNIST(try FashionMNIST(directory: fmnist), batchSize: folder.bs ?? 256, seed: folder.seed)
+            guard dls.vocab == learn.dls.vocab else {
+                throw ValidationError("the data's classes (\(dls.vocab.prefix(5).joined(separator: ", "))…) are not the model's (\(learn.dls.vocab.prefix(5).joined(separator: ", "))…)")
+            }
+            let pipeline = learn.dls
+            learn.dls = dls
+            func accuracy() throws -> Double {
+                let r = try learn.getPreds()
+                return Metric.accuracy.fn(r.preds, r.targets)
+            }
+            let before = try accuracy()
+            let masks = learn.model.pruneL1Unstructured(amount: amount, scope: PruningScope(rawValue: scope)!)
+            let pruned = try accuracy()
+            if fineTune > 0 {
+                learn.add(KeepPruned(masks))
+                try learn.fitOneCycle(fineTune, lrMax: lr)
+            }
+            let after = try accuracy()
+            learn.dls = pipeline  // the bundle's own inference pipeline
+            try learn.export(to: to)
+            print(jsonLine(["model": to, "sparsity": Rounded(masks.sparsity, 4), "accuracy_before": Rounded(before, 4),
+                            "accuracy_pruned": Rounded(pruned, 4), "accuracy_fine_tuned": Rounded(after, 4)]))
+        } catch { throw fail(error) }
+    }
+}
