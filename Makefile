@@ -14,8 +14,8 @@ build: setup
 # requests, a stalled client, concurrent clients, headless Chromium uploading through the page) on a bundle of a
 # few training batches.
 test: setup
-	swift test $(SWIFT_TEST_FLAGS)
-	swift build $(SWIFT_TEST_FLAGS) --product swiftai
+	swift build $(SWIFT_TEST_FLAGS) --build-tests
+	swift test $(SWIFT_TEST_FLAGS) --skip-build
 	.build/release/swiftai train --arch cnn --epochs 1 --limit-batches 5 --out .build/serve-check > /dev/null
 	python3 scripts/serve_check.py .build/release/swiftai .build/serve-check/model.safetensors Tests/SwiftAIVisionTests/Fixtures/imageio/gray8.png
 
