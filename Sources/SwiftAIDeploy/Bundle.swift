@@ -164,10 +164,10 @@ public struct ExportBundle {
             throw invalid("metadata 'input_size' must be null or [\(spec.nIn), H, W]")
         }
         swiftaiVersion = meta["swiftai_version"] ?? "unknown"
-        // The description's variable-size layers must be backed by the file's bytes before anything is allocated.
+        // The described model must be backed by the file's values before anything is allocated.
         let stored = file.tensors.values.reduce(0) { $0 + $1.count }
-        guard spec.variableParameterCount <= stored else {
-            throw invalid("the model description asks for \(spec.variableParameterCount) head parameters but the file holds only \(stored) values")
+        guard spec.minimumParameterCount <= stored else {
+            throw invalid("the model description needs at least \(spec.minimumParameterCount) parameters but the file holds only \(stored) values")
         }
         let spec = spec
         model = Init.skipping { spec.make(generator: Generator(seed: 0)) }  // every weight is loaded next

@@ -70,13 +70,14 @@ public enum ModelSpec: Equatable, Sendable {
         }
     }
 
-    /// Parameters in the layers whose size the description chooses (classifier and head), an upper bound on what
-    /// building allocates beyond the architecture's fixed body.
-    public var variableParameterCount: Int {
+    /// Parameters the built model has at least — checked against a file's size before building, so a small file
+    /// cannot make the reader allocate a large model.
+    public var minimumParameterCount: Int {
         switch self {
         case .lesson: return 0
-        case let .resnet(arch, _, nOut): return (arch.numFeatures + 1) * nOut
-        case let .vision(v): return v.headParameterCount
+        case let .resnet(arch, nIn, nOut): return arch.bodyParameterCount(nIn: nIn) + (arch.numFeatures + 1) * nOut
+        case let .vision(v):
+            return v.headParameterCount + (v.keptChildren == ResNet.bodyNames.count ? v.arch.bodyParameterCount(nIn: v.nIn) : 0)
         }
     }
 }
@@ -143,6 +144,19 @@ public struct VisionModelSpec: Equatable, Sendable {
 extension ResNetArch {
     /// Channels out of `layer4`.
     public var numFeatures: Int { self == .resnet18 || self == .resnet34 ? 512 : 2048 }
+
+    /// Parameters of the body (everything before `avgpool`) with `nIn` input channels: torchvision's counts less `fc`.
+    public func bodyParameterCount(nIn: Int) -> Int {
+        let total: Int
+        switch self {
+        case .resnet18: total = 11_689_512
+        case .resnet34: total = 21_797_672
+        case .resnet50: total = 25_557_032
+        case .resnet101: total = 44_549_160
+        case .resnet152: total = 60_192_808
+        }
+        return total - (numFeatures + 1) * 1000 + 64 * 49 * (nIn - 3)
+    }
 }
 
 /// A model description that is not valid.

@@ -106,7 +106,9 @@ private func expectError(_ e: Error?, contains text: String, sourceLocation: Sou
             m = ["kind": "vision_learner", "arch": "resnet18", "n_in": 1, "n_out": 100_000, "cut": -2, "lin_ftrs": [16_384],
                  "ps": 0.5, "concat_pool": true, "first_bn": true, "bn_final": false, "y_range": NSNull()]
         }
-        expectError(loadError(enormous, near: path), contains: "head parameters")
+        expectError(loadError(enormous, near: path), contains: "parameters but the file holds only")
+        let bigBody = editedMetadata(bytes, "model") { m in m = ["kind": "torchvision", "arch": "resnet152", "n_in": 1, "n_out": 10] }
+        expectError(loadError(bigBody, near: path), contains: "needs at least 58158026 parameters")
         let badTransform = editedMetadata(bytes, "pipeline") { p in
             var d = p as! [String: Any]
             d["batch_tfms"] = [["type": "Exec", "cmd": "rm -rf /"]]

@@ -80,6 +80,13 @@ private func directProbabilities(_ model: Module, _ p: InferencePipeline, _ imgs
         #expect(ours == torchvision)
     }
 
+    @Test func bodyParameterCountsAreTheBuiltBodies() {
+        for (arch, nIn) in [(ResNetArch.resnet18, 3), (.resnet50, 1)] {
+            let net = Init.skipping { arch.make(inChannels: nIn) }
+            #expect(net.body.parameterCount == arch.bodyParameterCount(nIn: nIn), "\(arch) nIn \(nIn)")
+        }
+    }
+
     @Test func lessonModelWithFashionMNISTPipeline() throws {
         let dls = InferencePipeline.fashionMNIST(augment: [RandomCrop(padding: 1), RandomFlip()]).dataLoaders()
         let learn = Learner(model: FashionMNISTModel.cnn.make(generator: Generator(seed: 2)), dls: dls)
