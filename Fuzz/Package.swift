@@ -3,7 +3,8 @@ import PackageDescription
 
 // libFuzzer harnesses for SwiftAI's file readers, one executable per reader (see docs/fuzzing.md).
 // Each harness defines LLVMFuzzerTestOneInput and a `@main` that runs libFuzzer's driver on it (FuzzSupport).
-// Build with `swift build -c release -Xswiftc -sanitize=fuzzer -Xswiftc -parse-as-library` (scripts/fuzz.sh does).
+// Build with `swift build -c release -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library` (scripts/fuzz.sh
+// does); a checkout in a folder named `fuzz` clashes with this package's name (docs/fuzzing.md).
 
 let package = Package(
     name: "SwiftAIFuzz",

@@ -1,9 +1,10 @@
 """Writes the seed corpora of the fuzzers (Fuzz/corpus/<target>/): a few small valid inputs per reader.
 
 Run with the reference venv from the package root:  /work/venv/bin/python scripts/make_fuzz_corpus.py
-Deterministic (tensors are aranges or seeded). Images come from Tests/SwiftAIVisionTests/Fixtures/imageio/,
-each prefixed with the harness's option byte (bit 0: gray mode, bit 1: JPEG DCT scaling). Files named regress_* are
-inputs the fuzzers (or review) found crashing, added by hand; this script leaves them alone.
+Tensors are aranges or seeded; legacy .pth storage keys and safetensors metadata order vary between runs. Images come
+from Tests/SwiftAIVisionTests/Fixtures/imageio/, each prefixed with the harness's option byte (bit 0: gray mode,
+bit 1: JPEG DCT scaling). Files named regress_* are inputs the fuzzers (or review) found crashing, added by hand;
+this script leaves them alone.
 """
 import gzip
 import io
