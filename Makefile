@@ -1,8 +1,9 @@
 # SwiftAI — `make test` is the test command CI runs; `make demo` shows the main job.
 SWIFT_TEST_FLAGS ?= -c release -Xswiftc -enable-testing
 export OMP_NUM_THREADS ?= 2
+FUZZ_RUNS ?= 1000000
 
-.PHONY: setup build test demo bench
+.PHONY: setup build test demo bench fuzz
 
 setup:
 	@./scripts/setup.sh
@@ -27,3 +28,8 @@ bench: build
 	.build/release/swiftai bench gemm
 	.build/release/swiftai bench conv
 	.build/release/swiftai bench step --model resnet --bs 1024
+
+# libFuzzer on every file reader (docs/fuzzing.md): the Fuzz/ package built with ASan, then each fuzzer FUZZ_RUNS
+# executions on a copy of its committed corpus, one at a time, niced. Not part of `make test`.
+fuzz: setup
+	FUZZ_RUNS=$(FUZZ_RUNS) scripts/fuzz.sh

@@ -135,6 +135,9 @@ def main():
     save(torch.nn.Sequential(torch.nn.Linear(2, 2)), "module.pth")
     save({"w": torch.ones(2), "evil": Evil()}, "system_reduce.pth")
     save({"w": torch.ones(2)}, "protocol4.pth", pickle_protocol=4)
+    # No elements, but sizes whose product overflows 64 bits (found by Fuzz/: it used to trap making the strides).
+    save({"w": torch.empty_strided((0, 1 << 40, 1 << 40), (0, 0, 0))}, "empty_huge_sizes.pth",
+         _use_new_zipfile_serialization=False)
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), os.path.join(OUT, "torchscript.pt"))
 
     items = entries(plain)

@@ -258,13 +258,15 @@ public enum PyTorchWeights {
                 throw bad("negative offset, size or stride (offset \(p.offset), size \(p.shape), stride \(p.strides))")
             }
             let available = s.window?.count ?? s.numel
-            var count = 1, last = p.offset
+            var count = 1, extent = 1, last = p.offset  // `extent` counts a 0 as 1, as contiguous strides do
             for (n, st) in zip(p.shape, p.strides) {
                 let (c, o1) = count.multipliedReportingOverflow(by: n)
                 let (reach, o2) = st.multipliedReportingOverflow(by: Swift.max(n - 1, 0))
                 let (l, o3) = last.addingReportingOverflow(reach)
-                guard !o1, !o2, !o3, c <= budget else { throw bad("size \(p.shape) is larger than the file allows") }
+                let (e, o4) = extent.multipliedReportingOverflow(by: Swift.max(n, 1))
+                guard !o1, !o2, !o3, !o4, c <= budget else { throw bad("size \(p.shape) is larger than the file allows") }
                 count = c
+                extent = e
                 last = l
             }
             guard count == 0 || last < available else {

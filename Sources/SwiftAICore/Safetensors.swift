@@ -89,12 +89,13 @@ public enum Safetensors {
             guard let dt = dtype(code) else { throw SafetensorsError.unsupportedDType(tensor: name, dtype: code) }
             guard let shapeAny = entry["shape"] as? [Any] else { throw SafetensorsError.badTensor(tensor: name, reason: "missing shape") }
             var shape: [Int] = []
-            var elements = 1
+            var elements = 1, extent = 1  // `extent` counts a 0 as 1, as strides do: it must not overflow either
             for s in shapeAny {
                 guard let v = integer(s), v >= 0 else { throw SafetensorsError.badTensor(tensor: name, reason: "shape \(shapeAny) has a non-integer or negative entry") }
-                let (p, o) = elements.multipliedReportingOverflow(by: v)
-                guard !o, p <= dataSize else { throw SafetensorsError.badTensor(tensor: name, reason: "shape \(shapeAny) is larger than the file") }
+                let (p, o) = elements.multipliedReportingOverflow(by: v), (e, eo) = extent.multipliedReportingOverflow(by: Swift.max(v, 1))
+                guard !o, !eo, p <= dataSize else { throw SafetensorsError.badTensor(tensor: name, reason: "shape \(shapeAny) is larger than the file") }
                 elements = p
+                extent = e
                 shape.append(v)
             }
             guard let offs = entry["data_offsets"] as? [Any], offs.count == 2, let begin = integer(offs[0]), let end = integer(offs[1]) else {

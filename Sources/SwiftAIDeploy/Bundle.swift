@@ -111,12 +111,23 @@ public struct ExportBundle {
     /// Reads `path`, checks every part, rebuilds the model and loads its weights; throws a ``BundleError`` (or the
     /// file's ``SafetensorsError``) saying what is wrong. Nothing from the file is executed.
     public init(path: String) throws {
-        if let head = FileHandle(forReadingAtPath: path).map({ h -> Data in defer { try? h.close() }; return h.readData(ofLength: 4) }) {
-            if head.starts(with: [0x50, 0x4B, 0x03, 0x04]) || head.starts(with: [0x80]) {
-                throw BundleError.notABundle(path: path, reason: "it is a PyTorch .pth file (pickle); export a SwiftAI learner with `learn.export` or `swiftai train --out`")
-            }
+        let bytes: Data
+        do {
+            bytes = try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped)
+        } catch {
+            throw SafetensorsError.cannotRead(path: path, reason: FileManager.default.fileExists(atPath: path)
+                                              ? "\(error.localizedDescription)" : "no such file")
         }
-        let file = try Safetensors.read(path: path)
+        try self.init(data: bytes, name: path)
+    }
+
+    /// Checks the bytes of a bundle and builds its model as ``init(path:)`` does; `name` identifies it in errors.
+    public init(data: Data, name: String) throws {
+        let path = name
+        guard !(data.starts(with: [0x50, 0x4B, 0x03, 0x04]) || data.starts(with: [0x80])) else {
+            throw BundleError.notABundle(path: path, reason: "it is a PyTorch .pth file (pickle); export a SwiftAI learner with `learn.export` or `swiftai train --out`")
+        }
+        let file = try Safetensors.decode(data)
         let meta = file.metadata
         guard meta["format"] == BundleKeys.format else {
             throw BundleError.notABundle(path: path, reason: "a safetensors file without SwiftAI's export metadata (plain weights?): load it with visionLearner(weights:) or Module.load(stateDict:)")

@@ -220,6 +220,7 @@ extension Image {
         guard size.width * size.height <= maxPixels else {
             throw ImageError.tooLarge(path: path, width: size.width, height: size.height, limit: maxPixels)
         }
+        try pngChunksFit(data, path: path)
         let io = UnsafeMutablePointer<cpng_io>.allocate(capacity: 1)
         io.initialize(to: cpng_io())
         defer { io.deallocate() }
@@ -243,6 +244,22 @@ extension Image {
         guard failed == 0 else { throw ImageError.corrupt(path: path, reason: pngMessage(io)) }
         let image = Image(width: width, height: height, channels: channels, pixels: pixels)
         return channels == mode.channels ? image : image.luma()
+    }
+}
+
+/// Throws unless every chunk up to IEND lies within the file: libpng allocates the length a chunk claims before
+/// reading it, so a 131-byte file claiming a 1.3 GB `zTXt` chunk made it allocate 1.3 GB (found by Fuzz/).
+func pngChunksFit(_ data: UnsafeBufferPointer<UInt8>, path: String) throws {
+    var at = 8
+    while true {
+        guard data.count - at >= 12 else { throw ImageError.corrupt(path: path, reason: "PNG is truncated: it ends before its IEND chunk") }
+        let length = Int(data[at]) << 24 | Int(data[at + 1]) << 16 | Int(data[at + 2]) << 8 | Int(data[at + 3])
+        let type = String(decoding: UnsafeBufferPointer(rebasing: data[(at + 4)..<(at + 8)]), as: UTF8.self)
+        guard length <= data.count - at - 12 else {
+            throw ImageError.corrupt(path: path, reason: "PNG is truncated: its '\(type)' chunk claims \(length) bytes but only \(data.count - at - 12) follow")
+        }
+        at += 12 + length
+        if type == "IEND" { return }
     }
 }
 

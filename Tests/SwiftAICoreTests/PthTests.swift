@@ -138,7 +138,7 @@ import SwiftAITestSupport
         ("protocol4.pth", "0x95 (FRAME, protocol 4)"), ("stack_global.pth", "0x93 (STACK_GLOBAL, protocol 4)"),
         ("huge_string.pth", "truncated"), ("short_storage.pth", "record holds 3"),
         ("out_of_bounds.pth", "reach element 5 of a storage of 4"), ("offset_past_end.pth", "reach element 4 of a storage of 4"),
-        ("huge_stride0.pth", "larger than the file allows"), ("missing_record.pth", "no record 'missing_record/data/9'"),
+        ("huge_stride0.pth", "larger than the file allows"), ("empty_huge_sizes.pth", "larger than the file allows"), ("missing_record.pth", "no record 'missing_record/data/9'"),
         ("int8.pth", "torch.CharStorage"), ("bigendian.pth", "big-endian"), ("compressed.pth", "compressed (zip method 8)"),
         ("torchscript.pt", "TorchScript archive"),
     ])

@@ -77,6 +77,16 @@ import SwiftAITestSupport
         #expect(throws: SafetensorsError.self) { try Safetensors.write(["a": Tensor.ones([1])], to: "/nonexistent-dir/x.safetensors") }
     }
 
+    /// Found by review of Fuzz/ (docs/fuzzing.md): no elements, but sizes whose product overflows — making the
+    /// tensor's strides used to trap. A 0 beside small sizes still reads.
+    @Test func emptyShapeWithHugeSizesIsAnError() throws {
+        let huge = #"{"a":{"dtype":"F32","shape":[0,4000000000000000,4000000000000000],"data_offsets":[0,0]}}"#
+        let e = #expect(throws: SafetensorsError.self) { try Safetensors.decode(header(huge)) }
+        #expect(e.map { "\($0)" }?.contains("is larger than the file") == true)
+        let empty = try Safetensors.decode(header(#"{"a":{"dtype":"F32","shape":[0,3,1000],"data_offsets":[0,0]}}"#))
+        #expect(empty.tensors["a"]!.shape == [0, 3, 1000])
+    }
+
     @Test func truncatedRealFileThrows() throws {
         let path = tempPath("trunc")
         defer { try? FileManager.default.removeItem(atPath: path) }

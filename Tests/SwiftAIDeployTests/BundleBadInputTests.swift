@@ -140,6 +140,19 @@ private func expectError(_ e: Error?, contains text: String, sourceLocation: Sou
             expectError(Result(catching: { try loadLearner(dir + "/tv_basic_1111.pth") }).failure, contains: "PyTorch .pth file")
         }
     }
+
+    /// `init(data:name:)` (what Fuzz/ drives) checks bytes as `init(path:)` checks the file.
+    @Test func bytesAreCheckedAsFilesAre() throws {
+        let (path, bytes) = try validBundle()
+        let bundle = try ExportBundle(data: bytes, name: "memory")
+        #expect(bundle.spec.json["arch"] as? String == "cnn" && bundle.pipeline.vocab.count == 10)
+        for (data, text) in [(Data([0x80, 0x02, 0x7D]), "PyTorch .pth file"), (Data([0x50, 0x4B, 0x03, 0x04]), "PyTorch .pth file"),
+                             (bytes.prefix(100), "truncated"), (Data(), "truncated")] {
+            expectError(Result(catching: { try ExportBundle(data: data, name: "memory") }).failure, contains: text)
+        }
+        expectError(Result(catching: { try ExportBundle(data: Data([0x80]), name: "x.pth") }).failure, contains: "'x.pth' is not a SwiftAI export bundle")
+        #expect(throws: SafetensorsError.cannotRead(path: path + ".missing", reason: "no such file")) { try ExportBundle(path: path + ".missing") }
+    }
 }
 
 extension Result where Failure == Error {
