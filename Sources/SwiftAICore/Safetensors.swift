@@ -47,14 +47,17 @@ public enum Safetensors {
 
     /// Reads every tensor and the `__metadata__` strings of a file.
     public static func read(path: String) throws -> (tensors: [String: Tensor], metadata: [String: String]) {
-        let bytes: Data
+        try decode(mappedBytes(path: path))
+    }
+
+    /// The bytes of a file (memory-mapped); a missing or unreadable file is ``SafetensorsError/cannotRead(path:reason:)``.
+    public static func mappedBytes(path: String) throws -> Data {
         do {
-            bytes = try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped)
+            return try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped)
         } catch {
             throw SafetensorsError.cannotRead(path: path, reason: FileManager.default.fileExists(atPath: path)
                                               ? "\(error.localizedDescription)" : "no such file")
         }
-        return try decode(bytes)
     }
 
     /// Parses safetensors bytes.

@@ -111,14 +111,7 @@ public struct ExportBundle {
     /// Reads `path`, checks every part, rebuilds the model and loads its weights; throws a ``BundleError`` (or the
     /// file's ``SafetensorsError``) saying what is wrong. Nothing from the file is executed.
     public init(path: String) throws {
-        let bytes: Data
-        do {
-            bytes = try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped)
-        } catch {
-            throw SafetensorsError.cannotRead(path: path, reason: FileManager.default.fileExists(atPath: path)
-                                              ? "\(error.localizedDescription)" : "no such file")
-        }
-        try self.init(data: bytes, name: path)
+        try self.init(data: Safetensors.mappedBytes(path: path), name: path)
     }
 
     /// Checks the bytes of a bundle and builds its model as ``init(path:)`` does; `name` identifies it in errors.
