@@ -77,19 +77,10 @@ extension Learner {
             "format": BundleKeys.format, "format_version": BundleKeys.version, "swiftai_version": SwiftAIVersion.string,
             "model": jsonString(spec.json), "pipeline": jsonString(pipelineJSON), "vocab": jsonString(p.vocab),
             "loss": jsonString(["type": "CrossEntropyLoss", "label_smoothing": ce.labelSmoothing]),
-            "input_size": jsonString(inputSize(p).map { $0 as Any } ?? NSNull()), "dtype": dtype.rawValue,
+            "input_size": jsonString(p.inputSize.map { $0 as Any } ?? NSNull()), "dtype": dtype.rawValue,
         ]
         try Safetensors.write(tensors, metadata: metadata, to: path)
     }
-}
-
-/// The `[C, H, W]` the pipeline makes of any image, or nil when it depends on the image's size.
-func inputSize(_ p: InferencePipeline) -> [Int]? {
-    let shapes = [(64, 48), (37, 91)].compactMap { w, h in
-        try? p.batch([Image(width: w, height: h, channels: p.mode.channels)]).shape
-    }
-    guard shapes.count == 2, shapes[0] == shapes[1] else { return nil }
-    return Array(shapes[0].dropFirst())
 }
 
 func jsonString(_ value: Any) -> String {
@@ -218,7 +209,7 @@ extension Learner {
     /// The model as ONNX (opset 17, dynamic batch; input: the normalised image batch, output: logits), for inputs of
     /// `inputShape` `[C, H, W]` (default: what the loaders' pipeline makes of any image).
     public func exportONNX(to path: String, inputShape: [Int]? = nil) throws {
-        guard let shape = try inputShape ?? SwiftAIDeploy.inputSize(InferencePipeline(dls)) else {
+        guard let shape = try inputShape ?? InferencePipeline(dls).inputSize else {
             throw BundleError.notExportable("the pipeline's output size depends on the image; pass inputShape: [C, H, W]")
         }
         let wasTraining = model.training

@@ -73,6 +73,14 @@ public struct InferencePipeline {
         return DataLoader(ds, batchSize: batchSize, numWorkers: 1, batchTransforms: batchTransforms)
     }
 
+    /// The `[C, H, W]` this pipeline makes of any image, or nil when it depends on the image's size (then images
+    /// cannot share a batch unless they share a size).
+    public var inputSize: [Int]? {
+        let shapes = [(64, 48), (37, 91)].compactMap { w, h in try? batch([Image(width: w, height: h, channels: mode.channels)]).shape }
+        guard shapes.count == 2, shapes[0] == shapes[1] else { return nil }
+        return Array(shapes[0].dropFirst())
+    }
+
     /// The input batch for `images` (validation path): item transforms, collation, batch transforms.
     public func batch(_ images: [Image]) throws -> Tensor { try batch(prepared: images.map(prepare)) }
 

@@ -118,9 +118,7 @@ final class BatchPredictor: @unchecked Sendable {
         vocab = p.vocab
         mode = p.mode
         self.maxBatch = maxBatch
-        // Images batch together only when the pipeline gives every image the same size.
-        let sizes = [(40, 30), (23, 57)].compactMap { try? p.batch([Image(width: $0.0, height: $0.1, channels: p.mode.channels)]).shape }
-        fixedSize = sizes.count == 2 && sizes[0] == sizes[1]
+        fixedSize = p.inputSize != nil  // images batch together only when the pipeline gives them all one size
         learn.model.eval()
         let worker = Thread { [unowned self] in self.loop() }
         worker.stackSize = 8 << 20
