@@ -140,7 +140,7 @@ private func expectError(_ e: Error?, contains text: String, sourceLocation: Sou
                 m = d
             }
         }
-        expectError(loadError(widths(["0.0": 4]), near: path), contains: "is float32 [8], the description needs float32 [4]")
+        expectError(loadError(widths(["0.0": 4]), near: path), contains: "tensor '0.0.weight' is float32 [8, 1, 3, 3], the description needs float32 [4, 1, 3, 3]")
         expectError(loadError(widths(["4": 4]), near: path), contains: "'widths' names '4', which is not a prunable convolution")
         expectError(loadError(widths(["1.0": 17]), near: path), contains: "'widths.1.0' must be an integer in 1…16")
         let bigBody = editedMetadata(bytes, "model") { m in
