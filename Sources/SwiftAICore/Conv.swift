@@ -19,19 +19,20 @@ struct ConvGeometry: Hashable {
     var flops: Double { 2 * Double(n * oc * oh * ow) * Double(c / groups * kh * kw) }
 
     /// oneDNN descriptors: channels-last source and destination, contiguous user weights (`[OC, C, KH, KW]`, or
-    /// `[G, OC/G, C/G, KH, KW]` with groups), bias.
-    var memoryDescs: (src: dnnl_memory_desc_t, dst: dnnl_memory_desc_t, weights: dnnl_memory_desc_t, bias: dnnl_memory_desc_t,
-                      weightDims: [Int]) {
+    /// `[G, OC/G, C/G, KH, KW]` with groups), bias; float32 unless other element types are given (int8 kernels).
+    func memoryDescs(src st: dnnl_data_type_t = dnnl_f32, weights wt: dnnl_data_type_t = dnnl_f32, dst dt: dnnl_data_type_t = dnnl_f32)
+        -> (src: dnnl_memory_desc_t, dst: dnnl_memory_desc_t, weights: dnnl_memory_desc_t, bias: dnnl_memory_desc_t, weightDims: [Int]) {
         let wDims = groups == 1 ? [oc, c, kh, kw] : [groups, oc / groups, c / groups, kh, kw]
-        return (DNNL.desc([n, c, h, w], strides: Tensor.channelsLastStrides([n, c, h, w])),
-                DNNL.desc([n, oc, oh, ow], strides: Tensor.channelsLastStrides([n, oc, oh, ow])),
-                DNNL.desc(wDims, strides: Tensor.contiguousStrides(wDims)), DNNL.desc([oc], strides: [1]), wDims)
+        return (DNNL.desc([n, c, h, w], strides: Tensor.channelsLastStrides([n, c, h, w]), st),
+                DNNL.desc([n, oc, oh, ow], strides: Tensor.channelsLastStrides([n, oc, oh, ow]), dt),
+                DNNL.desc(wDims, strides: Tensor.contiguousStrides(wDims), wt), DNNL.desc([oc], strides: [1]), wDims)
     }
 
     /// A forward convolution descriptor (`kind`: training or inference) whose weights take the primitive's layout.
-    func forwardDesc(_ kind: dnnl_prop_kind_t, bias: Bool) -> dnnl_convolution_desc_t {
-        let m = memoryDescs
-        var anyW = DNNL.desc(m.weightDims, tag: dnnl_format_tag_any)
+    func forwardDesc(_ kind: dnnl_prop_kind_t, bias: Bool, src st: dnnl_data_type_t = dnnl_f32, weights wt: dnnl_data_type_t = dnnl_f32,
+                     dst dt: dnnl_data_type_t = dnnl_f32) -> dnnl_convolution_desc_t {
+        let m = memoryDescs(src: st, weights: wt, dst: dt)
+        var anyW = DNNL.desc(m.weightDims, tag: dnnl_format_tag_any, wt)
         var s = m.src, d = m.dst, b = m.bias
         var st: [Int64] = [Int64(sh), Int64(sw)], pad: [Int64] = [Int64(ph), Int64(pw)]
         var desc = dnnl_convolution_desc_t()
@@ -62,7 +63,7 @@ final class ConvKernel {
     init(_ g: ConvGeometry, hasBias: Bool) {
         self.g = g
         self.hasBias = hasBias
-        let m = g.memoryDescs
+        let m = g.memoryDescs()
         (srcDesc, dstDesc, userWeightDesc, biasDesc, weightDims) = (m.src, m.dst, m.weights, m.bias, m.weightDims)
         var desc = g.forwardDesc(dnnl_forward_training, bias: hasBias)
         fwd = DNNLPrimitive(&desc, "conv forward")

@@ -8,6 +8,8 @@ import SwiftAICore
 /// A convolution with BatchNorm folded in and its epilogue fused; built by ``Module/fusedForInference()``.
 public final class FusedConv2d: Module {
     public let conv: InferenceConv
+    /// The Conv2d and BatchNorm2d this was made from (int8 quantization names its tensors after them).
+    public let sources: [ObjectIdentifier]
 
     /// Folds `bn` (evaluation statistics) into `conv`: `w·γ/√(σ²+ε)`, `(b − μ)·γ/√(σ²+ε) + β`.
     public init(_ conv: Conv2d, bn: BatchNorm2d?, epilogue: [ConvEpilogue]) {
@@ -22,6 +24,7 @@ public final class FusedConv2d: Module {
         }
         self.conv = InferenceConv(weight: w, bias: b, stride: conv.stride, padding: conv.padding, groups: conv.groups,
                                   epilogue: epilogue)
+        sources = [ObjectIdentifier(conv)] + (bn.map { [ObjectIdentifier($0)] } ?? [])
         super.init()
     }
 
