@@ -49,13 +49,16 @@ public enum QuantizationError: Error, CustomStringConvertible, Equatable {
 public final class QuantizedModel: Module {
     public let body: Module
     public let scheme: QuantizationScheme
+    /// Largest activation code of the static scheme (127: 7 bits for CPUs without VNNI).
+    public let qmax: Int32
     public let report: QuantizationReport
     /// The float32 tensors still used (those of layers left in float32), under the float model's names.
     public let floatState: [String: Tensor]
 
-    init(body: Module, scheme: QuantizationScheme, report: QuantizationReport, floatState: [String: Tensor]) {
+    init(body: Module, scheme: QuantizationScheme, qmax: Int32, report: QuantizationReport, floatState: [String: Tensor]) {
         self.body = body
         self.scheme = scheme
+        self.qmax = qmax
         self.report = report
         self.floatState = floatState
         super.init()
@@ -142,6 +145,8 @@ extension Module {
 
 /// Where a conversion takes weights and activation ranges from: a model and its observers, or a file's tensors.
 protocol QuantizationValues {
+    /// Largest activation code.
+    var qmax: Int32 { get }
     /// The quantization of `module`'s input or output, stored under `key`.
     func activation(_ key: String, of module: Module, output: Bool) throws -> QParams
     /// int8 weights, their scales and the float bias of a fused convolution.
@@ -161,7 +166,7 @@ func quantize(_ model: Module, fused: Module? = nil, scheme: QuantizationScheme,
     var floatState: [String: Tensor] = [:]
     for (key, t) in model.stateDict() where !consumed.contains(where: { key.hasPrefix($0 + ".") }) { floatState[key] = t }
     if let stored = values as? StoredValues { floatState = try stored.floats(expected: floatState) }
-    return QuantizedModel(body: body, scheme: scheme, report: c.report, floatState: floatState)
+    return QuantizedModel(body: body, scheme: scheme, qmax: values.qmax, report: c.report, floatState: floatState)
 }
 
 /// Turns a fused graph into its int8 counterpart, tracking the quantization of the activation flowing through
