@@ -125,10 +125,14 @@ public struct ExportBundle {
     /// Checks the bytes of a bundle and builds its model as ``init(path:)`` does; `name` identifies it in errors.
     public init(data: Data, name: String) throws {
         let path = name
-        guard !(data.starts(with: [0x50, 0x4B, 0x03, 0x04]) || data.starts(with: [0x80])) else {
-            throw BundleError.notABundle(path: path, reason: "it is a PyTorch .pth file (pickle); export a SwiftAI learner with `learn.export` or `swiftai train --out`")
+        let file: (tensors: [String: Tensor], metadata: [String: String])
+        do { file = try Safetensors.decode(data) } catch {
+            // A safetensors header length may start with 0x80 too: only a file that is not safetensors is called a .pth.
+            if data.starts(with: [0x50, 0x4B, 0x03, 0x04]) || data.starts(with: [0x80]) {
+                throw BundleError.notABundle(path: path, reason: "it is a PyTorch .pth file (pickle); export a SwiftAI learner with `learn.export` or `swiftai train --out`")
+            }
+            throw error
         }
-        let file = try Safetensors.decode(data)
         let meta = file.metadata
         guard meta["format"] == BundleKeys.format else {
             throw BundleError.notABundle(path: path, reason: "a safetensors file without SwiftAI's export metadata (plain weights?): load it with visionLearner(weights:) or Module.load(stateDict:)")
