@@ -152,6 +152,33 @@ extension Tensor {
     }
 }
 
+extension Tensor {
+    /// Quantization simulated in float32 for quantization-aware training: `dequantize(quantize(x, q))`, with the
+    /// straight-through gradient (passed where `x` lies inside the codes' range, zero where it was clamped) —
+    /// PyTorch's `fake_quantize_per_tensor_affine`.
+    public func fakeQuantized(_ q: QParams) -> Tensor {
+        require(dtype == .float32, "fakeQuantized: float32 input expected, got \(dtype) \(shape)")
+        var y = detached().quantized(q).dequantized(q)
+        if rank == 4 && !isChannelsLast { y = y.contiguous() }
+        if Tensor.needsGrad(self) {
+            let r = q.range
+            let inside = Tensor(detached().contiguous().floats.map { r.contains($0) ? Float(1) : 0 }, shape: shape)
+            y.recordGrad("fake_quantize", [self]) { g in [g * inside] }
+        }
+        return y
+    }
+
+    /// Per-output-channel symmetric int8 weights simulated in float32 (``Quantization/quantizePerChannel(_:)``),
+    /// gradient passed straight through (every weight lies inside its channel's range).
+    public func fakeQuantizedPerChannel() -> Tensor {
+        let (q, s) = Quantization.quantizePerChannel(self)
+        var y = q.to(.float32) * s.reshape([-1] + Array(repeating: 1, count: rank - 1))
+        if dtype != .float32 { y = y.to(dtype) }
+        if Tensor.needsGrad(self) { y.recordGrad("fake_quantize_per_channel", [self]) { g in [g] } }
+        return y
+    }
+}
+
 /// A convolution on uint8 activations with int8 weights (BatchNorm already folded in), for inference.
 ///
 /// Computes `quantize(epilogue(conv(x̂, ŵ) + bias [+ residual̂]), output)` where x̂, ŵ and residual̂ are the real

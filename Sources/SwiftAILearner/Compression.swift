@@ -104,3 +104,12 @@ extension Learner {
         return learn
     }
 }
+
+extension Learner {
+    /// Quantization-aware training: prepares this learner's model (``Module/prepareQAT(qmax:)``); train it with
+    /// `fit`/`fitOneCycle` as usual, then ``quantized(from:)``.
+    public func prepareQAT() -> QuantizationAwareTraining { model.prepareQAT() }
+
+    /// A learner for the int8 model that quantization-aware training converts to (see ``quantized(calibration:batches:observer:inputShape:)``).
+    public func quantized(from qat: QuantizationAwareTraining) throws -> Learner { inferenceLearner(try qat.convert()) }
+}

@@ -157,3 +157,34 @@ private func cosine(_ a: Tensor, _ b: Tensor) -> Double {
         #expect(cosine(want, got) > 0.995)
     }
 }
+
+@Suite struct QuantizationAwareTrainingTests {
+    @Test func qatSimulatesTheInt8ModelItConvertsTo() throws {
+        let model = FashionMNISTModel.resnet.make(generator: Generator(seed: 8))
+        randomiseBatchNorms(model, seed: 5)
+        let qat = model.prepareQAT(qmax: 127)
+        model.train()
+        for i in 0..<3 { _ = model(randn([16, 1, 28, 28], seed: 40 + UInt64(i)).to(.float32)) }
+        // Gradients pass the rounding (straight through).
+        let x = randn([4, 1, 28, 28], seed: 50).to(.float32)
+        model(x).sum().backward()
+        #expect(model.parameters().allSatisfy { $0.grad != nil })
+        model.eval()
+        let simulated = noGrad { model(x) }
+        let q = try qat.convert()
+        let (float, int8) = noGrad { (model(x), q(x)) }
+        // The simulation is far closer to the int8 model than the float model is (the input itself is not rounded).
+        let dSim = ((simulated - int8) * (simulated - int8)).mean().item(), dFloat = ((float - int8) * (float - int8)).mean().item()
+        #expect(dSim < 0.2 * dFloat, "simulation \(dSim) vs float \(dFloat)")
+        #expect(!model.modules().contains { ($0 as? Conv2d)?.fakeQuantizeWeight ?? false } && model.modules().allSatisfy { $0.forwardHookCount == 0 })
+    }
+
+    @Test func fakeQuantizationRoundsAndPassesGradientsInsideTheRange() {
+        let q = QParams(min: -1, max: 1, qmax: 255)
+        let x = Tensor([Float(-2), -0.5, 0.1234, 0.9, 3], shape: [5]).requiringGrad()
+        let y = x.fakeQuantized(q)
+        expectClose(y, x.detached().quantized(q).dequantized(q), rtol: 0, atol: 0, "fake = dequantize(quantize)")
+        y.sum().backward()
+        #expect(x.grad!.floats == [0, 1, 1, 1, 0])
+    }
+}
