@@ -6,17 +6,17 @@ import SwiftAINN
 import SwiftAIOptim
 
 /// `y = x · w` with one weight: no convolution or linear layer, so float16 loss scaling runs on any CPU.
-private final class Scale: Module {
+final class ScaleModel: Module {
     let w = Parameter(Tensor([Float(0.5)]))
     override func forward(_ x: Tensor) -> Tensor { x * w.value }
 }
 
 @Suite struct MixedPrecisionTests {
     /// Four batches of 16 targets `0.25 · x`, trained with SGD.
-    func learner(_ callbacks: [Callback]) -> (Learner, Scale) {
+    func learner(_ callbacks: [Callback]) -> (Learner, ScaleModel) {
         let x = Tensor.rand([64, 1], generator: Generator(seed: 3))
         let dl = DataLoader(x, x * 0.25, batchSize: 16)
-        let m = Scale()
+        let m = ScaleModel()
         let l = Learner(model: m, dls: DataLoaders(train: dl, valid: DataLoader(x, x * 0.25, batchSize: 64)), lossFunc: MSELoss(),
                         lr: 0.5, callbacks: callbacks, progress: false, optFunc: { SGD($0.parameters(), lr: $1) })
         return (l, m)

@@ -48,6 +48,8 @@ import SwiftAIOptim
         #expect(scaled.grad!.floats == plain.grad!.floats)
         // And through `step`: the same SGD update as without scaling.
         let optPlain = SGD([plain], lr: 0.1), optScaled = SGD([scaled], lr: 0.1)
+        optPlain.zeroGrad()
+        optScaled.zeroGrad()
         s.scaled((scaled.value * x).sum()).backward()
         (plain.value * x).sum().backward()
         optPlain.step()
@@ -62,7 +64,7 @@ import SwiftAIOptim
         let opt = SGD([w], lr: 0.1)
         let s = GradScaler(initScale: 4, growthInterval: 2)
         var scales: [Double] = [], weights: [Float] = []
-        for g in [1, 2, 3, Float.infinity, 1, Float.nan, 1, 1, 1] {
+        for g in [1, 2, 3, Double.infinity, 1, .nan, 1, 1, 1] {
             opt.zeroGrad()
             s.scaled((w.value * g).sum()).backward()
             s.step(opt)
