@@ -215,10 +215,13 @@ struct Train: ParsableCommand {
         try rec.plotSchedule(to: out + "/schedule.png")
         if let advice = rec.advice(classes: Swift.max(dls.c, 2), stopReason: learn.stopReason) { print(advice) }
         let accuracy = rec.last("accuracy") ?? .nan
-        print(jsonLine(["model": recipe.arch.description, "precision": computed, "epochs": rec.values.count, "accuracy": Rounded(accuracy, 4),
-                        "error_rate": Rounded(1 - accuracy, 4), "valid_loss": Rounded(rec.last("valid_loss") ?? .nan, 4),
-                        "tta_accuracy": Rounded(ttaAccuracy ?? .nan, 4),
-                        "flip_tta_accuracy": Rounded(flipAccuracy ?? .nan, 4), "train_images_per_s": rec.trainItemsPerSecond]))
+        // The precision the convolutions really ran in, only when mixed precision was asked for (so fp32 rows keep
+        // matching the PyTorch reference's in scripts/compare.py).
+        print(jsonLine([("model", recipe.arch.description)] + (precision == .fp32 ? [] : [("precision", computed)]) + [
+            ("epochs", rec.values.count), ("accuracy", Rounded(accuracy, 4)), ("error_rate", Rounded(1 - accuracy, 4)),
+            ("valid_loss", Rounded(rec.last("valid_loss") ?? .nan, 4)), ("tta_accuracy", Rounded(ttaAccuracy ?? .nan, 4)),
+            ("flip_tta_accuracy", Rounded(flipAccuracy ?? .nan, 4)), ("train_images_per_s", rec.trainItemsPerSecond),
+        ] as [(String, Any)]))
     }
 
     /// confusion_matrix.png, most_confused.txt and (for image folders) top_losses.png in `--out`.
