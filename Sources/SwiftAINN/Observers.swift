@@ -118,6 +118,10 @@ final class Observers: QuantizationValues {
         return p
     }
 
+}
+
+extension QuantizationValues {
+    /// The model's own weights, per-channel int8 (calibration and quantization-aware training).
     func conv(_ name: String, _ fused: FusedConv2d) throws -> (weight: Tensor, scales: Tensor, bias: Tensor) {
         let q = Quantization.quantizePerChannel(fused.conv.weight)
         return (q.weight, q.scales, fused.conv.bias)

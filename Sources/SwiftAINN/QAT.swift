@@ -114,16 +114,6 @@ private struct QATValues: QuantizationValues {
         }
         return p
     }
-
-    func conv(_ name: String, _ fused: FusedConv2d) throws -> (weight: Tensor, scales: Tensor, bias: Tensor) {
-        let q = Quantization.quantizePerChannel(fused.conv.weight)
-        return (q.weight, q.scales, fused.conv.bias)
-    }
-
-    func linear(_ name: String, _ linear: Linear) throws -> (weight: Tensor, scales: Tensor, bias: Tensor?) {
-        let q = Quantization.quantizePerChannel(linear.weight.value)
-        return (q.weight, q.scales, linear.bias?.value.detached().to(.float32))
-    }
 }
 
 extension Module {

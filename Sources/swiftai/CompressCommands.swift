@@ -31,11 +31,7 @@ struct Prune: ParsableCommand {
     func run() throws {
         do {
             let learn = try loadLearner(model, fused: false)
-            let dls = folder.data != nil ? try folder.dataloaders().1
-                : DataLoaders.fashionMNIST(try FashionMNIST(directory: fmnist), batchSize: folder.bs ?? 256, seed: folder.seed)
-            guard dls.vocab == learn.dls.vocab else {
-                throw ValidationError("the data's classes (\(dls.vocab.prefix(5).joined(separator: ", "))…) are not the model's (\(learn.dls.vocab.prefix(5).joined(separator: ", "))…)")
-            }
+            let dls = try trainingData(folder, fmnist: fmnist, for: learn)
             let pipeline = learn.dls
             learn.dls = dls
             func accuracy() throws -> Double {
@@ -58,27 +54,43 @@ struct Prune: ParsableCommand {
     }
 }
 
-/// `swiftai quantize MODEL`: int8 post-training quantization of an export bundle.
+/// Fine-tuning data for a loaded bundle: an image folder (split and labels as `train`) or Fashion-MNIST, with the
+/// bundle's classes.
+func trainingData(_ folder: ImageFolderOptions, fmnist: String?, for learn: Learner) throws -> DataLoaders {
+    let dls = folder.data != nil ? try folder.dataloaders().1
+        : DataLoaders.fashionMNIST(try FashionMNIST(directory: fmnist), batchSize: folder.bs ?? 256, seed: folder.seed)
+    guard dls.vocab == learn.dls.vocab else {
+        throw ValidationError("the data's classes (\(dls.vocab.prefix(5).joined(separator: ", "))…) are not the model's (\(learn.dls.vocab.prefix(5).joined(separator: ", "))…)")
+    }
+    return dls
+}
+
+/// `swiftai quantize MODEL`: int8 quantization of an export bundle (post-training, dynamic, or quantization-aware).
 struct QuantizeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "quantize",
         abstract: "Quantize an export bundle to int8 (static: calibrated activation ranges, per-channel int8 weights, u8·s8 oneDNN convolutions; --dynamic: linear layers only) and write an int8 bundle that predict, evaluate and serve load.",
-        discussion: "Calibration images: --calib DIR (image files under it, evenly sampled) or --calib fashion-mnist (the training set). Prints which layers run in int8 and which stay float32, then one JSON line.")
+        discussion: "Calibration images: --calib DIR (image files under it, evenly sampled) or --calib fashion-mnist (the training set). --qat N instead fine-tunes N epochs simulating int8 (data: --data DIR or Fashion-MNIST) and converts with the ranges it learned. Prints which layers run in int8 and which stay float32, then one JSON line.")
     @Argument(help: "Export bundle (float32 or half precision).") var model: String
     @Option(help: "Calibration images: a folder, or fashion-mnist.") var calib: String?
     @Option(help: "Calibration batches.") var batches = 32
-    @Option(help: "Calibration batch size.") var bs = 32
     @Option(help: "Activation observer: histogram (PyTorch's x86 default) or minmax.") var observer = "histogram"
     @Flag(help: "Dynamic quantization: linear layers only, inputs quantized per batch (no calibration).") var dynamic = false
+    @Option(help: "Quantization-aware training: epochs of one-cycle fine-tuning simulating int8 (0: post-training quantization).")
+    var qat = 0
+    @Option(help: "Peak learning rate of the quantization-aware fine-tuning.") var lr = 1e-4
+    @OptionGroup var folder: ImageFolderOptions
     @Option(help: "Fashion-MNIST IDX folder for --calib fashion-mnist (default: FMNIST_DIR or /usr/share/datasets/fashion-mnist).")
     var fmnist: String?
     @Option(help: "The int8 bundle.") var to: String
 
     func validate() throws {
-        guard batches >= 1, bs >= 1, ActivationObserver(rawValue: observer) != nil else {
-            throw ValidationError("--batches and --bs must be at least 1, --observer histogram or minmax")
+        guard batches >= 1, (folder.bs ?? 1) >= 1, qat >= 0, lr > 0, ActivationObserver(rawValue: observer) != nil else {
+            throw ValidationError("--batches and --bs must be at least 1, --qat ≥ 0, --lr positive, --observer histogram or minmax")
         }
-        guard dynamic || calib != nil else { throw ValidationError("static quantization needs --calib DIR|fashion-mnist (or --dynamic)") }
+        guard dynamic || qat > 0 || calib != nil else {
+            throw ValidationError("post-training quantization needs --calib DIR|fashion-mnist (or --dynamic, or --qat EPOCHS)")
+        }
     }
 
     func run() throws {
@@ -89,6 +101,12 @@ struct QuantizeCommand: ParsableCommand {
             let q: Learner
             if dynamic {
                 q = learn.quantizedDynamic()
+            } else if qat > 0 {
+                learn.dls = try trainingData(folder, fmnist: fmnist, for: learn)
+                let sim = learn.prepareQAT()
+                try learn.fitOneCycle(qat, lrMax: lr)
+                learn.dls = pipeline.dataLoaders()  // the bundle's own inference pipeline
+                q = try learn.quantized(from: sim)
             } else {
                 let dl = try calibrationLoader(pipeline)
                 q = try learn.quantized(calibration: dl, batches: batches, observer: ActivationObserver(rawValue: observer)!,
@@ -99,7 +117,7 @@ struct QuantizeCommand: ParsableCommand {
             let size = { (p: String) in (try? FileManager.default.attributesOfItem(atPath: p)[.size] as? Int) ?? 0 }
             print("int8: \(report.quantized.count) layers" + (report.float.isEmpty ? "" : "; float32: "
                   + report.float.map { "\($0.name) (\($0.reason))" }.joined(separator: ", ")))
-            print(jsonLine(["model": to, "scheme": dynamic ? "dynamic" : "static", "observer": dynamic ? "none" : observer,
+            print(jsonLine(["model": to, "scheme": dynamic ? "dynamic" : "static", "observer": dynamic ? "none" : qat > 0 ? "qat" : observer,
                             "bytes": size(to), "ratio": Rounded(Double(size(to)) / Double(max(size(model), 1)), 3),
                             "int8_layers": report.quantized.count, "float_layers": report.float.count]))
         } catch { throw fail(error) }
@@ -108,7 +126,7 @@ struct QuantizeCommand: ParsableCommand {
     /// `batches · bs` calibration images through the bundle's pipeline: evenly spaced over a folder's image files or
     /// Fashion-MNIST's training set.
     func calibrationLoader(_ pipeline: InferencePipeline) throws -> DataLoader {
-        let want = batches * bs
+        let bs = folder.bs ?? 32, want = batches * bs
         func spaced(_ n: Int) -> [Int] { Array(stride(from: 0, to: n, by: max(1, n / want)).prefix(want)) }
         if calib == "fashion-mnist" {
             guard pipeline.mode.channels == 1 else {
