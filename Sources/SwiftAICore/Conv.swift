@@ -19,19 +19,20 @@ struct ConvGeometry: Hashable {
     var flops: Double { 2 * Double(n * oc * oh * ow) * Double(c / groups * kh * kw) }
 
     /// oneDNN descriptors: channels-last source and destination, contiguous user weights (`[OC, C, KH, KW]`, or
-    /// `[G, OC/G, C/G, KH, KW]` with groups), bias.
-    var memoryDescs: (src: dnnl_memory_desc_t, dst: dnnl_memory_desc_t, weights: dnnl_memory_desc_t, bias: dnnl_memory_desc_t,
-                      weightDims: [Int]) {
+    /// `[G, OC/G, C/G, KH, KW]` with groups), bias; float32 unless other element types are given (int8 kernels).
+    func memoryDescs(src st: dnnl_data_type_t = dnnl_f32, weights wt: dnnl_data_type_t = dnnl_f32, dst dt: dnnl_data_type_t = dnnl_f32)
+        -> (src: dnnl_memory_desc_t, dst: dnnl_memory_desc_t, weights: dnnl_memory_desc_t, bias: dnnl_memory_desc_t, weightDims: [Int]) {
         let wDims = groups == 1 ? [oc, c, kh, kw] : [groups, oc / groups, c / groups, kh, kw]
-        return (DNNL.desc([n, c, h, w], strides: Tensor.channelsLastStrides([n, c, h, w])),
-                DNNL.desc([n, oc, oh, ow], strides: Tensor.channelsLastStrides([n, oc, oh, ow])),
-                DNNL.desc(wDims, strides: Tensor.contiguousStrides(wDims)), DNNL.desc([oc], strides: [1]), wDims)
+        return (DNNL.desc([n, c, h, w], strides: Tensor.channelsLastStrides([n, c, h, w]), st),
+                DNNL.desc([n, oc, oh, ow], strides: Tensor.channelsLastStrides([n, oc, oh, ow]), dt),
+                DNNL.desc(wDims, strides: Tensor.contiguousStrides(wDims), wt), DNNL.desc([oc], strides: [1]), wDims)
     }
 
     /// A forward convolution descriptor (`kind`: training or inference) whose weights take the primitive's layout.
-    func forwardDesc(_ kind: dnnl_prop_kind_t, bias: Bool) -> dnnl_convolution_desc_t {
-        let m = memoryDescs
-        var anyW = DNNL.desc(m.weightDims, tag: dnnl_format_tag_any)
+    func forwardDesc(_ kind: dnnl_prop_kind_t, bias: Bool, src st: dnnl_data_type_t = dnnl_f32, weights wt: dnnl_data_type_t = dnnl_f32,
+                     dst dt: dnnl_data_type_t = dnnl_f32) -> dnnl_convolution_desc_t {
+        let m = memoryDescs(src: st, weights: wt, dst: dt)
+        var anyW = DNNL.desc(m.weightDims, tag: dnnl_format_tag_any, wt)
         var s = m.src, d = m.dst, b = m.bias
         var st: [Int64] = [Int64(sh), Int64(sw)], pad: [Int64] = [Int64(ph), Int64(pw)]
         var desc = dnnl_convolution_desc_t()
@@ -51,6 +52,10 @@ final class ConvKernel {
     private let lock = Mutex()
     let g: ConvGeometry
     let hasBias: Bool
+    /// The products' operand type: float32, or bfloat16/float16 (mixed precision; float32 weights, outputs and
+    /// gradients, with the operands cast by reorders into owned buffers).
+    let precision: DType
+    private let low: dnnl_data_type_t
     let srcDesc, dstDesc, userWeightDesc, biasDesc: dnnl_memory_desc_t
     /// OIHW, or GOIHW with groups.
     let weightDims: [Int]
@@ -58,13 +63,20 @@ final class ConvKernel {
     private let fwdWeightReorder: DNNLPrimitive?
     private let fwdWeights: DNNLMemory
     private let src, dst, userWeights, bias: DNNLMemory
+    /// The source's low-precision copy and the reorder that fills it (nil in float32).
+    private let lowSrc: LowCopy?
+    /// The same for the output gradient (backward only).
+    private lazy var lowDst: LowCopy? = precision == .float32 ? nil : LowCopy(dstDesc, g.memoryDescs(dst: low).dst)
 
-    init(_ g: ConvGeometry, hasBias: Bool) {
+    init(_ g: ConvGeometry, hasBias: Bool, precision: DType = .float32) {
         self.g = g
         self.hasBias = hasBias
-        let m = g.memoryDescs
+        self.precision = precision
+        low = LowPrecision.dnnlType(precision)
+        let m = g.memoryDescs()
         (srcDesc, dstDesc, userWeightDesc, biasDesc, weightDims) = (m.src, m.dst, m.weights, m.bias, m.weightDims)
-        var desc = g.forwardDesc(dnnl_forward_training, bias: hasBias)
+        lowSrc = precision == .float32 ? nil : LowCopy(m.src, g.memoryDescs(src: low).src)
+        var desc = g.forwardDesc(dnnl_forward_training, bias: hasBias, src: low, weights: low)
         fwd = DNNLPrimitive(&desc, "conv forward")
         let wmd = fwd.md(dnnl_query_weights_md)
         fwdWeightReorder = DNNL.equal(wmd, userWeightDesc) ? nil : DNNLPrimitive(reorderFrom: userWeightDesc, to: wmd)
@@ -75,20 +87,40 @@ final class ConvKernel {
         bias = DNNLMemory(biasDesc)
     }
 
+    /// A float32 activation cast into an owned low-precision buffer.
+    private final class LowCopy {
+        let cast: DNNLPrimitive
+        let memory: DNNLMemory
+
+        init(_ from: dnnl_memory_desc_t, _ to: dnnl_memory_desc_t) {
+            cast = DNNLPrimitive(reorderFrom: from, to: to)
+            memory = DNNLMemory(to, owned: true)
+        }
+    }
+
+    /// What a primitive reads for the activation at `p`: `window` bound to it, or its low-precision copy.
+    private func operand(_ p: UnsafeMutableRawPointer, _ window: DNNLMemory, _ copy: LowCopy?) -> DNNLMemory {
+        window.bind(p)
+        guard let copy else { return window }
+        copy.cast.execute([(DNNL_ARG_FROM, window), (DNNL_ARG_TO, copy.memory)])
+        return copy.memory
+    }
+
     /// y = conv(x, w) + b; all pointers to channels-last activations / contiguous weights.
     func forward(x: UnsafeMutableRawPointer, w: UnsafeMutableRawPointer, b: UnsafeMutableRawPointer?,
                  y: UnsafeMutableRawPointer) {
         lock.lock(); defer { lock.unlock() }
         userWeights.bind(w)
         if let r = fwdWeightReorder { r.execute([(DNNL_ARG_FROM, userWeights), (DNNL_ARG_TO, fwdWeights)]) }
-        var args: [(Int32, DNNLMemory)] = [(DNNL_ARG_SRC, src.bind(x)), (DNNL_ARG_WEIGHTS, fwdWeights), (DNNL_ARG_DST, dst.bind(y))]
+        var args: [(Int32, DNNLMemory)] = [(DNNL_ARG_SRC, operand(x, src, lowSrc)), (DNNL_ARG_WEIGHTS, fwdWeights),
+                                           (DNNL_ARG_DST, dst.bind(y))]
         if let b { args.append((DNNL_ARG_BIAS, bias.bind(b))) }
         fwd.execute(args)
     }
 
     private lazy var bwdData: (prim: DNNLPrimitive, reorder: DNNLPrimitive?, weights: DNNLMemory) = {
-        var s = srcDesc, d = dstDesc
-        var anyW = DNNL.desc(weightDims, tag: dnnl_format_tag_any)
+        var s = srcDesc, d = g.memoryDescs(dst: low).dst
+        var anyW = DNNL.desc(weightDims, tag: dnnl_format_tag_any, low)
         var st: [Int64] = [Int64(g.sh), Int64(g.sw)], pad: [Int64] = [Int64(g.ph), Int64(g.pw)]
         var desc = dnnl_convolution_desc_t()
         DNNL.check(dnnl_convolution_backward_data_desc_init(&desc, dnnl_convolution_direct, &s, &anyW, &d, &st, &pad, &pad),
@@ -105,11 +137,12 @@ final class ConvKernel {
         let k = bwdData
         userWeights.bind(w)
         if let r = k.reorder { r.execute([(DNNL_ARG_FROM, userWeights), (DNNL_ARG_TO, k.weights)]) }
-        k.prim.execute([(DNNL_ARG_DIFF_DST, dst.bind(dy)), (DNNL_ARG_WEIGHTS, k.weights), (DNNL_ARG_DIFF_SRC, src.bind(dx))])
+        k.prim.execute([(DNNL_ARG_DIFF_DST, operand(dy, dst, lowDst)), (DNNL_ARG_WEIGHTS, k.weights), (DNNL_ARG_DIFF_SRC, src.bind(dx))])
     }
 
     private lazy var bwdWeights: (prim: DNNLPrimitive, reorder: DNNLPrimitive?, diffWeights: DNNLMemory) = {
-        var s = srcDesc, d = dstDesc, b = biasDesc
+        let a = g.memoryDescs(src: low, dst: low)
+        var s = a.src, d = a.dst, b = biasDesc
         var anyW = DNNL.desc(weightDims, tag: dnnl_format_tag_any)
         var st: [Int64] = [Int64(g.sh), Int64(g.sw)], pad: [Int64] = [Int64(g.ph), Int64(g.pw)]
         var desc = dnnl_convolution_desc_t()
@@ -129,7 +162,7 @@ final class ConvKernel {
         lock.lock(); defer { lock.unlock() }
         let k = bwdWeights
         userWeights.bind(dw)
-        var args: [(Int32, DNNLMemory)] = [(DNNL_ARG_SRC, src.bind(x)), (DNNL_ARG_DIFF_DST, dst.bind(dy)),
+        var args: [(Int32, DNNLMemory)] = [(DNNL_ARG_SRC, operand(x, src, lowSrc)), (DNNL_ARG_DIFF_DST, operand(dy, dst, lowDst)),
                                            (DNNL_ARG_DIFF_WEIGHTS, k.diffWeights)]
         if let db { args.append((DNNL_ARG_DIFF_BIAS, bias.bind(db))) }
         k.prim.execute(args)
@@ -138,20 +171,28 @@ final class ConvKernel {
 
     static let cache = KernelCache<ConvKernel>()
 
-    static func get(_ g: ConvGeometry, hasBias: Bool) -> ConvKernel {
-        cache.get(g.key + (hasBias ? "|b" : "")) { ConvKernel(g, hasBias: hasBias) }
+    static func get(_ g: ConvGeometry, hasBias: Bool, precision: DType = .float32) -> ConvKernel {
+        cache.get(g.key + (hasBias ? "|b" : "") + (precision == .float32 ? "" : "|\(precision)")) {
+            ConvKernel(g, hasBias: hasBias, precision: precision)
+        }
     }
 }
 
 extension Tensor {
     /// 2-D convolution (cross-correlation, as PyTorch): input `[N, C, H, W]`, weight `[OC, C/groups, KH, KW]`.
     /// Float32 results are channels-last.
-    public func conv2d(weight: Tensor, bias: Tensor? = nil, stride: Int = 1, padding: Int = 0, groups: Int = 1) -> Tensor {
-        conv2d(weight: weight, bias: bias, stride: (stride, stride), padding: (padding, padding), groups: groups)
+    ///
+    /// `precision` `.bfloat16` or `.float16` (float32 operands only): forward and backward take the input, weight
+    /// and output gradient rounded to that type and accumulate in float32; result and gradients stay float32.
+    /// Check ``CPUFeatures/lowPrecisionUnavailable(_:)`` first.
+    public func conv2d(weight: Tensor, bias: Tensor? = nil, stride: Int = 1, padding: Int = 0, groups: Int = 1,
+                       precision: DType = .float32) -> Tensor {
+        conv2d(weight: weight, bias: bias, stride: (stride, stride), padding: (padding, padding), groups: groups, precision: precision)
     }
 
     /// 2-D convolution with separate vertical and horizontal stride and padding.
-    public func conv2d(weight: Tensor, bias: Tensor?, stride: (Int, Int), padding: (Int, Int), groups: Int = 1) -> Tensor {
+    public func conv2d(weight: Tensor, bias: Tensor?, stride: (Int, Int), padding: (Int, Int), groups: Int = 1,
+                       precision: DType = .float32) -> Tensor {
         requireCompute("conv2d")
         require(rank == 4, "conv2d: expected 4-D input [N, C, H, W], got shape \(shape)")
         require(weight.rank == 4, "conv2d: expected 4-D weight [OC, C/groups, KH, KW], got shape \(weight.shape)")
@@ -170,12 +211,14 @@ extension Tensor {
                      "conv2d: calculated output size (\(g.oh)x\(g.ow)) is too small for input \(shape) and kernel \(weight.shape) with padding \(padding)")
         var y: Tensor
         let x = detached(), w = weight.detached().contiguous(), b = bias?.detached().contiguous()
-        if dtype == .float32 && SmallMapConv.applies(g) {
+        let low = dtype == .float32 ? precision : .float32
+        if low != .float32 { LowPrecision.require(low, "conv2d") }
+        if low == .float32 && dtype == .float32 && SmallMapConv.applies(g) {
             y = SmallMapConv(g).forward(x.contiguous(.channelsLast), w, bias: b)
         } else if dtype == .float32 {
             let xc = x.contiguous(.channelsLast)
             y = Tensor(empty: [g.n, g.oc, g.oh, g.ow], dtype: .float32, strides: Tensor.channelsLastStrides([g.n, g.oc, g.oh, g.ow]))
-            ConvKernel.get(g, hasBias: b != nil).forward(x: xc.rawPointer, w: w.rawPointer, b: b?.rawPointer, y: y.rawPointer)
+            ConvKernel.get(g, hasBias: b != nil, precision: low).forward(x: xc.rawPointer, w: w.rawPointer, b: b?.rawPointer, y: y.rawPointer)
         } else {
             y = Tensor.referenceConv(x.contiguous(), w, b, g)
         }
@@ -184,7 +227,7 @@ extension Tensor {
             let needX = node != nil, needW = weight.node != nil, needB = bias?.node != nil
             let saved = dtype == .float32 ? x.contiguous(.channelsLast) : x.contiguous()
             y.recordGrad("conv2d", inputs) { gy in
-                let (dx, dw, db) = Tensor.convBackward(saved, w, gy, g, needX: needX, needW: needW, needB: needB)
+                let (dx, dw, db) = Tensor.convBackward(saved, w, gy, g, needX: needX, needW: needW, needB: needB, precision: low)
                 return bias == nil ? [dx, dw] : [dx, dw, db]
             }
         }
@@ -213,15 +256,15 @@ extension Tensor {
     }
 
     static func convBackward(_ x: Tensor, _ w: Tensor, _ gy: Tensor, _ g: ConvGeometry, needX: Bool, needW: Bool,
-                             needB: Bool) -> (Tensor?, Tensor?, Tensor?) {
+                             needB: Bool, precision: DType = .float32) -> (Tensor?, Tensor?, Tensor?) {
         if x.dtype != .float32 { return referenceConvBackward(x, w, gy.contiguous(), g, needX: needX, needW: needW, needB: needB) }
         let dy = gy.contiguous(.channelsLast)
-        if SmallMapConv.applies(g) {
+        if precision == .float32 && SmallMapConv.applies(g) {
             let s = SmallMapConv(g)
             return (needX ? s.backwardData(dy, w) : nil, needW ? s.backwardWeights(x, dy) : nil,
                     needB ? dy.sum(dims: [0, 2, 3]) : nil)
         }
-        let k = ConvKernel.get(g, hasBias: needB)
+        let k = ConvKernel.get(g, hasBias: needB, precision: precision)
         var dx: Tensor? = nil, dw: Tensor? = nil, db: Tensor? = nil
         if needX {
             let t = Tensor(empty: x.shape, dtype: .float32, strides: Tensor.channelsLastStrides(x.shape))

@@ -14,6 +14,7 @@ extension DType {
         case .int64: return v.visit(Int64.self)
         case .int32: return v.visit(Int32.self)
         case .uint8: return v.visit(UInt8.self)
+        case .int8: return v.visit(Int8.self)
         case .bool: return v.visit(Bool.self)
         case .bfloat16: return v.visit(BFloat16.self)
         case .float16: return v.visit(Float16.self)

@@ -5,10 +5,11 @@ import Glibc
 /// The element type of a tensor.
 ///
 /// `float32` is the compute type, `float64` exists for finite-difference gradient checks,
-/// `int64`/`int32` hold labels and indices, `uint8` images, `bool` masks from comparisons,
+/// `int64`/`int32` hold labels and indices, `uint8` images (and quantized activations), `int8` quantized
+/// weights, `bool` masks from comparisons,
 /// and `bfloat16`/`float16` are storage formats (convert with ``Tensor/to(_:)`` before computing).
 public enum DType: String, Sendable, CaseIterable, CustomStringConvertible {
-    case float32, float64, int64, int32, uint8, bool, bfloat16, float16
+    case float32, float64, int64, int32, uint8, int8, bool, bfloat16, float16
 
     /// Bytes per element.
     public var byteSize: Int {
@@ -16,7 +17,7 @@ public enum DType: String, Sendable, CaseIterable, CustomStringConvertible {
         case .float64, .int64: return 8
         case .float32, .int32: return 4
         case .bfloat16, .float16: return 2
-        case .uint8, .bool: return 1
+        case .uint8, .int8, .bool: return 1
         }
     }
 
@@ -114,6 +115,14 @@ extension UInt8: TensorElement {
     public static var dtype: DType { .uint8 }
     @inlinable public init(fromDouble value: Double) {
         self = value.isNaN ? 0 : UInt8(Swift.max(Swift.min(value, 255), 0))
+    }
+    @inlinable public var doubleValue: Double { Double(self) }
+}
+
+extension Int8: TensorElement {
+    public static var dtype: DType { .int8 }
+    @inlinable public init(fromDouble value: Double) {
+        self = value.isNaN ? 0 : Int8(Swift.max(Swift.min(value, 127), -128))
     }
     @inlinable public var doubleValue: Double { Double(self) }
 }

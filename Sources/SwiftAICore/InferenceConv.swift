@@ -114,7 +114,7 @@ final class InferenceConvKernel {
     private let weightReorder: DNNLPrimitive?
 
     init(_ g: ConvGeometry, _ epilogue: [ConvEpilogue]) {
-        let m = g.memoryDescs
+        let m = g.memoryDescs()
         (srcDesc, dstDesc, userWeightDesc, biasDesc) = (m.src, m.dst, m.weights, m.bias)
         var desc = g.forwardDesc(dnnl_forward_inference, bias: true)
         var po: dnnl_post_ops_t? = nil

@@ -116,7 +116,11 @@ extension Tensor {
     }
 
     /// `self · weightᵀ + bias` over the last dimension (PyTorch's `F.linear`): weight is `[out, in]`.
-    public func linear(weight: Tensor, bias: Tensor? = nil) -> Tensor {
+    ///
+    /// `precision` `.bfloat16` or `.float16` (float32 operands only): the products, forward and backward, take
+    /// operands rounded to that type and accumulate in float32; result and gradients stay float32. Check
+    /// ``CPUFeatures/lowPrecisionUnavailable(_:)`` first.
+    public func linear(weight: Tensor, bias: Tensor? = nil, precision: DType = .float32) -> Tensor {
         requireCompute("linear")
         require(weight.rank == 2 && rank >= 1 && shape[rank - 1] == weight.shape[1],
                      "linear: mat1 and mat2 shapes cannot be multiplied (input \(shape), weight \(weight.shape))")
@@ -125,6 +129,7 @@ extension Tensor {
         let outF = weight.shape[0], inF = weight.shape[1]
         if let bias { require(bias.shape == [outF], "linear: bias shape \(bias.shape) does not match out_features \(outF)") }
         let x2 = reshape([-1, inF]).detached()
+        if precision != .float32 && dtype == .float32 { return lowPrecisionLinear(x2, weight: weight, bias: bias, precision) }
         let rows = x2.shape[0]
         var y = Tensor.zeros([rows, outF], dtype: dtype)
         noGrad {
@@ -146,6 +151,26 @@ extension Tensor {
                 let g2 = g.reshape([-1, outF])
                 var grads: [Tensor?] = [needX ? g2.matmul(w).reshape(inShape) : nil,
                                         needW ? g2.transpose(0, 1).matmul(x) : nil]
+                if bias != nil { grads.append(needB ? g2.sum(dims: [0]) : nil) }
+                return grads
+            }
+        }
+        return y
+    }
+
+    /// ``linear(weight:bias:precision:)``'s low-precision path: `x2` is the input as `[rows, in]`.
+    private func lowPrecisionLinear(_ x2: Tensor, weight: Tensor, bias: Tensor?, _ precision: DType) -> Tensor {
+        LowPrecision.require(precision, "linear")
+        let w = weight.detached(), outF = w.shape[0], inShape = shape
+        var y = LowPrecision.matmul(x2, w.transpose(0, 1), bias: bias?.detached(), precision)
+            .reshape(Array(shape.dropLast()) + [outF])
+        let inputs = [self, weight] + (bias.map { [$0] } ?? [])
+        if inputs.contains(where: { $0.node != nil }) && GradMode.isEnabled {
+            let needX = node != nil, needW = weight.node != nil, needB = bias?.node != nil
+            y.recordGrad("linear", inputs) { g in
+                let g2 = g.reshape([-1, outF]).detached()
+                var grads: [Tensor?] = [needX ? LowPrecision.matmul(g2, w, precision).reshape(inShape) : nil,
+                                        needW ? LowPrecision.matmul(g2.transpose(0, 1), x2, precision) : nil]
                 if bias != nil { grads.append(needB ? g2.sum(dims: [0]) : nil) }
                 return grads
             }

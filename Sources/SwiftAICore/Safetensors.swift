@@ -37,6 +37,7 @@ public enum Safetensors {
         case .int64: return "I64"
         case .int32: return "I32"
         case .uint8: return "U8"
+        case .int8: return "I8"
         case .bool: return "BOOL"
         }
     }

@@ -165,6 +165,7 @@ public struct Tensor {
         case .int64: return Double(d.assumingMemoryBound(to: Int64.self)[i])
         case .int32: return Double(d.assumingMemoryBound(to: Int32.self)[i])
         case .uint8: return Double(d.assumingMemoryBound(to: UInt8.self)[i])
+        case .int8: return Double(d.assumingMemoryBound(to: Int8.self)[i])
         case .bool: return d.assumingMemoryBound(to: Bool.self)[i] ? 1 : 0
         case .bfloat16: return Double(d.assumingMemoryBound(to: BFloat16.self)[i].float)
         case .float16: return Double(d.assumingMemoryBound(to: Float16.self)[i])

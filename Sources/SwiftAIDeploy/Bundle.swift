@@ -11,17 +11,21 @@ import SwiftAIVision
 //
 // Metadata (all JSON but the first three): `format` = "swiftai-learner", `format_version` = "1", `swiftai_version`,
 // `model` (a ``ModelSpec``), `pipeline` (colour mode, item and batch transforms), `vocab`, `loss`, `input_size`
-// ([C, H, W] the pipeline produces, or null when it depends on the image) and `dtype` (of the stored weights).
+// ([C, H, W] the pipeline produces, or null when it depends on the image), `dtype` (of the stored weights) and, for
+// int8 bundles, `quantization` ({"scheme": "static"|"dynamic", "qmax": 127|255}; tensors as
+// ``QuantizedModel/quantizedState()`` names them).
 
-/// Precision of the weights in an export bundle (computation always runs in float32).
+/// Precision of the weights in an export bundle: float32, or half precision converted back to float32 when loaded, or
+/// int8 — a quantized model (``QuantizedModel``) computing in int8.
 public enum ExportDType: String, Sendable, CaseIterable {
-    case float32, float16, bfloat16
+    case float32, float16, bfloat16, int8
 
     var dtype: DType {
         switch self {
         case .float32: return .float32
         case .float16: return .float16
         case .bfloat16: return .bfloat16
+        case .int8: return .int8
         }
     }
 }
@@ -50,12 +54,17 @@ extension Learner {
     ///
     /// `pipeline` describes how images become the model's input; by default it is taken from image loaders
     /// (``InferencePipeline/init(_:)``). `dtype` stores the weights in half precision (they are converted back
-    /// to float32 when loaded). Only classifiers trained with `CrossEntropyLoss` are exported.
+    /// to float32 when loaded); a quantized model (``quantized(calibration:batches:observer:inputShape:)``) is
+    /// always stored as int8. Only classifiers trained with `CrossEntropyLoss` are exported.
     public func export(to path: String, dtype: ExportDType = .float32, pipeline: InferencePipeline? = nil) throws {
         guard let spec = modelSpec else {
             throw BundleError.notExportable("its model was not built from a description (visionLearner or a lesson model); set learn.modelSpec")
         }
-        guard !model.modules().contains(where: { $0 is FusedConv2d }) else {
+        let quantized = model as? QuantizedModel
+        guard dtype != .int8 || quantized != nil else {
+            throw BundleError.notExportable("int8 bundles hold quantized models: quantize first (learn.quantized(calibration:) or `swiftai quantize`)")
+        }
+        guard quantized != nil || !model.modules().contains(where: { $0 is FusedConv2d }) else {
             throw BundleError.notExportable("its model is fused for inference; load the bundle with loadLearner(path, fused: false) to export it again")
         }
         guard let ce = lossFunc as? CrossEntropyLoss, ce.weight == nil else {
@@ -72,13 +81,21 @@ extension Learner {
                             "batch_tfms": try p.batchTransforms.map(TransformCoding.encode)]
         } catch { throw BundleError.notExportable("\(error)") }
         var tensors: [String: Tensor] = [:]
-        for (k, v) in model.stateDict() { tensors[k] = v.dtype == .float32 ? v.to(dtype.dtype) : v }
-        let metadata: [String: String] = [
+        if let quantized {
+            tensors = quantized.quantizedState()
+        } else {
+            for (k, v) in model.stateDict() { tensors[k] = v.dtype == .float32 ? v.to(dtype.dtype) : v }
+        }
+        var metadata: [String: String] = [
             "format": BundleKeys.format, "format_version": BundleKeys.version, "swiftai_version": SwiftAIVersion.string,
             "model": jsonString(spec.json), "pipeline": jsonString(pipelineJSON), "vocab": jsonString(p.vocab),
             "loss": jsonString(["type": "CrossEntropyLoss", "label_smoothing": ce.labelSmoothing]),
-            "input_size": jsonString(p.inputSize.map { $0 as Any } ?? NSNull()), "dtype": dtype.rawValue,
+            "input_size": jsonString(p.inputSize.map { $0 as Any } ?? NSNull()),
+            "dtype": quantized == nil ? dtype.rawValue : ExportDType.int8.rawValue,
         ]
+        if let quantized {
+            metadata["quantization"] = jsonString(["scheme": quantized.scheme.rawValue, "qmax": quantized.qmax])
+        }
         try Safetensors.write(tensors, metadata: metadata, to: path)
     }
 }
@@ -108,10 +125,14 @@ public struct ExportBundle {
     /// Checks the bytes of a bundle and builds its model as ``init(path:)`` does; `name` identifies it in errors.
     public init(data: Data, name: String) throws {
         let path = name
-        guard !(data.starts(with: [0x50, 0x4B, 0x03, 0x04]) || data.starts(with: [0x80])) else {
-            throw BundleError.notABundle(path: path, reason: "it is a PyTorch .pth file (pickle); export a SwiftAI learner with `learn.export` or `swiftai train --out`")
+        let file: (tensors: [String: Tensor], metadata: [String: String])
+        do { file = try Safetensors.decode(data) } catch {
+            // A safetensors header length may start with 0x80 too: only a file that is not safetensors is called a .pth.
+            if data.starts(with: [0x50, 0x4B, 0x03, 0x04]) || data.starts(with: [0x80]) {
+                throw BundleError.notABundle(path: path, reason: "it is a PyTorch .pth file (pickle); export a SwiftAI learner with `learn.export` or `swiftai train --out`")
+            }
+            throw error
         }
-        let file = try Safetensors.decode(data)
         let meta = file.metadata
         guard meta["format"] == BundleKeys.format else {
             throw BundleError.notABundle(path: path, reason: "a safetensors file without SwiftAI's export metadata (plain weights?): load it with visionLearner(weights:) or Module.load(stateDict:)")
@@ -165,8 +186,18 @@ public struct ExportBundle {
             throw invalid("the model description needs at least \(spec.minimumParameterCount) parameters but the file holds only \(stored) values")
         }
         let spec = spec
-        model = Init.skipping { spec.make(generator: Generator(seed: 0)) }  // every weight is loaded next
-        try Self.load(file.tensors, into: model, dtype: dt.dtype, invalid)
+        let architecture = Init.skipping { spec.make(generator: Generator(seed: 0)) }  // every weight is loaded next
+        if dt == .int8 {
+            guard let q = try json("quantization") as? [String: Any], let scheme = (q["scheme"] as? String).flatMap(QuantizationScheme.init),
+                  let qmax = (q["qmax"] as? NSNumber)?.int32Value, qmax == 127 || qmax == 255 else {
+                throw invalid("metadata 'quantization' must give a scheme (static or dynamic) and qmax (127 or 255)")
+            }
+            do { model = try QuantizedModel.load(file.tensors, architecture: architecture, scheme: scheme, qmax: qmax) }
+            catch { throw invalid("\(error)") }
+        } else {
+            model = architecture
+            try Self.load(file.tensors, into: model, dtype: dt.dtype, invalid)
+        }
     }
 
     /// Checks names, dtypes and shapes against the model's state dict, then loads (all or nothing).
@@ -195,7 +226,7 @@ public struct ExportBundle {
 /// made with its pipeline (`learn.dls` carry the pipeline and vocab but no items).
 ///
 /// With `fused` (default) the model is ``Module/fusedForInference()``'s copy — faster, but it cannot be trained or
-/// exported again; pass `false` for the trainable model.
+/// exported again; pass `false` for the trainable model. An int8 bundle always gives its ``QuantizedModel``.
 public func loadLearner(_ path: String, fused: Bool = true) throws -> Learner {
     let bundle = try ExportBundle(path: path)
     bundle.model.eval()

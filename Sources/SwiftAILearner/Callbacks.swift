@@ -308,6 +308,8 @@ public final class TerminateOnNaN: Callback {
     }
 
     public func afterBackward(_ learn: Learner) throws {
+        // Under float16 loss scaling, overflowing gradients are expected: the scaler skips that step.
+        if learn.callback(MixedPrecision.self)?.scalesLoss == true { return }
         // The optimizer's list, not `model.parameters()`: reflection on every batch cost 15 % of a small model's step.
         for p in learn.opt?.parameters ?? learn.model.parameters() {
             guard let g = p.grad else { continue }

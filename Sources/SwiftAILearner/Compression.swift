@@ -1,6 +1,8 @@
-// Training-time compression: knowledge distillation (issue #12), keeping pruned weights pruned, removing channels.
+// Training-time compression (issue #12): knowledge distillation, keeping pruned weights pruned, removing channels,
+// int8 quantization.
 
 import SwiftAICore
+import SwiftAIData
 import SwiftAINN
 
 /// Knowledge distillation's soft loss (Hinton et al. 2015): `T² · KL(softmax(teacher/T) ‖ softmax(student/T))`,
@@ -61,4 +63,68 @@ extension Learner {
         modelSpec = try spec.pruneChannels(of: model, amount: amount)
         opt = nil
     }
+}
+
+/// Calibration data that cannot calibrate this model.
+public enum CompressionError: Error, CustomStringConvertible, Equatable {
+    case calibration(String)
+
+    public var description: String {
+        switch self { case let .calibration(why): return "calibration: \(why)" }
+    }
+}
+
+extension Learner {
+    /// Static int8 post-training quantization: the first `batches` batches of `dl` (their inputs; use loaders
+    /// without augmentation) calibrate the activation ranges. Returns a learner for the int8 ``QuantizedModel``
+    /// (inference only: `getPreds`, `predict`, `export`) with this one's loaders, loss and description; this
+    /// learner's model is unchanged. `inputShape` (`[C, H, W]`) is checked against the first batch before any
+    /// work, as is the channel count of the model's first convolution.
+    public func quantized(calibration dl: DataLoader, batches: Int = 32, observer: ActivationObserver = .histogram,
+                          inputShape: [Int]? = nil) throws -> Learner {
+        guard batches > 0, dl.count > 0 else {
+            throw CompressionError.calibration("no calibration batches (\(dl.itemCount) items for batch size \(dl.batchSize))")
+        }
+        let x = try dl.first().x
+        let item = Array(x.shape.dropFirst())
+        if let inputShape, item != inputShape {
+            throw CompressionError.calibration("the calibration images are \(item) but the model takes \(inputShape) inputs")
+        }
+        if let conv = model.modules().first(where: { $0 is Conv2d }) as? Conv2d, x.rank == 4,
+           x.shape[1] != conv.weight.shape[1] * conv.groups {
+            throw CompressionError.calibration("the calibration images have \(x.shape[1]) channels but the model's first convolution takes \(conv.weight.shape[1] * conv.groups)")
+        }
+        var failure: Error?
+        let q = model.quantizedStatic(observer: observer) { run in
+            guard failure == nil else { return }
+            let it = dl.makeIterator()
+            do {
+                for _ in 0..<Swift.min(batches, dl.count) {
+                    guard let b = try it.nextBatch() else { break }
+                    run(b.x)
+                }
+            } catch { failure = error }
+        }
+        if let failure { throw failure }
+        return inferenceLearner(q)
+    }
+
+    /// Dynamic int8 quantization: linear layers get int8 weights and quantize their inputs per batch; the rest runs
+    /// fused in float32. Returns a learner for the ``QuantizedModel`` as ``quantized(calibration:batches:observer:inputShape:)``.
+    public func quantizedDynamic() -> Learner { inferenceLearner(model.quantizedDynamic()) }
+
+    private func inferenceLearner(_ q: QuantizedModel) -> Learner {
+        let learn = Learner(model: q, dls: dls, lossFunc: lossFunc, metrics: recorder.metrics, progress: false)
+        learn.modelSpec = modelSpec
+        return learn
+    }
+}
+
+extension Learner {
+    /// Quantization-aware training: prepares this learner's model (``Module/prepareQAT(qmax:)``); train it with
+    /// `fit`/`fitOneCycle` as usual, then ``quantized(from:)``.
+    public func prepareQAT() -> QuantizationAwareTraining { model.prepareQAT() }
+
+    /// A learner for the int8 model that quantization-aware training converts to (see ``quantized(calibration:batches:observer:inputShape:)``).
+    public func quantized(from qat: QuantizationAwareTraining) throws -> Learner { inferenceLearner(try qat.convert()) }
 }

@@ -6,6 +6,9 @@ import SwiftAIOptim
 
 /// Thrown by a callback to skip the rest of the current batch (`afterCancelBatch`, then `afterBatch`, run).
 public struct CancelBatch: Error { public init() {} }
+/// Thrown from `beforeStep` to skip the optimizer step of this batch (fastai's `CancelStepException`); `afterStep`
+/// and the rest of the batch still run.
+public struct CancelStep: Error { public init() {} }
 /// Thrown to end the current training phase of an epoch.
 public struct CancelTrain: Error { public init() {} }
 /// Thrown to end the current validation phase.
@@ -300,8 +303,10 @@ public final class Learner {
             try fire(.beforeBackward)
             try trainStep.backward(self)
             try fire(.afterBackward)
-            try fire(.beforeStep)
-            try trainStep.step(self)
+            do {
+                try fire(.beforeStep)
+                try trainStep.step(self)
+            } catch is CancelStep {}
             try fire(.afterStep)
             // Counted before `afterBatch`, as fastai's TrainEvalCallback does.
             trainIter += 1

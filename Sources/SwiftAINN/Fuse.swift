@@ -8,9 +8,12 @@ import SwiftAICore
 /// A convolution with BatchNorm folded in and its epilogue fused; built by ``Module/fusedForInference()``.
 public final class FusedConv2d: Module {
     public let conv: InferenceConv
+    /// The Conv2d, BatchNorm2d and activation this was made from (int8 quantization names its tensors after the
+    /// first; quantization-aware training observes the last's output).
+    public let sources: [ObjectIdentifier]
 
     /// Folds `bn` (evaluation statistics) into `conv`: `w·γ/√(σ²+ε)`, `(b − μ)·γ/√(σ²+ε) + β`.
-    public init(_ conv: Conv2d, bn: BatchNorm2d?, epilogue: [ConvEpilogue]) {
+    public init(_ conv: Conv2d, bn: BatchNorm2d?, activation: Module? = nil, epilogue: [ConvEpilogue]) {
         var w = conv.weight.value.detached().to(.float32)
         var b = conv.bias?.value.detached().to(.float32) ?? Tensor.zeros([w.shape[0]])
         if let bn, let mean = bn.runningMean?.value, let variance = bn.runningVar?.value {
@@ -22,6 +25,7 @@ public final class FusedConv2d: Module {
         }
         self.conv = InferenceConv(weight: w, bias: b, stride: conv.stride, padding: conv.padding, groups: conv.groups,
                                   epilogue: epilogue)
+        sources = [conv, bn, activation].compactMap { $0.map(ObjectIdentifier.init) }
         super.init()
     }
 
@@ -52,11 +56,13 @@ public final class FusedConv2d: Module {
             i += 1
         }
         var epilogue = before
+        var activation: Module? = nil
         if i < layers.endIndex, let act = FusedConv2d.epilogue(of: layers[i]) {
             epilogue += act
+            activation = layers[i]
             i += 1
         }
-        return (FusedConv2d(conv, bn: bn, epilogue: epilogue), i - layers.startIndex)
+        return (FusedConv2d(conv, bn: bn, activation: activation, epilogue: epilogue), i - layers.startIndex)
     }
 
     /// The whole of `layers` as one fused convolution ending in `epilogue`, or nil if they are not
@@ -73,11 +79,14 @@ public final class FusedResidual: Module {
     public let main: Sequential
     public let last: FusedConv2d
     public let shortcut: Module
+    /// The block this was made from (quantization-aware training observes its output).
+    public let source: ObjectIdentifier
 
-    public init(main: [Module], last: FusedConv2d, shortcut: Module) {
+    public init(main: [Module], last: FusedConv2d, shortcut: Module, source: Module) {
         self.main = Sequential(main)
         self.last = last
         self.shortcut = shortcut
+        self.source = ObjectIdentifier(source)
         super.init()
     }
 
@@ -103,9 +112,9 @@ extension Sequential {
 }
 
 /// The convolution chain `[(conv, bn)]` of a torchvision block fused; the last adds the residual, then ReLU.
-func fusedTorchvisionBlock(_ pairs: [(Conv2d, BatchNorm2d)], downsample: Sequential?) -> FusedResidual {
+func fusedTorchvisionBlock(_ pairs: [(Conv2d, BatchNorm2d)], downsample: Sequential?, block: Module) -> FusedResidual {
     let relu: [ConvEpilogue] = [.leakyRelu(0)]
     let main = pairs.dropLast().map { FusedConv2d($0.0, bn: $0.1, epilogue: relu) }
     let last = FusedConv2d(pairs.last!.0, bn: pairs.last!.1, epilogue: [.addResidual] + relu)
-    return FusedResidual(main: main, last: last, shortcut: downsample?.fusedForInference() ?? Identity())
+    return FusedResidual(main: main, last: last, shortcut: downsample?.fusedForInference() ?? Identity(), source: block)
 }

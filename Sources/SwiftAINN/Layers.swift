@@ -7,6 +7,11 @@ public protocol ActivationModule: Module {}
 public final class Linear: Module {
     public let weight: Parameter
     public let bias: Parameter?
+    /// Quantization-aware training: the forward uses per-channel int8-rounded weights (``Module/prepareQAT(qmax:)``).
+    public var fakeQuantizeWeight = false
+    /// Operand type of the product: `.float32`, or `.bfloat16`/`.float16` for mixed precision (the weights stay
+    /// float32; the `MixedPrecision` callback sets it during a fit).
+    public var precision: DType = .float32
 
     public init(_ inFeatures: Int, _ outFeatures: Int, bias: Bool = true, generator: Generator = .default) {
         weight = Parameter(Tensor.zeros([outFeatures, inFeatures]))
@@ -17,7 +22,10 @@ public final class Linear: Module {
         if let b = self.bias { Init.uniform(b, low: -bound, high: bound, generator: generator) }
     }
 
-    public override func forward(_ x: Tensor) -> Tensor { x.linear(weight: weight.value, bias: bias?.value) }
+    public override func forward(_ x: Tensor) -> Tensor {
+        x.linear(weight: fakeQuantizeWeight ? weight.value.fakeQuantizedPerChannel() : weight.value, bias: bias?.value,
+                 precision: precision)
+    }
 }
 
 /// 2-D convolution (PyTorch's `nn.Conv2d`; default init as PyTorch).
@@ -25,6 +33,10 @@ public final class Conv2d: Module {
     public let weight: Parameter
     public let bias: Parameter?
     public let stride: Int, padding: Int, groups: Int
+    /// Quantization-aware training: the forward uses per-channel int8-rounded weights (``Module/prepareQAT(qmax:)``).
+    public var fakeQuantizeWeight = false
+    /// Operand type of the convolution: `.float32`, or `.bfloat16`/`.float16` for mixed precision (see ``Linear/precision``).
+    public var precision: DType = .float32
 
     public init(_ inChannels: Int, _ outChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0,
                 groups: Int = 1, bias: Bool = true, generator: Generator = .default) {
@@ -42,7 +54,8 @@ public final class Conv2d: Module {
     }
 
     public override func forward(_ x: Tensor) -> Tensor {
-        x.conv2d(weight: weight.value, bias: bias?.value, stride: stride, padding: padding, groups: groups)
+        x.conv2d(weight: fakeQuantizeWeight ? weight.value.fakeQuantizedPerChannel() : weight.value, bias: bias?.value,
+                 stride: stride, padding: padding, groups: groups, precision: precision)
     }
 }
 

@@ -66,7 +66,7 @@ public final class HookHandle {
 open class Module {
     /// Training mode (BatchNorm uses batch statistics, Dropout is active) or evaluation mode.
     public private(set) var training = true
-    private var hooks: [(id: Int, fn: (Module, Tensor, Tensor) -> Void)] = []
+    private var hooks: [(id: Int, fn: (Module, Tensor, Tensor) -> Tensor?)] = []
     private var nextHookID = 0
 
     public init() {}
@@ -78,8 +78,8 @@ open class Module {
 
     /// Runs ``forward(_:)`` and then the forward hooks.
     public func callAsFunction(_ x: Tensor) -> Tensor {
-        let y = forward(x)
-        for h in hooks { h.fn(self, x, y) }
+        var y = forward(x)
+        for h in hooks { if let replaced = h.fn(self, x, y) { y = replaced } }
         return y
     }
 
@@ -235,6 +235,15 @@ open class Module {
     /// Calls `hook(module, input, output)` after every forward of this module until the handle is removed.
     @discardableResult
     public func registerForwardHook(_ hook: @escaping (Module, Tensor, Tensor) -> Void) -> HookHandle {
+        nextHookID += 1
+        hooks.append((nextHookID, { m, x, y in hook(m, x, y); return nil }))
+        return HookHandle(module: self, id: nextHookID)
+    }
+
+    /// Like ``registerForwardHook(_:)``, but the hook's result replaces the module's output (PyTorch's forward
+    /// hooks returning a value), e.g. to simulate quantization while training.
+    @discardableResult
+    public func registerOutputHook(_ hook: @escaping (Module, Tensor, Tensor) -> Tensor) -> HookHandle {
         nextHookID += 1
         hooks.append((nextHookID, hook))
         return HookHandle(module: self, id: nextHookID)

@@ -47,7 +47,7 @@ public final class BasicBlock: Module {
     }
 
     public override func fusedForInference() -> Module {
-        fusedTorchvisionBlock([(conv1, bn1), (conv2, bn2)], downsample: downsample)
+        fusedTorchvisionBlock([(conv1, bn1), (conv2, bn2)], downsample: downsample, block: self)
     }
 }
 
@@ -90,7 +90,7 @@ public final class Bottleneck: Module {
     }
 
     public override func fusedForInference() -> Module {
-        fusedTorchvisionBlock([(conv1, bn1), (conv2, bn2), (conv3, bn3)], downsample: downsample)
+        fusedTorchvisionBlock([(conv1, bn1), (conv2, bn2), (conv3, bn3)], downsample: downsample, block: self)
     }
 }
 
@@ -187,7 +187,7 @@ public final class ResNet: Module {
     }
 
     public override func fusedForInference() -> Module {
-        Sequential([FusedConv2d(conv1, bn: bn1, epilogue: [.leakyRelu(0)]), maxpool]
+        Sequential([FusedConv2d(conv1, bn: bn1, activation: relu, epilogue: [.leakyRelu(0)]), maxpool]
                    + [layer1, layer2, layer3, layer4].map { $0.fusedForInference() } + [avgpool, Flatten(), fc])
     }
 

@@ -78,6 +78,6 @@ public final class ResBlock: Module {
         guard convs.count == 2, let second = convs[1] as? Sequential, let actEpilogue = FusedConv2d.epilogue(of: act),
               let last = FusedConv2d.fuse(exactly: second.layers, epilogue: [.addResidual] + actEpilogue) else { return self }
         return FusedResidual(main: [convs[0].fusedForInference()], last: last,
-                             shortcut: Sequential(pool, idconv.fusedForInference()))
+                             shortcut: Sequential(pool, idconv.fusedForInference()), source: self)
     }
 }

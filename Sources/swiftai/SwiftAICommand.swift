@@ -7,7 +7,7 @@ struct SwiftAICommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "swiftai",
         abstract: "SwiftAI: fastai-style deep learning in Swift.",
-        subcommands: [Train.self, Ensemble.self, LRFind.self, Summary.self, Predict.self, Evaluate.self, Export.self, Serve.self, Prune.self, DataCommand.self,
+        subcommands: [Train.self, Ensemble.self, LRFind.self, Summary.self, Predict.self, Evaluate.self, Export.self, Serve.self, Prune.self, QuantizeCommand.self, DataCommand.self,
                       Bench.self])
 }
 

@@ -1,0 +1,143 @@
+import CDNNL
+import Foundation
+
+// Mixed precision on the CPU (issue #12): convolutions and linear layers can take bfloat16 (or float16) operands
+// through oneDNN, accumulating and returning float32. Which CPUs run that natively is decided here, at run time.
+
+/// What this CPU can compute natively, as far as mixed precision is concerned.
+public enum CPUFeatures {
+    /// The CPU's instruction-set flags (`/proc/cpuinfo`), empty where they cannot be read.
+    public static let flags: Set<String> = {
+        guard let text = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return [] }
+        return Set(line.split(separator: ":").last!.split(separator: " ").map(String.init))
+    }()
+
+    /// The instruction set oneDNN dispatches to (e.g. `avx2`, `avx512_core_bf16`, `avx512_core_amx`).
+    public static let isa: String = {
+        switch dnnl_get_effective_cpu_isa().rawValue {
+        case dnnl_cpu_isa_sse41.rawValue: return "sse41"
+        case dnnl_cpu_isa_avx.rawValue: return "avx"
+        case dnnl_cpu_isa_avx2.rawValue: return "avx2"
+        case dnnl_cpu_isa_avx2_vnni.rawValue: return "avx2_vnni"
+        case dnnl_cpu_isa_avx512_core.rawValue: return "avx512_core"
+        case dnnl_cpu_isa_avx512_core_vnni.rawValue: return "avx512_core_vnni"
+        case dnnl_cpu_isa_avx512_core_bf16.rawValue: return "avx512_core_bf16"
+        case dnnl_cpu_isa_avx512_core_amx.rawValue: return "avx512_core_amx"
+        case let v: return "isa 0x\(String(v, radix: 16))"
+        }
+    }()
+
+    /// Native bfloat16 dot products: `avx512_bf16` (Cooper Lake, Zen 4, Sapphire Rapids) or AMX-BF16.
+    public static var nativeBF16: Bool { flags.contains("avx512_bf16") || flags.contains("amx_bf16") }
+
+    /// Native float16 arithmetic: `avx512_fp16` (Sapphire Rapids).
+    public static var nativeFP16: Bool { flags.contains("avx512_fp16") }
+
+    /// Whether the oneDNN this build links creates `dtype` convolution and matmul primitives (float32
+    /// accumulation and output). oneDNN 2.6 has bfloat16 kernels from `avx512_core` up and no float16 ones on x86.
+    public static func hasKernels(_ dtype: DType) -> Bool {
+        switch dtype {
+        case .float32: return true
+        case .bfloat16: return bf16Kernels
+        case .float16: return f16Kernels
+        default: return false
+        }
+    }
+
+    private static let bf16Kernels = probe(dnnl_bf16)
+    private static let f16Kernels = probe(dnnl_f16)
+
+    /// Tries to create a small convolution and a matmul taking `type` operands.
+    private static func probe(_ type: dnnl_data_type_t) -> Bool {
+        var s = DNNL.desc([2, 8, 6, 6], tag: dnnl_nhwc, type), w = DNNL.desc([8, 8, 3, 3], tag: dnnl_format_tag_any, type)
+        var d = DNNL.desc([2, 8, 6, 6], tag: dnnl_nhwc)
+        var st: [Int64] = [1, 1], pad: [Int64] = [1, 1]
+        var conv = dnnl_convolution_desc_t()
+        guard dnnl_convolution_forward_desc_init(&conv, dnnl_forward_training, dnnl_convolution_direct, &s, &w, nil, &d,
+                                                 &st, &pad, &pad) == dnnl_success else { return false }
+        var a = DNNL.desc([4, 8], tag: dnnl_ab, type), b = DNNL.desc([8, 4], tag: dnnl_ab, type), c = DNNL.desc([4, 4], tag: dnnl_ab)
+        var mm = dnnl_matmul_desc_t()
+        guard dnnl_matmul_desc_init(&mm, &a, &b, nil, &c) == dnnl_success else { return false }
+        for desc in [UnsafeRawPointer(&conv), UnsafeRawPointer(&mm)] {
+            var pd: dnnl_primitive_desc_t? = nil
+            guard dnnl_primitive_desc_create(&pd, desc, nil, DNNL.engine, nil) == dnnl_success else { return false }
+            dnnl_primitive_desc_destroy(pd)
+        }
+        return true
+    }
+
+    /// `nil` when convolutions and linear layers can compute in `dtype` (`.bfloat16` or `.float16`) at native speed
+    /// here; otherwise the one-line reason, e.g. "bf16 needs avx512_bf16 or AMX; this CPU (avx2) has neither".
+    public static func lowPrecisionUnavailable(_ dtype: DType) -> String? {
+        switch dtype {
+        case .bfloat16:
+            if !nativeBF16 { return "bf16 needs avx512_bf16 or AMX; this CPU (\(isa)) has neither" }
+            if !hasKernels(.bfloat16) { return "this CPU (\(isa)) has avx512_bf16 but the linked oneDNN has no bf16 convolution for it" }
+            return nil
+        case .float16:
+            if !nativeFP16 { return "fp16 needs avx512_fp16; this CPU (\(isa)) has none" }
+            if !hasKernels(.float16) {
+                return "this CPU (\(isa)) has avx512_fp16 but the linked oneDNN (2.6) has no fp16 convolution for x86 (bf16 works here)"
+            }
+            return nil
+        default:
+            return "\(dtype) is not a low-precision compute type (use bfloat16 or float16)"
+        }
+    }
+}
+
+/// oneDNN kernels for the low-precision path: casts (reorders) and matrix products with float32 results.
+enum LowPrecision {
+    static func dnnlType(_ dtype: DType) -> dnnl_data_type_t {
+        switch dtype {
+        case .bfloat16: return dnnl_bf16
+        case .float16: return dnnl_f16
+        default: return dnnl_f32
+        }
+    }
+
+    /// Checked by the kernels: asking for a precision oneDNN cannot run here is a programmer error.
+    static func require(_ dtype: DType, _ op: String) {
+        SwiftAICore.require(CPUFeatures.hasKernels(dtype), "\(op): no \(dtype) kernels on this CPU (\(CPUFeatures.isa)); check CPUFeatures.lowPrecisionUnavailable first")
+    }
+
+    private static let casts = KernelCache<DNNLPrimitive>()
+    private static let products = KernelCache<DNNLPrimitive>()
+
+    /// A contiguous `dtype` copy of the float32 matrix `t` (any strides).
+    static func cast(_ t: Tensor, to dtype: DType) -> Tensor {
+        precondition(t.dtype == .float32 && t.rank == 2)
+        let out = Tensor(empty: t.shape, dtype: dtype)
+        let from = DNNL.desc(t.shape, strides: t.strides), to = DNNL.desc(t.shape, strides: Tensor.contiguousStrides(t.shape), dnnlType(dtype))
+        let r = casts.get("\(t.shape)|\(t.strides)|\(dtype)") { DNNLPrimitive(reorderFrom: from, to: to) }
+        r.execute([(DNNL_ARG_FROM, DNNLMemory(from).bind(t.rawPointer)), (DNNL_ARG_TO, DNNLMemory(to).bind(out.rawPointer))])
+        return out
+    }
+
+    /// `a · b (+ bias)` for float32 matrices `a` `[m, k]` and `b` `[k, n]` (any strides), computed on `dtype` copies
+    /// with float32 accumulation; the result is a contiguous float32 `[m, n]`.
+    static func matmul(_ a: Tensor, _ b: Tensor, bias: Tensor? = nil, _ dtype: DType) -> Tensor {
+        let m = a.shape[0], k = a.shape[1], n = b.shape[1]
+        let la = cast(a, to: dtype), lb = cast(b, to: dtype)
+        let y = Tensor(empty: [m, n], dtype: .float32)
+        let t = dnnlType(dtype)
+        let (ad, bd, yd, biasd) = (DNNL.desc([m, k], tag: dnnl_ab, t), DNNL.desc([k, n], tag: dnnl_ab, t),
+                                   DNNL.desc([m, n], tag: dnnl_ab), DNNL.desc([1, n], tag: dnnl_ab))
+        let p = products.get("\(m),\(k),\(n)|\(dtype)|\(bias != nil)") {
+            var (sa, sb, sy, sbias) = (ad, bd, yd, biasd)
+            var desc = dnnl_matmul_desc_t()
+            withUnsafePointer(to: &sbias) { bp in
+                DNNL.check(dnnl_matmul_desc_init(&desc, &sa, &sb, bias != nil ? bp : nil, &sy), "matmul desc")
+            }
+            return DNNLPrimitive(&desc, "\(dtype) matmul")
+        }
+        let bc = bias?.contiguous()
+        var args: [(Int32, DNNLMemory)] = [(DNNL_ARG_SRC, DNNLMemory(ad).bind(la.rawPointer)),
+                                           (DNNL_ARG_WEIGHTS, DNNLMemory(bd).bind(lb.rawPointer)),
+                                           (DNNL_ARG_DST, DNNLMemory(yd).bind(y.rawPointer))]
+        if let bc { args.append((DNNL_ARG_BIAS, DNNLMemory(biasd).bind(bc.rawPointer))) }
+        withExtendedLifetime((la, lb, bc)) { p.execute(args) }
+        return y
+    }
+}

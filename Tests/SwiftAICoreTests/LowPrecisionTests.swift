@@ -1,0 +1,63 @@
+import Testing
+import SwiftAICore
+import SwiftAITestSupport
+
+/// Mixed precision's kernels: bfloat16 operands, float32 accumulation and results. The numeric tests need oneDNN's
+/// bf16 kernels (avx512_core or newer) and are skipped elsewhere, naming the CPU's instruction set.
+@Suite struct LowPrecisionTests {
+    static let bf16Kernels = CPUFeatures.hasKernels(.bfloat16)
+    static let skipReason = Comment(rawValue: "oneDNN's bf16 kernels need avx512_core or newer; this CPU's ISA is \(CPUFeatures.isa)")
+
+    @Test func availabilityFollowsTheCPU() {
+        let bf16 = CPUFeatures.lowPrecisionUnavailable(.bfloat16)
+        #expect((bf16 == nil) == (CPUFeatures.nativeBF16 && Self.bf16Kernels))
+        #expect(CPUFeatures.nativeBF16 == (CPUFeatures.flags.contains("avx512_bf16") || CPUFeatures.flags.contains("amx_bf16")))
+        if let bf16 { #expect(bf16.contains(CPUFeatures.isa), "\(bf16)") }
+        // oneDNN 2.6 runs bf16 from avx512_core up, never on AVX2.
+        if CPUFeatures.isa.hasPrefix("avx2") || !CPUFeatures.flags.contains("avx512f") { #expect(!Self.bf16Kernels && bf16 != nil) }
+        // It has no float16 kernels for x86 at all, so float16 is refused with a reason everywhere.
+        #expect(!CPUFeatures.hasKernels(.float16) && CPUFeatures.lowPrecisionUnavailable(.float16) != nil)
+        #expect(CPUFeatures.lowPrecisionUnavailable(.float32) != nil)
+    }
+
+    @Test(.enabled(if: !bf16Kernels, "bf16 kernels exist here")) func requestingMissingKernelsNamesTheISA() async {
+        let r = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            _ = Tensor.ones([1, 2, 4, 4]).conv2d(weight: Tensor.ones([2, 2, 3, 3]), precision: .bfloat16)
+        }
+        let err = String(decoding: r?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(err.contains("conv2d: no bfloat16 kernels on this CPU (\(CPUFeatures.isa))"), "\(err)")
+    }
+
+    /// `t` rounded to bfloat16 and back.
+    func rounded(_ t: Tensor) -> Tensor { t.to(.bfloat16).to(.float32) }
+
+    @Test(.enabled(if: bf16Kernels, skipReason)) func bf16ConvolutionMatchesFloat32OnRoundedOperands() {
+        let x = randn([2, 8, 9, 9], seed: 1).requiringGrad(), w = randn([16, 8, 3, 3], seed: 2, scale: 0.2).requiringGrad()
+        let b = randn([16], seed: 3).requiringGrad(), r = randn([2, 16, 5, 5], seed: 4)
+        let y = x.conv2d(weight: w, bias: b, stride: 2, padding: 1, precision: .bfloat16)
+        #expect(y.dtype == .float32)
+        (y * r).sum().backward()
+        // The reference: float32 convolution of the bf16-rounded operands (the output gradient is rounded too).
+        let xr = rounded(x.detached()), wr = rounded(w.detached())
+        expectClose(y, xr.conv2d(weight: wr, bias: b.detached(), stride: 2, padding: 1), rtol: 1e-4, atol: 1e-4, "forward")
+        expectClose(x.grad!, Tensor.conv2dInputGrad(gradOutput: rounded(r), weight: wr, inputShape: x.shape, stride: 2, padding: 1),
+                    rtol: 1e-4, atol: 1e-4, "dx")
+        expectClose(w.grad!, Tensor.conv2dWeightGrad(input: xr, gradOutput: rounded(r), weightShape: w.shape, stride: 2, padding: 1),
+                    rtol: 1e-4, atol: 1e-3, "dw")
+        expectClose(b.grad!, r.sum(dims: [0, 2, 3]), rtol: 1e-4, atol: 1e-4, "db")
+        #expect(w.grad!.dtype == .float32 && x.grad!.dtype == .float32)
+    }
+
+    @Test(.enabled(if: bf16Kernels, skipReason)) func bf16LinearMatchesFloat32OnRoundedOperands() {
+        let x = randn([5, 3, 12], seed: 5).requiringGrad(), w = randn([7, 12], seed: 6, scale: 0.3).requiringGrad()
+        let b = randn([7], seed: 7).requiringGrad(), r = randn([5, 3, 7], seed: 8)
+        let y = x.linear(weight: w, bias: b, precision: .bfloat16)
+        #expect(y.shape == [5, 3, 7] && y.dtype == .float32)
+        (y * r).sum().backward()
+        let xr = rounded(x.detached()), wr = rounded(w.detached()), rr = rounded(r)
+        expectClose(y, xr.linear(weight: wr, bias: b.detached()), rtol: 1e-4, atol: 1e-4, "forward")
+        expectClose(x.grad!, rr.matmul(wr), rtol: 1e-4, atol: 1e-4, "dx")
+        expectClose(w.grad!, rr.reshape([-1, 7]).transpose(0, 1).matmul(xr.reshape([-1, 12])), rtol: 1e-4, atol: 1e-3, "dw")
+        expectClose(b.grad!, r.reshape([-1, 7]).sum(dims: [0]), rtol: 1e-4, atol: 1e-4, "db")
+    }
+}

@@ -1,0 +1,190 @@
+import Testing
+import SwiftAICore
+import SwiftAINN
+import SwiftAITestSupport
+
+/// `Fixtures/quant.safetensors`: PyTorch 2.9 x86 values (written by `scripts/make_quant_fixtures.py`).
+private func quantFixture() throws -> [String: Tensor] {
+    try Safetensors.read(path: committedFixture("SwiftAINNTests", "quant.safetensors")).tensors
+}
+
+/// Largest difference between two uint8/int8 code tensors.
+private func maxCodeDifference(_ a: Tensor, _ b: Tensor) -> Double {
+    zip(a.contiguous().doubles, b.contiguous().doubles).map { abs($0 - $1) }.max() ?? 0
+}
+
+/// Cosine similarity of two tensors' values: int8 logits keep their direction.
+private func cosine(_ a: Tensor, _ b: Tensor) -> Double {
+    (a * b).sum().item() / ((a * a).sum().item().squareRoot() * (b * b).sum().item().squareRoot())
+}
+
+@Suite struct QuantizationTests {
+    @Test func minMaxParametersAndPerChannelWeightsEqualPyTorchs() throws {
+        let f = try quantFixture()
+        var lo = Float.infinity, hi = -Float.infinity
+        for i in 0..<3 {
+            let v = f["act_\(i)"]!.floats
+            lo = min(lo, v.min()!)
+            hi = max(hi, v.max()!)
+        }
+        let q = QParams(min: lo, max: hi, qmax: 127)
+        #expect(abs(q.scale - f["minmax_scale"]!.floats[0]) <= 1e-7 * q.scale)
+        #expect(Double(q.zeroPoint) == f["minmax_zero_point"]!.doubles[0])
+        let (w, s) = Quantization.quantizePerChannel(f["weight"]!)
+        expectClose(s, f["weight_scale"]!, rtol: 1e-6, atol: 0, "per-channel scales")
+        #expect(maxCodeDifference(w, f["weight_int"]!) == 0)
+    }
+
+    @Test func int8ConvMatchesFbgemmConvReLU() throws {
+        let f = try quantFixture()
+        let x = QParams(scale: f["minmax_scale"]!.floats[0], zeroPoint: Int32(f["minmax_zero_point"]!.doubles[0]), qmax: 127)!
+        let conv = Int8Conv(weight: f["weight_int"]!, weightScales: f["weight_scale"]!, bias: f["bias"]!, stride: 2, padding: 1,
+                            input: x, output: QParams(scale: 0.02, zeroPoint: 0, qmax: 255)!, epilogue: [.leakyRelu(0)])
+        let y = conv(f["x_int"]!.contiguous(.channelsLast))
+        // fbgemm and oneDNN round the same real values; a code may differ by one where a value sits on a rounding edge.
+        #expect(maxCodeDifference(y, f["conv_relu_int"]!) <= 1)
+        let exact = zip(y.contiguous().doubles, f["conv_relu_int"]!.doubles).filter { $0 == $1 }.count
+        #expect(Double(exact) >= 0.98 * Double(y.count))
+    }
+
+    @Test func int8ConvWithResidualAndLeakyEpilogueMatchesFloatOnCodes() {
+        let xf = randn([2, 8, 9, 9], seed: 1).to(.float32) * 0.5 + 0.2
+        let rf = randn([2, 16, 5, 5], seed: 2).to(.float32)
+        let wf = randn([16, 8, 3, 3], seed: 3).to(.float32) * 0.1
+        let b = randn([16], seed: 4).to(.float32) * 0.1
+        let xq = QParams(min: -1.5, max: 2.0, qmax: 127), rq = QParams(min: -3, max: 3, qmax: 127), oq = QParams(min: -1, max: 4, qmax: 127)
+        let (w, s) = Quantization.quantizePerChannel(wf)
+        let epilogue: [ConvEpilogue] = [.addResidual, .leakyRelu(0.1), .add(-0.4), .clampMax(3)]
+        let conv = Int8Conv(weight: w, weightScales: s, bias: b, stride: 2, padding: 1, input: xq, output: oq, residual: rq, epilogue: epilogue)
+        let (x, r) = (xf.quantized(xq), rf.quantized(rq))
+        let got = conv(x, residual: r)
+        // The float computation on the values the codes stand for.
+        let wd = w.to(.float32) * s.reshape([16, 1, 1, 1])
+        var want = x.dequantized(xq).conv2d(weight: wd, bias: b, stride: 2, padding: 1) + r.dequantized(rq)
+        want = (want.leakyRelu(0.1) - 0.4).clamp(max: 3)
+        #expect(maxCodeDifference(got, want.quantized(oq)) <= 1)
+        #expect(conv.implementation(forInput: x.shape).contains("int8"))
+    }
+
+    @Test func int8LinearStaticAndDynamicMatchFloat() {
+        let x = randn([5, 24], seed: 5).to(.float32)
+        let wf = randn([7, 24], seed: 6).to(.float32) * 0.3, b = randn([7], seed: 7).to(.float32)
+        let (w, s) = Quantization.quantizePerChannel(wf)
+        let want = x.matmul((w.to(.float32) * s.reshape([7, 1])).transpose(0, 1)) + b
+        for input in [nil, QParams(min: -3, max: 3, qmax: 127)] {
+            let lin = Int8Linear(weight: w, weightScales: s, bias: b, input: input)
+            let qp = input ?? QParams(min: x.min().floats[0], max: x.max().floats[0], qmax: Quantization.activationQMax)
+            // Exact up to float rounding on the quantized input.
+            let exact = x.quantized(qp).dequantized(qp).matmul((w.to(.float32) * s.reshape([7, 1])).transpose(0, 1)) + b
+            expectClose(lin(x), exact, rtol: 1e-4, atol: 1e-4, "int8 linear \(input == nil ? "dynamic" : "static")")
+            expectClose(lin(x), want, rtol: 0.05, atol: 0.1, "close to float")
+        }
+    }
+
+    @Test func quantizedPoolsMatchFloatPoolsOfTheValues() {
+        let q = QParams(min: -1, max: 3, qmax: 127)
+        let x = (randn([2, 5, 7, 7], seed: 8).to(.float32)).quantized(q)
+        let xf = x.dequantized(q)
+        #expect(maxCodeDifference(x.quantizedMaxPool2d(kernel: 3, stride: 2, padding: 1),
+                                  xf.maxPool2d(kernel: 3, stride: 2, padding: 1).quantized(q)) == 0)
+        #expect(maxCodeDifference(x.quantizedAvgPool2d(kernel: 2, ceilMode: true, zeroPoint: q.zeroPoint),
+                                  xf.avgPool2d(kernel: 2, ceilMode: true).quantized(q)) <= 1)
+    }
+
+    @Test func histogramObserverClipsAHeavyTailWhereItLowersTheError() {
+        let model = Sequential(Conv2d(1, 4, kernelSize: 1, generator: Generator(seed: 1)))
+        let n = randn([64, 1, 16, 16], seed: 9).to(.float32)
+        let x = n * n * n  // heavy tails: a few values near ±60, most within ±3
+        let mm = model.quantizedStatic(observer: .minMax) { $0(x) }
+        let hist = model.quantizedStatic(observer: .histogram) { $0(x) }
+        let inMM = mm.body.modules().compactMap { $0 as? Quantize }.first!.params
+        let inH = hist.body.modules().compactMap { $0 as? Quantize }.first!.params
+        #expect(Double(inMM.range.lowerBound) <= x.min().item() + Double(inMM.scale) && Double(inMM.range.upperBound) >= x.max().item() - Double(inMM.scale))
+        #expect(inH.range.lowerBound > inMM.range.lowerBound && inH.range.upperBound < inMM.range.upperBound)
+        func mse(_ q: QParams) -> Double { ((x.quantized(q).dequantized(q) - x) * (x.quantized(q).dequantized(q) - x)).mean().item() }
+        #expect(mse(inH) < mse(inMM))
+    }
+
+    @Test func staticQuantizationOfLessonModelsTracksFloatAndRoundTripsItsState() throws {
+        for kind in FashionMNISTModel.allCases {
+            let model = kind.make(generator: Generator(seed: 3))
+            randomiseBatchNorms(model, seed: 11)
+            model.eval()
+            let calib = (0..<3).map { randn([16, 1, 28, 28], seed: 20 + UInt64($0)).to(.float32) }
+            let q = model.quantizedStatic(observer: .minMax) { body in calib.forEach(body) }
+            let x = randn([8, 1, 28, 28], seed: 30).to(.float32)
+            let (want, got) = noGrad { (model(x), q(x)) }
+            // Cosine similarity of the logits: int8 keeps their direction.
+            #expect(cosine(want, got) > 0.98, "\(kind): cosine \(cosine(want, got))")
+            #expect(q.report.quantized.count == model.modules().filter { $0 is Conv2d }.count + model.modules().filter { $0 is Linear }.count)
+            // The quantized state rebuilds the same model on a fresh architecture.
+            let state = q.quantizedState()
+            let reloaded = try QuantizedModel.load(state, architecture: kind.make(generator: Generator(seed: 99)), scheme: .static, qmax: 127)
+            #expect(maxCodeDifference(noGrad { reloaded(x) }, got) == 0, "\(kind) reloaded")
+        }
+    }
+
+    @Test func corruptQuantizedStateIsRefused() throws {
+        let model = FashionMNISTModel.cnn.make(generator: Generator(seed: 4))
+        model.eval()
+        let q = model.quantizedStatic(observer: .minMax) { $0(randn([4, 1, 28, 28], seed: 1).to(.float32)) }
+        let state = q.quantizedState()
+        let key = state.keys.first { $0.hasSuffix(".scale") }!
+        for (bad, what) in [(Tensor([Float(0)], shape: [1]), "zero scale"), (Tensor([Float.nan], shape: [1]), "NaN scale")] {
+            var s = state
+            s[key] = bad
+            #expect(throws: QuantizationError.self, "\(what)") {
+                try QuantizedModel.load(s, architecture: FashionMNISTModel.cnn.make(), scheme: .static, qmax: 127)
+            }
+        }
+        var s = state
+        s[key.replacingOccurrences(of: ".scale", with: ".zero_point")] = Tensor([Int64(300)], shape: [1])
+        #expect(throws: QuantizationError.self) { try QuantizedModel.load(s, architecture: FashionMNISTModel.cnn.make(), scheme: .static, qmax: 127) }
+        s = state
+        s["extra.weight"] = Tensor([Float(1)], shape: [1])
+        #expect(throws: QuantizationError.self) { try QuantizedModel.load(s, architecture: FashionMNISTModel.cnn.make(), scheme: .static, qmax: 127) }
+    }
+
+    @Test func dynamicQuantizationCoversLinearLayersOnly() {
+        let model = FashionMNISTModel.resnet.make(generator: Generator(seed: 5))
+        randomiseBatchNorms(model, seed: 2)
+        model.eval()
+        let q = model.quantizedDynamic()
+        #expect(q.report.quantized == ["7"])
+        #expect(q.report.float.contains { $0.name == "8" })  // the BatchNorm1d after it
+        let x = randn([4, 1, 28, 28], seed: 3).to(.float32)
+        let (want, got) = noGrad { (model(x), q(x)) }
+        #expect(cosine(want, got) > 0.995)
+    }
+}
+
+@Suite struct QuantizationAwareTrainingTests {
+    @Test func qatSimulatesTheInt8ModelItConvertsTo() throws {
+        let model = FashionMNISTModel.resnet.make(generator: Generator(seed: 8))
+        randomiseBatchNorms(model, seed: 5)
+        let qat = model.prepareQAT(qmax: 127)
+        model.train()
+        for i in 0..<3 { _ = model(randn([16, 1, 28, 28], seed: 40 + UInt64(i)).to(.float32)) }
+        // Gradients pass the rounding (straight through).
+        let x = randn([4, 1, 28, 28], seed: 50).to(.float32)
+        model(x).sum().backward()
+        #expect(model.parameters().allSatisfy { $0.grad != nil })
+        model.eval()
+        let simulated = noGrad { model(x) }
+        let q = try qat.convert()
+        let (float, int8) = noGrad { (model(x), q(x)) }
+        // The simulation is far closer to the int8 model than the float model is (the input itself is not rounded).
+        let dSim = ((simulated - int8) * (simulated - int8)).mean().item(), dFloat = ((float - int8) * (float - int8)).mean().item()
+        #expect(dSim < 0.2 * dFloat, "simulation \(dSim) vs float \(dFloat)")
+        #expect(!model.modules().contains { ($0 as? Conv2d)?.fakeQuantizeWeight ?? false } && model.modules().allSatisfy { $0.forwardHookCount == 0 })
+    }
+
+    @Test func fakeQuantizationRoundsAndPassesGradientsInsideTheRange() {
+        let q = QParams(min: -1, max: 1, qmax: 255)
+        let x = Tensor([Float(-2), -0.5, 0.1234, 0.9, 3], shape: [5]).requiringGrad()
+        let y = x.fakeQuantized(q)
+        expectClose(y, x.detached().quantized(q).dequantized(q), rtol: 0, atol: 0, "fake = dequantize(quantize)")
+        y.sum().backward()
+        #expect(x.grad!.floats == [0, 1, 1, 1, 0])
+    }
+}
