@@ -210,8 +210,8 @@ public struct ExportBundle {
             throw invalid("unexpected tensor '\(extra)' \(tensors[extra]!.shape) (not in a \(type(of: model)) of this description)")
         }
         var converted: [String: Tensor] = [:]
-        for (name, want) in expected {
-            let got = tensors[name]!
+        for name in expected.keys.sorted() {  // the first mismatch by name: the same error every run
+            let want = expected[name]!, got = tensors[name]!
             let wantDType = want.dtype == .float32 ? dtype : want.dtype
             guard got.dtype == wantDType, got.shape == want.shape else {
                 throw invalid("tensor '\(name)' is \(got.dtype) \(got.shape), the description needs \(wantDType) \(want.shape)")

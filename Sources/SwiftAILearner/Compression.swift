@@ -1,4 +1,5 @@
-// Training-time compression: knowledge distillation (issue #12) and keeping pruned weights pruned.
+// Training-time compression (issue #12): knowledge distillation, keeping pruned weights pruned, removing channels,
+// int8 quantization.
 
 import SwiftAICore
 import SwiftAIData
@@ -48,6 +49,20 @@ public final class KeepPruned: CallbackBase {
     public init(_ masks: PruningMasks) { self.masks = masks }
 
     public override func afterStep(_ learn: Learner) throws { masks.apply() }
+}
+
+extension Learner {
+    /// Structured channel pruning of the model (``ModelSpec/pruneChannels(of:amount:)``): the smallest-L1 share
+    /// `amount` of every prunable convolution's output channels is removed, ``modelSpec`` describes the narrower
+    /// model, and the optimizer is dropped (its state has the old shapes) so the next fit makes a new one.
+    /// - Throws: ``ModelSpecError`` when the model has no description or does not match it (e.g. it is fused).
+    public func pruneChannels(amount: Double) throws {
+        guard let spec = modelSpec else {
+            throw ModelSpecError("the learner's model was not built from a description (visionLearner or a lesson model); set learn.modelSpec")
+        }
+        modelSpec = try spec.pruneChannels(of: model, amount: amount)
+        opt = nil
+    }
 }
 
 /// Calibration data that cannot calibrate this model.

@@ -36,12 +36,16 @@ public func createHead(_ nf: Int, _ nOut: Int, linFtrs: [Int] = [512], ps: Doubl
 /// ResNet with its own classifier, or fastai's vision model (a ResNet body cut before its pooling + `createHead`).
 ///
 /// Encoded as flat JSON (`{"kind": "vision_learner", "arch": "resnet34", "n_in": 3, "n_out": 37, "cut": -2,
-/// "lin_ftrs": [512], "ps": 0.5, "concat_pool": true, "first_bn": true, "bn_final": false, "y_range": null}`);
-/// decoding validates every value, so a description from a file cannot ask for an impossible or enormous model.
+/// "lin_ftrs": [512], "ps": 0.5, "concat_pool": true, "first_bn": true, "bn_final": false, "y_range": null}`), a
+/// channel-pruned model with `"widths": {"0.4.0.conv1": 32, …}`; decoding validates every value, so a description
+/// from a file cannot ask for an impossible or enormous model.
 public enum ModelSpec: Equatable, Sendable {
     case lesson(FashionMNISTModel)
     case resnet(ResNetArch, nIn: Int, nOut: Int)
     case vision(VisionModelSpec)
+    /// A model with fewer output channels in some of its ``prunableChannels`` convolutions (by name; see
+    /// ``pruneChannels(of:amount:)``). Make it with ``withWidths(_:)``.
+    indirect case pruned(ModelSpec, widths: [String: Int])
 
     /// Builds the model (random initialisation; load weights afterwards).
     public func make(generator: Generator = .default) -> Module {
@@ -49,6 +53,10 @@ public enum ModelSpec: Equatable, Sendable {
         case let .lesson(m): return m.make(generator: generator)
         case let .resnet(arch, nIn, nOut): return arch.make(numClasses: nOut, inChannels: nIn, generator: generator)
         case let .vision(v): return v.make(from: v.arch.make(numClasses: 1000, inChannels: v.nIn, generator: generator), generator: generator)
+        case let .pruned(base, _):
+            let model = base.make(generator: generator)
+            narrow(model)
+            return model
         }
     }
 
@@ -58,6 +66,7 @@ public enum ModelSpec: Equatable, Sendable {
         case .lesson: return 1
         case let .resnet(_, nIn, _): return nIn
         case let .vision(v): return v.nIn
+        case let .pruned(base, _): return base.nIn
         }
     }
 
@@ -67,6 +76,7 @@ public enum ModelSpec: Equatable, Sendable {
         case .lesson: return 10
         case let .resnet(_, _, nOut): return nOut
         case let .vision(v): return v.nOut
+        case let .pruned(base, _): return base.nOut
         }
     }
 
@@ -78,6 +88,13 @@ public enum ModelSpec: Equatable, Sendable {
         case let .resnet(arch, nIn, nOut): return arch.bodyParameterCount(nIn: nIn) + (arch.numFeatures + 1) * nOut
         case let .vision(v):
             return v.headParameterCount + (v.keptChildren == ResNet.bodyNames.count ? v.arch.bodyParameterCount(nIn: v.nIn) : 0)
+        case let .pruned(base, _):
+            // Exact for a whole torchvision body less what pruning removed; other bounds count none of the pruned layers.
+            switch base {
+            case .resnet: return base.minimumParameterCount - prunedParameters
+            case let .vision(v) where v.keptChildren == ResNet.bodyNames.count: return base.minimumParameterCount - prunedParameters
+            default: return base.minimumParameterCount
+            }
         }
     }
 }
@@ -176,12 +193,36 @@ extension ModelSpec {
             return ["kind": "vision_learner", "arch": v.arch.rawValue, "n_in": v.nIn, "n_out": v.nOut, "cut": v.cut,
                     "lin_ftrs": v.linFtrs, "ps": v.ps, "concat_pool": v.concatPool, "first_bn": v.firstBn,
                     "bn_final": v.bnFinal, "y_range": v.yRange.map { [$0.0, $0.1] } ?? NSNull()]
+        case let .pruned(base, widths): return base.json.merging(["widths": widths]) { $1 }
         }
     }
 
     /// Reads and validates a description: channels 1…16, classes 1…100 000, hidden sizes 1…16 384 (at most 8),
-    /// dropout in [0, 1), a cut inside the body, an ordered finite `y_range`.
+    /// dropout in [0, 1), a cut inside the body, an ordered finite `y_range`, `widths` (optional) naming prunable
+    /// convolutions with 1…their channels.
     public init(json d: [String: Any]) throws {
+        let base = try Self.unpruned(json: d)
+        guard let w = d["widths"], !(w is NSNull) else { self = base; return }
+        guard let object = w as? [String: Any] else {
+            throw ModelSpecError("'widths' must be an object mapping convolution names to kept channel counts")
+        }
+        let groups = Dictionary(uniqueKeysWithValues: base.prunableChannels.map { ($0.conv, $0) })
+        var widths: [String: Int] = [:]
+        for (name, value) in object {
+            guard let group = groups[name] else {
+                let known = base.prunableChannels.prefix(3).map(\.conv).joined(separator: ", ")
+                throw ModelSpecError("'widths' names '\(name)', which is not a prunable convolution of this model (those are \(known), …)")
+            }
+            guard let n = value as? NSNumber, let i = Int(exactly: n.doubleValue), (1...group.channels).contains(i) else {
+                throw ModelSpecError("'widths.\(name)' must be an integer in 1…\(group.channels) (its unpruned channels)")
+            }
+            widths[name] = i
+        }
+        self = base.withWidths(widths)
+    }
+
+    /// Reads the description without its `widths`.
+    private static func unpruned(json d: [String: Any]) throws -> ModelSpec {
         func value<T>(_ k: String, _: T.Type) throws -> T {
             guard let v = d[k] as? T else { throw ModelSpecError("'\(k)' is missing or not a \(T.self)") }
             return v
@@ -198,13 +239,13 @@ extension ModelSpec {
             guard let m = FashionMNISTModel(rawValue: archName) else {
                 throw ModelSpecError("unknown lesson model '\(archName)' (known: \(FashionMNISTModel.allCases.map(\.rawValue).joined(separator: ", ")))")
             }
-            self = .lesson(m)
+            return .lesson(m)
         case "torchvision", "vision_learner":
             guard let arch = ResNetArch(rawValue: archName) else {
                 throw ModelSpecError("unknown architecture '\(archName)' (known: \(ResNetArch.allCases.map(\.rawValue).joined(separator: ", ")))")
             }
             let nIn = try int("n_in", 1...16), nOut = try int("n_out", 1...100_000)
-            if kind == "torchvision" { self = .resnet(arch, nIn: nIn, nOut: nOut); return }
+            if kind == "torchvision" { return .resnet(arch, nIn: nIn, nOut: nOut) }
             let cut = try int("cut", -9...8)
             guard let lin = d["lin_ftrs"] as? [NSNumber], lin.count <= 8,
                   lin.allSatisfy({ Int(exactly: $0.doubleValue).map { (1...16_384).contains($0) } ?? false }) else {
@@ -227,7 +268,7 @@ extension ModelSpec {
             guard (1...ResNet.bodyNames.count).contains(v.keptChildren) else {
                 throw ModelSpecError("'cut' \(cut) must keep 1…\(ResNet.bodyNames.count) of \(archName)'s 10 children")
             }
-            self = .vision(v)
+            return .vision(v)
         default:
             throw ModelSpecError("unknown kind '\(kind)' (known: lesson, torchvision, vision_learner)")
         }

@@ -234,14 +234,21 @@ public final class ResNet: Module {
 public enum ResNetArch: String, CaseIterable, Sendable {
     case resnet18, resnet34, resnet50, resnet101, resnet152
 
+    /// The residual block the stages are made of.
+    public var block: ResNet.Block { self == .resnet18 || self == .resnet34 ? .basic : .bottleneck }
+
+    /// Blocks per stage (torchvision's `layers`).
+    public var layers: [Int] {
+        switch self {
+        case .resnet18: return [2, 2, 2, 2]
+        case .resnet34, .resnet50: return [3, 4, 6, 3]
+        case .resnet101: return [3, 4, 23, 3]
+        case .resnet152: return [3, 8, 36, 3]
+        }
+    }
+
     /// Builds the architecture with torchvision's initialisation (`inChannels` sets the stem's input channels).
     public func make(numClasses: Int = 1000, inChannels: Int = 3, generator: Generator = .default) -> ResNet {
-        switch self {
-        case .resnet18: return .resnet18(numClasses: numClasses, inChannels: inChannels, generator: generator)
-        case .resnet34: return .resnet34(numClasses: numClasses, inChannels: inChannels, generator: generator)
-        case .resnet50: return .resnet50(numClasses: numClasses, inChannels: inChannels, generator: generator)
-        case .resnet101: return .resnet101(numClasses: numClasses, inChannels: inChannels, generator: generator)
-        case .resnet152: return .resnet152(numClasses: numClasses, inChannels: inChannels, generator: generator)
-        }
+        ResNet(block: block, layers: layers, numClasses: numClasses, inChannels: inChannels, generator: generator)
     }
 }

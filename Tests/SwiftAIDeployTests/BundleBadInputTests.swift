@@ -131,6 +131,25 @@ private func expectError(_ e: Error?, contains text: String, sourceLocation: Sou
         expectError(loadError(future, near: path), contains: "format version 99")
     }
 
+    @Test func prunedWidthsAreValidatedAgainstTheTensors() throws {
+        let (path, bytes) = try validBundle()
+        func widths(_ w: Any) -> Data {
+            editedMetadata(bytes, "model") { m in
+                var d = m as! [String: Any]
+                d["widths"] = w
+                m = d
+            }
+        }
+        expectError(loadError(widths(["0.0": 4]), near: path), contains: "tensor '0.0.weight' is float32 [8, 1, 3, 3], the description needs float32 [4, 1, 3, 3]")
+        expectError(loadError(widths(["4": 4]), near: path), contains: "'widths' names '4', which is not a prunable convolution")
+        expectError(loadError(widths(["1.0": 17]), near: path), contains: "'widths.1.0' must be an integer in 1…16")
+        let bigBody = editedMetadata(bytes, "model") { m in
+            let all = ModelSpec.resnet(.resnet152, nIn: 1, nOut: 10).prunableChannels.map { ($0.conv, 1) }
+            m = ["kind": "torchvision", "arch": "resnet152", "n_in": 1, "n_out": 10, "widths": Dictionary(uniqueKeysWithValues: all)]
+        }
+        expectError(loadError(bigBody, near: path), contains: "parameters but the file holds only")
+    }
+
     @Test func otherFilesAreNamedForWhatTheyAre() throws {
         let (path, _) = try validBundle()
         let plain = path + ".plain.safetensors"

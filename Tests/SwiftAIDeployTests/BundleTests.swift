@@ -106,6 +106,26 @@ private func directProbabilities(_ model: Module, _ p: InferencePipeline, _ imgs
                     rtol: 1e-4, atol: 1e-5, "cnn")
     }
 
+    @Test func channelPrunedModelRoundTripsThroughTheSameLoader() throws {
+        let dir = try makeTemporaryDirectory()
+        let learn = Learner(model: FashionMNISTModel.wide.make(generator: Generator(seed: 3)), dls: InferencePipeline.fashionMNIST().dataLoaders())
+        learn.modelSpec = .lesson(.wide)
+        randomiseBatchNorms(learn.model, seed: 4)
+        try learn.export(to: dir + "/full.safetensors", pipeline: .fashionMNIST())
+        try learn.pruneChannels(amount: 0.5)
+        #expect(learn.modelSpec?.widths == ["0.0": 8, "1.convs.0.0": 16, "2.convs.0.0": 32, "3.convs.0.0": 64, "4.convs.0.0": 128])
+        try learn.export(to: dir + "/pruned.safetensors", pipeline: .fashionMNIST())
+        let bundle = try ExportBundle(path: dir + "/pruned.safetensors")
+        #expect(bundle.spec == learn.modelSpec)
+        let x = Tensor.randn([3, 1, 28, 28], generator: Generator(seed: 5))
+        learn.model.eval()
+        bundle.model.eval()
+        expectClose(bundle.model(x), learn.model(x), rtol: 1e-6, atol: 1e-6, "bundle model")
+        expectClose(try loadLearner(dir + "/pruned.safetensors").model(x), learn.model(x), rtol: 1e-4, atol: 1e-4, "fused")
+        let size = { (name: String) in try FileManager.default.attributesOfItem(atPath: dir + "/" + name)[.size] as! Int }
+        #expect(try Double(size("pruned.safetensors")) < 0.6 * Double(size("full.safetensors")))
+    }
+
     @Test func halfPrecisionBundlesAreHalfTheSizeAndAgree() throws {
         let dir = try makeTemporaryDirectory()
         let learn = try visionLearnerForExport()
