@@ -158,13 +158,20 @@ extension Tensor {
     /// PyTorch's `fake_quantize_per_tensor_affine`.
     public func fakeQuantized(_ q: QParams) -> Tensor {
         require(dtype == .float32, "fakeQuantized: float32 input expected, got \(dtype) \(shape)")
-        var y = detached().quantized(q).dequantized(q)
-        if rank == 4 && !isChannelsLast { y = y.contiguous() }
-        if Tensor.needsGrad(self) {
-            let r = q.range
-            let inside = Tensor(detached().contiguous().floats.map { r.contains($0) ? Float(1) : 0 }, shape: shape)
-            y.recordGrad("fake_quantize", [self]) { g in [g * inside] }
+        let x = rank == 4 ? detached().contiguous(.channelsLast) : detached().contiguous()
+        var y = Tensor(empty: shape, dtype: .float32, strides: x.strides)
+        let grad = Tensor.needsGrad(self)
+        let mask = grad ? Tensor(empty: shape, dtype: .float32, strides: x.strides) : y
+        let px = x.pointer(Float.self), py = y.pointer(Float.self), pm = mask.pointer(Float.self)
+        let inv = 1 / q.scale, s = q.scale, zp = Float(q.zeroPoint), hi = Float(q.qmax)
+        Parallel.forEachChunk(count) { r in
+            for i in r {
+                let c = (px[i] * inv).rounded(.toNearestOrEven) + zp
+                if grad { pm[i] = c >= 0 && c <= hi ? 1 : 0 }
+                py[i] = s * (Swift.min(Swift.max(c, 0), hi) - zp)
+            }
         }
+        if grad { y.recordGrad("fake_quantize", [self]) { g in [g * mask] } }
         return y
     }
 

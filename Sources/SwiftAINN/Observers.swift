@@ -59,10 +59,11 @@ final class RangeStat {
         var best = error(start, end)
         var (alpha, beta) = (0.0, 1.0)
         let step = 1e-5
+        var (l, r) = (start, end)  // only move inwards as the quantiles do: one pass over the bins in all
         while alpha < beta {
             alpha += step
             beta -= step
-            var l = start, r = end
+            (l, r) = (Swift.min(Swift.max(l, start), end), Swift.max(Swift.min(r, end), start))
             while l < end && cum[l] < alpha * total { l += 1 }
             while r > start && cum[r] > beta * total { r -= 1 }
             let (s, e) = (l - start) > (end - r) ? (l, end) : (start, r)

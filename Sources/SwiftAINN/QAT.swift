@@ -12,14 +12,9 @@ final class MovingRange {
     var seen = false
 
     func update(_ t: Tensor) {
-        let v = t.detached().contiguous(t.rank == 4 ? .channelsLast : .contiguous)
-        let p = v.pointer(Float.self)
-        var a = Float.infinity, b = -Float.infinity
-        for i in 0..<v.count where p[i].isFinite {
-            a = Swift.min(a, p[i])
-            b = Swift.max(b, p[i])
-        }
-        guard a <= b else { return }
+        let x = t.detached()
+        let (a, b) = (Float(x.min().item()), Float(x.max().item()))
+        guard a.isFinite, b.isFinite else { return }
         if seen { (lo, hi) = (lo + 0.01 * (a - lo), hi + 0.01 * (b - hi)) } else { (lo, hi, seen) = (a, b, true) }
     }
 

@@ -94,6 +94,8 @@ struct QuantizeCommand: ParsableCommand {
     @OptionGroup var folder: ImageFolderOptions
     @Option(help: "Fashion-MNIST IDX folder for --calib fashion-mnist (default: FMNIST_DIR or /usr/share/datasets/fashion-mnist).")
     var fmnist: String?
+    @Option(help: "Also write the calibration batches (after the pipeline) here, e.g. to calibrate another framework alike.")
+    var saveCalibration: String?
     @Option(help: "The int8 bundle.") var to: String
 
     func validate() throws {
@@ -121,6 +123,7 @@ struct QuantizeCommand: ParsableCommand {
                 q = try learn.quantized(from: sim)
             } else {
                 let dl = try calibrationLoader(pipeline)
+                if let saveCalibration { try saveBatches(dl, batches: batches, to: saveCalibration) }
                 q = try learn.quantized(calibration: dl, batches: batches, observer: ActivationObserver(rawValue: observer)!,
                                         inputShape: pipeline.inputSize)
             }

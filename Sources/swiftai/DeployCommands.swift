@@ -73,6 +73,8 @@ struct Evaluate: ParsableCommand {
     var fmnist: String?
     @Option(help: "Output folder.") var out = "out"
     @Flag(help: "Also report test-time augmentation's accuracy.") var tta = false
+    @Flag(help: "Also write the model's input batches (after the pipeline) and targets to inputs.safetensors, e.g. to evaluate another framework on the same tensors.")
+    var saveInputs = false
     @Option(help: "Threads (default: all cores, or SWIFTAI_NUM_THREADS).") var threads: Int?
 
     func run() throws {
@@ -99,6 +101,7 @@ struct Evaluate: ParsableCommand {
             try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
             try Safetensors.write(["preds": r.preds, "targets": r.targets], metadata: ["vocab": pipeline.vocab.joined(separator: "\n")],
                                   to: out + "/preds.safetensors")
+            if saveInputs { try saveBatches(dl, batches: dl.count, to: out + "/inputs.safetensors") }
             let interp = try ClassificationInterpretation(preds: r.preds, targets: r.targets, losses: r.losses, vocab: pipeline.vocab)
             try interp.plotConfusionMatrix(to: out + "/confusion_matrix.png")
             let confused = interp.mostConfused()
@@ -157,4 +160,15 @@ func jsonEscaped(_ s: String) -> String {
         }
     }
     return out
+}
+
+/// The inputs (channels-first, contiguous) and targets of a loader's first `batches` batches, written to `path`.
+func saveBatches(_ dl: DataLoader, batches: Int, to path: String) throws {
+    var xs: [Tensor] = [], ys: [Tensor] = []
+    let it = dl.makeIterator()
+    while xs.count < batches, let b = try it.nextBatch() {
+        xs.append(b.x.contiguous())
+        ys.append(b.y)
+    }
+    try Safetensors.write(["inputs": Tensor.cat(xs), "targets": Tensor.cat(ys)], metadata: [:], to: path)
 }
