@@ -50,7 +50,8 @@ public enum Quantization {
 
     /// Per-output-channel symmetric int8 weights (PyTorch's `per_channel_symmetric` qint8 observer):
     /// `scale = max(max|w|/127.5, ε)`, `q = clamp(round(w/scale), −128, 127)`. Returns the int8 weights (same shape)
-    /// and the float32 scales `[OC]`.
+    /// and the float32 scales `[OC]`. NaN weights get the code 0, infinities the extreme codes, and neither widens the scale;
+    /// quantizers refuse such models before (``Tensor/allFinite``).
     public static func quantizePerChannel(_ w: Tensor) -> (weight: Tensor, scales: Tensor) {
         require(w.rank >= 2 && w.dtype.isFloatingPoint, "quantizePerChannel: floating-point weight [OC, …] expected, got \(w.dtype) \(w.shape)")
         let x = w.detached().to(.float32).contiguous()
@@ -60,17 +61,23 @@ public enum Quantization {
         let px = x.pointer(Float.self), pq = q.pointer(Int8.self), ps = s.pointer(Float.self)
         for c in 0..<oc {
             var amax: Float = 0
-            for i in 0..<k { amax = Swift.max(amax, abs(px[c * k + i])) }
+            for i in 0..<k where px[c * k + i].isFinite { amax = Swift.max(amax, abs(px[c * k + i])) }
             let scale = Swift.max(amax / 127.5, Float.ulpOfOne)
             ps[c] = scale
             let inv = 1 / scale  // PyTorch multiplies by the inverse
-            for i in 0..<k { pq[c * k + i] = Int8(Swift.min(Swift.max((px[c * k + i] * inv).rounded(.toNearestOrEven), -128), 127)) }
+            for i in 0..<k {
+                let v = px[c * k + i]
+                pq[c * k + i] = v.isNaN ? 0 : Int8(Swift.min(Swift.max((v * inv).rounded(.toNearestOrEven), -128), 127))
+            }
         }
         return (q, s)
     }
 }
 
 extension Tensor {
+    /// Whether every element is finite (no NaN or infinity).
+    public var allFinite: Bool { to(.float32).contiguous().floats.allSatisfy(\.isFinite) }
+
     /// float32 → uint8 codes `clamp(round(x/scale) + zeroPoint, 0, qmax)`; 4-D results are channels-last.
     public func quantized(_ q: QParams) -> Tensor {
         require(dtype == .float32, "quantize: float32 input expected, got \(dtype) \(shape)")

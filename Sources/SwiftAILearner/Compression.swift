@@ -95,7 +95,7 @@ extension Learner {
             throw CompressionError.calibration("the calibration images have \(x.shape[1]) channels but the model's first convolution takes \(conv.weight.shape[1] * conv.groups)")
         }
         var failure: Error?
-        let q = model.quantizedStatic(observer: observer) { run in
+        let q = try model.quantizedStatic(observer: observer) { run in
             guard failure == nil else { return }
             let it = dl.makeIterator()
             do {
@@ -111,7 +111,7 @@ extension Learner {
 
     /// Dynamic int8 quantization: linear layers get int8 weights and quantize their inputs per batch; the rest runs
     /// fused in float32. Returns a learner for the ``QuantizedModel`` as ``quantized(calibration:batches:observer:inputShape:)``.
-    public func quantizedDynamic() -> Learner { inferenceLearner(model.quantizedDynamic()) }
+    public func quantizedDynamic() throws -> Learner { inferenceLearner(try model.quantizedDynamic()) }
 
     private func inferenceLearner(_ q: QuantizedModel) -> Learner {
         let learn = Learner(model: q, dls: dls, lossFunc: lossFunc, metrics: recorder.metrics, progress: false)

@@ -124,11 +124,17 @@ final class Observers: QuantizationValues {
 extension QuantizationValues {
     /// The model's own weights, per-channel int8 (calibration and quantization-aware training).
     func conv(_ name: String, _ fused: FusedConv2d) throws -> (weight: Tensor, scales: Tensor, bias: Tensor) {
+        guard fused.conv.weight.allFinite && fused.conv.bias.allFinite else {
+            throw QuantizationError.invalid("'\(name)' has NaN or infinite weights once its BatchNorm is folded in (check the model's weights and running statistics); it cannot be quantized")
+        }
         let q = Quantization.quantizePerChannel(fused.conv.weight)
         return (q.weight, q.scales, fused.conv.bias)
     }
 
     func linear(_ name: String, _ linear: Linear) throws -> (weight: Tensor, scales: Tensor, bias: Tensor?) {
+        guard linear.weight.value.allFinite && (linear.bias?.value.allFinite ?? true) else {
+            throw QuantizationError.invalid("'\(name)' has NaN or infinite weights; it cannot be quantized")
+        }
         let q = Quantization.quantizePerChannel(linear.weight.value)
         return (q.weight, q.scales, linear.bias?.value.detached().to(.float32))
     }

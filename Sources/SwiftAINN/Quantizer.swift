@@ -114,8 +114,9 @@ extension Module {
     /// Static post-training quantization: fuses this model (in evaluation mode), runs `calibration` batches through it
     /// to observe activation ranges (twice for the histogram observer), and returns the int8 model. `calibration`
     /// calls its argument with each batch. Activations use 0…`qmax` (127 without VNNI, PyTorch's `reduce_range`).
+    /// Throws ``QuantizationError`` for non-finite weights or an activation no batch reached.
     public func quantizedStatic(observer: ActivationObserver = .histogram, qmax: Int32 = Quantization.activationQMax,
-                                calibration: ((Tensor) -> Void) -> Void) -> QuantizedModel {
+                                calibration: ((Tensor) -> Void) -> Void) throws -> QuantizedModel {
         let wasTraining = training
         eval()
         defer { train(wasTraining) }
@@ -129,17 +130,16 @@ extension Module {
             }
         }
         observers.remove()
-        // Every value comes from this model and the observers: the conversion cannot fail.
-        return try! quantize(self, fused: fused, scheme: .static, values: observers)
+        return try quantize(self, fused: fused, scheme: .static, values: observers)
     }
 
     /// Dynamic quantization (PyTorch's `quantize_dynamic`): linear layers get int8 weights and quantize their
-    /// input per batch; everything else is this model fused for inference, in float32.
-    public func quantizedDynamic() -> QuantizedModel {
+    /// input per batch; everything else is this model fused for inference, in float32. Throws for non-finite weights.
+    public func quantizedDynamic() throws -> QuantizedModel {
         let wasTraining = training
         eval()
         defer { train(wasTraining) }
-        return try! quantize(self, scheme: .dynamic, values: Observers(fusedForInference(), observer: .minMax, qmax: 255))
+        return try quantize(self, scheme: .dynamic, values: Observers(fusedForInference(), observer: .minMax, qmax: 255))
     }
 }
 

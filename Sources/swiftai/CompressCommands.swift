@@ -114,7 +114,7 @@ struct QuantizeCommand: ParsableCommand {
             let pipeline = try InferencePipeline(learn.dls)
             let q: Learner
             if dynamic {
-                q = learn.quantizedDynamic()
+                q = try learn.quantizedDynamic()
             } else if qat > 0 {
                 learn.dls = try trainingData(folder, fmnist: fmnist, for: learn)
                 let sim = learn.prepareQAT()

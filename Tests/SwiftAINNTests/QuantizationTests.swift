@@ -91,12 +91,12 @@ private func cosine(_ a: Tensor, _ b: Tensor) -> Double {
                                   xf.avgPool2d(kernel: 2, ceilMode: true).quantized(q)) <= 1)
     }
 
-    @Test func histogramObserverClipsAHeavyTailWhereItLowersTheError() {
+    @Test func histogramObserverClipsAHeavyTailWhereItLowersTheError() throws {
         let model = Sequential(Conv2d(1, 4, kernelSize: 1, generator: Generator(seed: 1)))
         let n = randn([64, 1, 16, 16], seed: 9).to(.float32)
         let x = n * n * n  // heavy tails: a few values near ±60, most within ±3
-        let mm = model.quantizedStatic(observer: .minMax) { $0(x) }
-        let hist = model.quantizedStatic(observer: .histogram) { $0(x) }
+        let mm = try model.quantizedStatic(observer: .minMax) { $0(x) }
+        let hist = try model.quantizedStatic(observer: .histogram) { $0(x) }
         let inMM = mm.body.modules().compactMap { $0 as? Quantize }.first!.params
         let inH = hist.body.modules().compactMap { $0 as? Quantize }.first!.params
         #expect(Double(inMM.range.lowerBound) <= x.min().item() + Double(inMM.scale) && Double(inMM.range.upperBound) >= x.max().item() - Double(inMM.scale))
@@ -111,7 +111,7 @@ private func cosine(_ a: Tensor, _ b: Tensor) -> Double {
             randomiseBatchNorms(model, seed: 11)
             model.eval()
             let calib = (0..<3).map { randn([16, 1, 28, 28], seed: 20 + UInt64($0)).to(.float32) }
-            let q = model.quantizedStatic(observer: .minMax) { body in calib.forEach(body) }
+            let q = try model.quantizedStatic(observer: .minMax) { body in calib.forEach(body) }
             let x = randn([8, 1, 28, 28], seed: 30).to(.float32)
             let (want, got) = noGrad { (model(x), q(x)) }
             // Cosine similarity of the logits: int8 keeps their direction.
@@ -127,7 +127,7 @@ private func cosine(_ a: Tensor, _ b: Tensor) -> Double {
     @Test func corruptQuantizedStateIsRefused() throws {
         let model = FashionMNISTModel.cnn.make(generator: Generator(seed: 4))
         model.eval()
-        let q = model.quantizedStatic(observer: .minMax) { $0(randn([4, 1, 28, 28], seed: 1).to(.float32)) }
+        let q = try model.quantizedStatic(observer: .minMax) { $0(randn([4, 1, 28, 28], seed: 1).to(.float32)) }
         let state = q.quantizedState()
         let key = state.keys.first { $0.hasSuffix(".scale") }!
         for (bad, what) in [(Tensor([Float(0)], shape: [1]), "zero scale"), (Tensor([Float.nan], shape: [1]), "NaN scale")] {
@@ -145,11 +145,22 @@ private func cosine(_ a: Tensor, _ b: Tensor) -> Double {
         #expect(throws: QuantizationError.self) { try QuantizedModel.load(s, architecture: FashionMNISTModel.cnn.make(), scheme: .static, qmax: 127) }
     }
 
-    @Test func dynamicQuantizationCoversLinearLayersOnly() {
+    @Test func nonFiniteWeightsAreATypedErrorNotATrap() throws {
+        let model = FashionMNISTModel.cnn.make(generator: Generator(seed: 6))
+        model.eval()
+        let bn = model.modules().compactMap { $0 as? BatchNorm2d }[1]
+        bn.runningVar!.value = Tensor.full([bn.runningVar!.value.count], -2)  // √(var + ε) is NaN: so are the folded weights
+        #expect(throws: QuantizationError.self) { try model.quantizedStatic(observer: .minMax) { $0(randn([2, 1, 28, 28], seed: 1).to(.float32)) } }
+        let w = Tensor([Float.nan, 1, -Float.infinity, 0.5], shape: [2, 2])
+        let (q, s) = Quantization.quantizePerChannel(w)
+        #expect(q.doubles == [0, 127, -128, 127] && s.floats.allSatisfy(\.isFinite))
+    }
+
+    @Test func dynamicQuantizationCoversLinearLayersOnly() throws {
         let model = FashionMNISTModel.resnet.make(generator: Generator(seed: 5))
         randomiseBatchNorms(model, seed: 2)
         model.eval()
-        let q = model.quantizedDynamic()
+        let q = try model.quantizedDynamic()
         #expect(q.report.quantized == ["7"])
         #expect(q.report.float.contains { $0.name == "8" })  // the BatchNorm1d after it
         let x = randn([4, 1, 28, 28], seed: 3).to(.float32)
