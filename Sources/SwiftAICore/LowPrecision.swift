@@ -59,11 +59,14 @@ public enum CPUFeatures {
         var a = DNNL.desc([4, 8], tag: dnnl_ab, type), b = DNNL.desc([8, 4], tag: dnnl_ab, type), c = DNNL.desc([4, 4], tag: dnnl_ab)
         var mm = dnnl_matmul_desc_t()
         guard dnnl_matmul_desc_init(&mm, &a, &b, nil, &c) == dnnl_success else { return false }
-        for desc in [UnsafeRawPointer(&conv), UnsafeRawPointer(&mm)] {
-            var pd: dnnl_primitive_desc_t? = nil
-            guard dnnl_primitive_desc_create(&pd, desc, nil, DNNL.engine, nil) == dnnl_success else { return false }
-            dnnl_primitive_desc_destroy(pd)
-        }
+        return creates(&conv) && creates(&mm)
+    }
+
+    /// Whether oneDNN creates a primitive for the op descriptor at `desc` (valid for this call only).
+    private static func creates(_ desc: UnsafeRawPointer) -> Bool {
+        var pd: dnnl_primitive_desc_t? = nil
+        guard dnnl_primitive_desc_create(&pd, desc, nil, DNNL.engine, nil) == dnnl_success else { return false }
+        dnnl_primitive_desc_destroy(pd)
         return true
     }
 
