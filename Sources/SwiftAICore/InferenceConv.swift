@@ -27,7 +27,7 @@ public final class InferenceConv: @unchecked Sendable {
     public let bias: Tensor
     public let stride: Int, padding: Int, groups: Int
     public let epilogue: [ConvEpilogue]
-    private var packed: [String: (kernel: InferenceConvKernel, weights: DNNLMemory)] = [:]
+    private var packed: [ConvGeometry: (kernel: InferenceConvKernel, weights: DNNLMemory)] = [:]
     private var hwio: Tensor?
     private let lock = Mutex()
 
@@ -58,10 +58,10 @@ public final class InferenceConv: @unchecked Sendable {
         require(g.oh > 0 && g.ow > 0, "InferenceConv: input \(x.shape) too small for kernel \(weight.shape) with padding \(padding)")
         if SmallMapConv.applies(g) && g.kh * g.kw > 1 { return smallMap(x, residual, g) }
         let (kernel, w) = lock.withLock { () -> (InferenceConvKernel, DNNLMemory) in
-            if let p = packed[g.key] { return p }
+            if let p = packed[g] { return p }
             let k = InferenceConvKernel.get(g, epilogue)
             let p = (k, k.pack(weight))
-            packed[g.key] = p
+            packed[g] = p
             return p
         }
         let xc = x.detached().contiguous(.channelsLast)

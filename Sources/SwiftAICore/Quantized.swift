@@ -210,7 +210,7 @@ public final class Int8Conv: @unchecked Sendable {
     /// The residual's quantization when the epilogue adds one.
     public let residual: QParams?
     public let epilogue: [ConvEpilogue]
-    private var packed: [String: (kernel: Int8ConvKernel, weights: DNNLMemory)] = [:]
+    private var packed: [ConvGeometry: (kernel: Int8ConvKernel, weights: DNNLMemory)] = [:]
     private let lock = Mutex()
 
     public init(weight: Tensor, weightScales: Tensor, bias: Tensor, stride: Int, padding: Int, groups: Int = 1,
@@ -242,10 +242,10 @@ public final class Int8Conv: @unchecked Sendable {
                              groups: groups)
         require(g.oh > 0 && g.ow > 0, "Int8Conv: input \(x.shape) too small for kernel \(weight.shape) with padding \(padding)")
         let (kernel, w) = lock.withLock { () -> (Int8ConvKernel, DNNLMemory) in
-            if let p = packed[g.key] { return p }
+            if let p = packed[g] { return p }
             let k = Int8ConvKernel(g, self)
             let p = (k, k.pack(weight))
-            packed[g.key] = p
+            packed[g] = p
             return p
         }
         let xc = x.contiguous(.channelsLast)
