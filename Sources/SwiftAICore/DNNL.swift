@@ -84,6 +84,19 @@ final class DNNLPrimitive {
         dnnl_primitive_desc_query_md(pd, what, index)!.pointee
     }
 
+    /// The weights at `w` (laid out as `user`) in this primitive's weights layout, in memory of their own: reordered,
+    /// or copied when the layouts agree. Done once per layer and geometry by the inference kernels.
+    func packWeights(_ w: UnsafeMutableRawPointer, user: dnnl_memory_desc_t) -> DNNLMemory {
+        let wmd = md(dnnl_query_weights_md)
+        let packed = DNNLMemory(wmd, owned: true)
+        if DNNL.equal(wmd, user) {
+            packed.pointer.copyMemory(from: w, byteCount: DNNL.bytes(user))
+        } else {
+            DNNLPrimitive(reorderFrom: user, to: wmd).execute([(DNNL_ARG_FROM, DNNLMemory(user).bind(w)), (DNNL_ARG_TO, packed)])
+        }
+        return packed
+    }
+
     /// Human-readable implementation name (e.g. `brg:avx512_core`).
     var implementation: String {
         var s: UnsafePointer<CChar>? = nil

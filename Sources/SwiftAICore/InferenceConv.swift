@@ -111,7 +111,6 @@ public final class InferenceConv: @unchecked Sendable {
 final class InferenceConvKernel {
     private let prim: DNNLPrimitive
     private let srcDesc, dstDesc, biasDesc, userWeightDesc: dnnl_memory_desc_t
-    private let weightReorder: DNNLPrimitive?
 
     init(_ g: ConvGeometry, _ epilogue: [ConvEpilogue]) {
         let m = g.memoryDescs()
@@ -134,21 +133,10 @@ final class InferenceConvKernel {
         prim = DNNLPrimitive(&desc, attr: attr, "inference conv")
         dnnl_primitive_attr_destroy(attr)
         dnnl_post_ops_destroy(po)
-        let wmd = prim.md(dnnl_query_weights_md)
-        weightReorder = DNNL.equal(wmd, userWeightDesc) ? nil : DNNLPrimitive(reorderFrom: userWeightDesc, to: wmd)
     }
 
     /// `w` (contiguous OIHW) in the primitive's layout, in memory of its own.
-    func pack(_ w: Tensor) -> DNNLMemory {
-        let packed = DNNLMemory(prim.md(dnnl_query_weights_md), owned: true)
-        let user = DNNLMemory(userWeightDesc).bind(w.rawPointer)
-        if let r = weightReorder {
-            r.execute([(DNNL_ARG_FROM, user), (DNNL_ARG_TO, packed)])
-        } else {
-            packed.pointer.copyMemory(from: w.rawPointer, byteCount: DNNL.bytes(userWeightDesc))
-        }
-        return packed
-    }
+    func pack(_ w: Tensor) -> DNNLMemory { prim.packWeights(w.rawPointer, user: userWeightDesc) }
 
     /// Runs on fresh memory windows, so several threads may use one kernel at once.
     func run(x: UnsafeMutableRawPointer, weights: DNNLMemory, bias: UnsafeMutableRawPointer, y: UnsafeMutableRawPointer) {

@@ -271,7 +271,6 @@ public final class Int8Conv: @unchecked Sendable {
 final class Int8ConvKernel {
     private let prim: DNNLPrimitive
     private let srcDesc, dstDesc, biasDesc, userWeightDesc: dnnl_memory_desc_t
-    private let weightReorder: DNNLPrimitive?
     /// The bias in accumulator units, `bias / (input scale · weight scale)` (oneDNN adds it before scaling).
     private let scaledBias: [Float]
 
@@ -326,20 +325,9 @@ final class Int8ConvKernel {
         prim = DNNLPrimitive(&desc, attr: attr, "quantized conv")
         dnnl_primitive_attr_destroy(attr)
         dnnl_post_ops_destroy(po)
-        let wmd = prim.md(dnnl_query_weights_md)
-        weightReorder = DNNL.equal(wmd, userWeightDesc) ? nil : DNNLPrimitive(reorderFrom: userWeightDesc, to: wmd)
     }
 
-    func pack(_ w: Tensor) -> DNNLMemory {
-        let packed = DNNLMemory(prim.md(dnnl_query_weights_md), owned: true)
-        let user = DNNLMemory(userWeightDesc).bind(w.rawPointer)
-        if let r = weightReorder {
-            r.execute([(DNNL_ARG_FROM, user), (DNNL_ARG_TO, packed)])
-        } else {
-            packed.pointer.copyMemory(from: w.rawPointer, byteCount: DNNL.bytes(userWeightDesc))
-        }
-        return packed
-    }
+    func pack(_ w: Tensor) -> DNNLMemory { prim.packWeights(w.rawPointer, user: userWeightDesc) }
 
     func run(x: UnsafeMutableRawPointer, weights: DNNLMemory, y: UnsafeMutableRawPointer) {
         scaledBias.withUnsafeBufferPointer { b in
@@ -365,8 +353,8 @@ public final class Int8Linear: @unchecked Sendable {
     public let input: QParams?
     /// `Σₖ weight[o, k]`, to remove the input's zero point after the product.
     private let rowSums: [Int32]
-    private var kernels: [Int: Int8ConvKernel] = [:]
-    private var packed: [Int: DNNLMemory] = [:]
+    /// Kernel and packed weights per batch size.
+    private var kernels: [Int: (kernel: Int8ConvKernel, weights: DNNLMemory)] = [:]
     private let lock = Mutex()
     private let asConv: Int8Conv
 
@@ -396,12 +384,11 @@ public final class Int8Linear: @unchecked Sendable {
         let q = x.quantized(qp)
         let (n, o) = (x.shape[0], weight.shape[0])
         let kernel = lock.withLock { () -> (Int8ConvKernel, DNNLMemory) in
-            if let k = kernels[n], let w = packed[n] { return (k, w) }
+            if let k = kernels[n] { return k }
             let g = ConvGeometry(n: n, c: weight.shape[1], h: 1, w: 1, oc: o, kh: 1, kw: 1, sh: 1, sw: 1, ph: 0, pw: 0, groups: 1)
             let k = Int8ConvKernel(g, asConv, floatOutput: true)
-            kernels[n] = k
-            packed[n] = k.pack(asConv.weight)
-            return (k, packed[n]!)
+            kernels[n] = (k, k.pack(asConv.weight))
+            return kernels[n]!
         }
         let acc = Tensor(empty: [n, o], dtype: .float32)
         kernel.0.run(x: q.rawPointer, weights: kernel.1, y: acc.rawPointer)
