@@ -107,7 +107,12 @@ final class DNNLPrimitive {
     /// Runs the primitive on `args` (argument kind, memory) and waits.
     func execute(_ args: [(Int32, DNNLMemory)]) {
         var a = args.map { dnnl_exec_arg_t(arg: $0.0, memory: $0.1.memory) }
-        DNNL.check(dnnl_primitive_execute(primitive, DNNL.stream, Int32(a.count), &a), "primitive_execute")
+        execute(&a)
+    }
+
+    /// Runs the primitive on a prepared argument list and waits.
+    func execute(_ args: inout [dnnl_exec_arg_t]) {
+        DNNL.check(dnnl_primitive_execute(primitive, DNNL.stream, Int32(args.count), &args), "primitive_execute")
         DNNL.check(dnnl_stream_wait(DNNL.stream), "stream_wait")
     }
 
@@ -145,6 +150,75 @@ final class DNNLMemory {
     }
 
     deinit { dnnl_memory_destroy(memory) }
+}
+
+extension DNNLPrimitive {
+    /// The faster of `build()` made for the whole thread team and made for one thread, timed alternately on
+    /// zero-filled buffers (`arguments`). At batch 1 on small maps a fork and join of the team can cost more than
+    /// the work it splits; where that happens depends on the host, so it is measured, once per kernel.
+    static func fastestOfTeamOrOne(_ arguments: [Int32], _ build: () -> DNNLPrimitive) -> DNNLPrimitive {
+        let team = build()
+        guard Parallel.threadCount > 1 else { return team }
+        let one = Parallel.withOneThread(build)
+        func trial(_ p: DNNLPrimitive) -> () -> Double {
+            let args = arguments.map { arg -> (Int32, DNNLMemory) in
+                let m = DNNLMemory(p.md(dnnl_query_exec_arg_md, arg), owned: true)
+                memset(m.pointer, 0, DNNL.bytes(m.desc))
+                return (arg, m)
+            }
+            return {
+                var a = timespec(), b = timespec()
+                clock_gettime(CLOCK_MONOTONIC, &a)
+                p.execute(args)
+                clock_gettime(CLOCK_MONOTONIC, &b)
+                return Double(b.tv_sec - a.tv_sec) + Double(b.tv_nsec - a.tv_nsec) * 1e-9
+            }
+        }
+        let runTeam = trial(team)
+        // A run this long dwarfs a fork and join (microseconds): the team wins without asking.
+        if (0..<2).map({ _ in runTeam() }).min()! > 2e-4 { return team }
+        let runOne = trial(one)
+        _ = runOne()
+        var best = (team: Double.infinity, one: Double.infinity)
+        for _ in 0..<7 {
+            best.team = Swift.min(best.team, runTeam())
+            best.one = Swift.min(best.one, runOne())
+        }
+        return best.one < best.team ? one : team
+    }
+}
+
+/// Memory objects for the per-call buffers of one primitive (source, destination, …), kept for reuse: creating
+/// them costs about as much as a batch-1 convolution on a small map. A call takes a set from a free list and
+/// returns it, so concurrent calls never share one.
+final class DNNLWindows: @unchecked Sendable {
+    private let arguments: [(Int32, dnnl_memory_desc_t)]
+    private var free: [WindowSet] = []
+    private let lock = Mutex()
+
+    /// One set of windows with its argument list (the fixed memories' slots at the end, filled per call).
+    private final class WindowSet {
+        let windows: [DNNLMemory]
+        var args: [dnnl_exec_arg_t]
+
+        init(_ arguments: [(Int32, dnnl_memory_desc_t)], fixed: Int) {
+            windows = arguments.map { DNNLMemory($0.1) }
+            args = zip(arguments, windows).map { dnnl_exec_arg_t(arg: $0.0.0, memory: $0.1.memory) }
+                + Array(repeating: dnnl_exec_arg_t(), count: fixed)
+        }
+    }
+
+    /// The arguments whose buffers change per call, with their layouts.
+    init(_ arguments: [(Int32, dnnl_memory_desc_t)]) { self.arguments = arguments }
+
+    /// Runs `primitive` with the windows pointed at `pointers` (in the order given at init) and the `fixed` memories.
+    func execute(_ primitive: DNNLPrimitive, _ pointers: [UnsafeMutableRawPointer], fixed: [(Int32, DNNLMemory)]) {
+        let set = lock.withLock { free.popLast() } ?? WindowSet(arguments, fixed: fixed.count)
+        for (window, p) in zip(set.windows, pointers) { window.bind(p) }
+        for (i, f) in fixed.enumerated() { set.args[arguments.count + i] = dnnl_exec_arg_t(arg: f.0, memory: f.1.memory) }
+        primitive.execute(&set.args)
+        lock.withLock { free.append(set) }
+    }
 }
 
 /// A pthread mutex with stable storage.

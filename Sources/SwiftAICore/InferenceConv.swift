@@ -110,11 +110,13 @@ public final class InferenceConv: @unchecked Sendable {
 /// The compiled `forward_inference` primitive for one geometry and epilogue (shared by layers alike in both).
 final class InferenceConvKernel {
     private let prim: DNNLPrimitive
-    private let srcDesc, dstDesc, biasDesc, userWeightDesc: dnnl_memory_desc_t
+    private let userWeightDesc: dnnl_memory_desc_t
+    private let windows: DNNLWindows
 
     init(_ g: ConvGeometry, _ epilogue: [ConvEpilogue]) {
         let m = g.memoryDescs()
-        (srcDesc, dstDesc, userWeightDesc, biasDesc) = (m.src, m.dst, m.weights, m.bias)
+        userWeightDesc = m.weights
+        windows = DNNLWindows([(DNNL_ARG_SRC, m.src), (DNNL_ARG_BIAS, m.bias), (DNNL_ARG_DST, m.dst)])
         var desc = g.forwardDesc(dnnl_forward_inference, bias: true)
         var po: dnnl_post_ops_t? = nil
         DNNL.check(dnnl_post_ops_create(&po), "post_ops_create")
@@ -130,7 +132,9 @@ final class InferenceConvKernel {
         var attr: dnnl_primitive_attr_t? = nil
         DNNL.check(dnnl_primitive_attr_create(&attr), "primitive_attr_create")
         DNNL.check(dnnl_primitive_attr_set_post_ops(attr, po), "primitive_attr_set_post_ops")
-        prim = DNNLPrimitive(&desc, attr: attr, "inference conv")
+        prim = DNNLPrimitive.fastestOfTeamOrOne([DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS, DNNL_ARG_DST]) {
+            DNNLPrimitive(&desc, attr: attr, "inference conv")
+        }
         dnnl_primitive_attr_destroy(attr)
         dnnl_post_ops_destroy(po)
     }
@@ -138,10 +142,9 @@ final class InferenceConvKernel {
     /// `w` (contiguous OIHW) in the primitive's layout, in memory of its own.
     func pack(_ w: Tensor) -> DNNLMemory { prim.packWeights(w.rawPointer, user: userWeightDesc) }
 
-    /// Runs on fresh memory windows, so several threads may use one kernel at once.
+    /// Several threads may use one kernel at once (each call takes its own memory windows).
     func run(x: UnsafeMutableRawPointer, weights: DNNLMemory, bias: UnsafeMutableRawPointer, y: UnsafeMutableRawPointer) {
-        prim.execute([(DNNL_ARG_SRC, DNNLMemory(srcDesc).bind(x)), (DNNL_ARG_WEIGHTS, weights),
-                      (DNNL_ARG_BIAS, DNNLMemory(biasDesc).bind(bias)), (DNNL_ARG_DST, DNNLMemory(dstDesc).bind(y))])
+        windows.execute(prim, [x, bias, y], fixed: [(DNNL_ARG_WEIGHTS, weights)])
     }
 
     private static let cache = KernelCache<InferenceConvKernel>()

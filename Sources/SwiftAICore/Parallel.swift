@@ -25,6 +25,13 @@ public enum Parallel {
         return Swift.max(1, n)
     }()
 
+    /// Runs `body` with oneDNN seeing a team of one on this thread (primitives created inside are single-threaded).
+    static func withOneThread<R>(_ body: () throws -> R) rethrows -> R {
+        omp_set_num_threads(1)
+        defer { omp_set_num_threads(Int32(threadCount)) }
+        return try body()
+    }
+
     /// When true (scoped with `Parallel.$isSerial.withValue(true) { … }`), loops on this thread run serially:
     /// data-loading threads use it so the cores stay with the model's thread.
     @TaskLocal public static var isSerial = false

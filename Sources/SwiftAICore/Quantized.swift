@@ -128,29 +128,47 @@ extension Tensor {
         let outShape = [n, c, ah.count, aw.count]
         let y = Tensor(empty: outShape, dtype: .uint8, strides: Tensor.channelsLastStrides(outShape))
         let px = x.pointer(UInt8.self), py = y.pointer(UInt8.self)
-        Parallel.forEachChunk(n * ah.count, grain: 4) { rows in
-            var acc = [Int32](repeating: 0, count: c)
+        // Split only when each thread reads at least 32 KiB: a fork costs more than pooling a small map.
+        let rowBytes = Swift.max(1, h * w * c / ah.count)
+        Parallel.forEachChunk(n * ah.count, grain: Swift.max(1, 32_768 / rowBytes)) { rows in
+            let acc = UnsafeMutablePointer<Int32>.allocate(capacity: c)
+            defer { acc.deallocate() }
             for r in rows {
                 let b = r / ah.count, i = r % ah.count
                 for j in 0..<aw.count {
-                    for ch in 0..<c { acc[ch] = 0 }
-                    var inside = 0
+                    let o = py + ((b * ah.count + i) * aw.count + j) * c
+                    if !max && ah.end[i] - ah.start[i] == 2 && aw.end[j] - aw.start[j] == 2 && ah.size[i] * aw.size[j] == 4 {
+                        // A full 2×2 window (fastai's ResBlock shortcut pool): one pass, the same rounding as below.
+                        let p0 = px + ((b * h + ah.start[i]) * w + aw.start[j]) * c, p1 = p0 + w * c
+                        for ch in 0..<c {
+                            let sum = Int32(p0[ch]) &+ Int32(p0[c + ch]) &+ Int32(p1[ch]) &+ Int32(p1[c + ch])
+                            let v = Float(sum) * 0.25 + 12_582_912  // exact: a power of two
+                            o[ch] = UInt8(truncatingIfNeeded: Int32(bitPattern: v.bitPattern) &- 0x4B40_0000)
+                        }
+                        continue
+                    }
+                    acc.initialize(repeating: 0, count: c)
                     for hh in ah.start[i]..<ah.end[i] {
                         for ww in aw.start[j]..<aw.end[j] {
                             let p = px + ((b * h + hh) * w + ww) * c
                             if max { for ch in 0..<c { acc[ch] = Swift.max(acc[ch], Int32(p[ch])) } }
-                            else { for ch in 0..<c { acc[ch] += Int32(p[ch]) } }
-                            inside += 1
+                            else { for ch in 0..<c { acc[ch] &+= Int32(p[ch]) } }
                         }
                     }
-                    let o = py + ((b * ah.count + i) * aw.count + j) * c
                     if max {
-                        for ch in 0..<c { o[ch] = UInt8(acc[ch]) }
+                        for ch in 0..<c { o[ch] = UInt8(truncatingIfNeeded: acc[ch]) }
                     } else {
                         // Padding positions hold the real value 0, i.e. the code `zeroPoint`.
+                        let inside = (ah.end[i] - ah.start[i]) * (aw.end[j] - aw.start[j])
                         let size = ah.size[i] * aw.size[j], pad = Int32(size - inside) * zeroPoint
+                        // The mean rounded half to even: a quotient of two exact integers is correctly rounded, so it
+                        // lands on a half exactly when the true mean does; adding 1.5·2²³ rounds it to an integer in the
+                        // mantissa (the current rounding mode, to nearest even), read without a checked conversion.
                         let d = Float(size)
-                        for ch in 0..<c { o[ch] = UInt8(Swift.min(Swift.max((Float(acc[ch] + pad) / d).rounded(.toNearestOrEven), 0), 255)) }
+                        for ch in 0..<c {
+                            let v = Float(acc[ch] &+ pad) / d + 12_582_912
+                            o[ch] = UInt8(truncatingIfNeeded: Swift.min(Int32(bitPattern: v.bitPattern) &- 0x4B40_0000, 255))
+                        }
                     }
                 }
             }
@@ -270,19 +288,23 @@ public final class Int8Conv: @unchecked Sendable {
 /// The compiled u8·s8 `forward_inference` primitive of one ``Int8Conv`` at one geometry.
 final class Int8ConvKernel {
     private let prim: DNNLPrimitive
-    private let srcDesc, dstDesc, biasDesc, userWeightDesc: dnnl_memory_desc_t
+    private let userWeightDesc: dnnl_memory_desc_t
+    private let windows: DNNLWindows
     /// The bias in accumulator units, `bias / (input scale · weight scale)` (oneDNN adds it before scaling).
-    private let scaledBias: [Float]
+    private let scaledBias: DNNLMemory
 
     /// With `floatOutput` the destination is float32 in real units (no requantization).
     init(_ g: ConvGeometry, _ q: Int8Conv, floatOutput: Bool = false) {
         let dt = floatOutput ? dnnl_f32 : dnnl_u8
         let m = g.memoryDescs(src: dnnl_u8, weights: dnnl_s8, dst: dt)
-        (srcDesc, dstDesc, userWeightDesc, biasDesc) = (m.src, m.dst, m.weights, m.bias)
+        userWeightDesc = m.weights
+        windows = DNNLWindows([(DNNL_ARG_SRC, m.src), (DNNL_ARG_DST, m.dst)])
         var desc = g.forwardDesc(dnnl_forward_inference, bias: true, src: dnnl_u8, weights: dnnl_s8, dst: dt)
         let ws = q.weightScales.floats, b = q.bias.floats
         var scales = ws.map { q.input.scale * $0 }
-        scaledBias = zip(b, scales).map { $0 / $1 }
+        scaledBias = DNNLMemory(m.bias, owned: true)
+        let pb = scaledBias.pointer.assumingMemoryBound(to: Float.self)
+        for (i, (bi, si)) in zip(b, scales).enumerated() { pb[i] = bi / si }
         var attr: dnnl_primitive_attr_t? = nil
         DNNL.check(dnnl_primitive_attr_create(&attr), "primitive_attr_create")
         DNNL.check(dnnl_primitive_attr_set_output_scales(attr, Int64(g.oc), 1 << 1, &scales), "set_output_scales")
@@ -322,7 +344,9 @@ final class Int8ConvKernel {
             DNNL.check(dnnl_post_ops_append_eltwise(po, 1, dnnl_eltwise_clip, 0, upper), "post_ops clip")
         }
         DNNL.check(dnnl_primitive_attr_set_post_ops(attr, po), "primitive_attr_set_post_ops")
-        prim = DNNLPrimitive(&desc, attr: attr, "quantized conv")
+        prim = DNNLPrimitive.fastestOfTeamOrOne([DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS, DNNL_ARG_DST]) {
+            DNNLPrimitive(&desc, attr: attr, "quantized conv")
+        }
         dnnl_primitive_attr_destroy(attr)
         dnnl_post_ops_destroy(po)
     }
@@ -330,11 +354,7 @@ final class Int8ConvKernel {
     func pack(_ w: Tensor) -> DNNLMemory { prim.packWeights(w.rawPointer, user: userWeightDesc) }
 
     func run(x: UnsafeMutableRawPointer, weights: DNNLMemory, y: UnsafeMutableRawPointer) {
-        scaledBias.withUnsafeBufferPointer { b in
-            prim.execute([(DNNL_ARG_SRC, DNNLMemory(srcDesc).bind(x)), (DNNL_ARG_WEIGHTS, weights),
-                          (DNNL_ARG_BIAS, DNNLMemory(biasDesc).bind(UnsafeMutableRawPointer(mutating: b.baseAddress!))),
-                          (DNNL_ARG_DST, DNNLMemory(dstDesc).bind(y))])
-        }
+        windows.execute(prim, [x, y], fixed: [(DNNL_ARG_WEIGHTS, weights), (DNNL_ARG_BIAS, scaledBias)])
     }
 
     var implementation: String { prim.implementation }

@@ -91,6 +91,30 @@ private func cosine(_ a: Tensor, _ b: Tensor) -> Double {
                                   xf.avgPool2d(kernel: 2, ceilMode: true).quantized(q)) <= 1)
     }
 
+    @Test(arguments: [(2, 0), (3, 1)])
+    func quantizedAveragePoolRoundsTheMeanOfCodesHalfToEven(kernel: Int, padding: Int) {
+        // Padding counts as the code `zeroPoint` (the real value 0); means are rounded half to even, as
+        // PyTorch's quantized avg_pool2d. Kernel 2 makes ties (sums ≡ 2 mod 4) common.
+        let zp: Int32 = 9, (h, w) = (6, 5)
+        let x = (randn([2, 3, h, w], seed: 4) * 60 + 100).clamp(min: 0, max: 255).to(.uint8).contiguous(.channelsLast)
+        let got = x.quantizedAvgPool2d(kernel: kernel, stride: 2, padding: padding, zeroPoint: zp)
+        let (oh, ow) = ((h + 2 * padding - kernel) / 2 + 1, (w + 2 * padding - kernel) / 2 + 1)
+        #expect(got.shape == [2, 3, oh, ow])
+        var mismatches = 0, ties = 0
+        for b in 0..<2 { for ch in 0..<3 { for i in 0..<oh { for j in 0..<ow {
+            var sum: Float = 0
+            for di in 0..<kernel { for dj in 0..<kernel {
+                let (r, c) = (2 * i - padding + di, 2 * j - padding + dj)
+                sum += (0..<h).contains(r) && (0..<w).contains(c) ? Float(x[element: [b, ch, r, c]]) : Float(zp)
+            } }
+            let mean = sum / Float(kernel * kernel)
+            if mean - mean.rounded(.down) == 0.5 { ties += 1 }
+            if Float(got[element: [b, ch, i, j]]) != mean.rounded(.toNearestOrEven) { mismatches += 1 }
+        } } } }
+        #expect(mismatches == 0)
+        #expect(kernel != 2 || ties > 0, "the data should contain ties")
+    }
+
     @Test func histogramObserverClipsAHeavyTailWhereItLowersTheError() throws {
         let model = Sequential(Conv2d(1, 4, kernelSize: 1, generator: Generator(seed: 1)))
         let n = randn([64, 1, 16, 16], seed: 9).to(.float32)
