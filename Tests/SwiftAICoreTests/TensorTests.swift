@@ -1,4 +1,5 @@
 import Testing
+import CDNNL
 @testable import SwiftAICore
 import SwiftAITestSupport
 
@@ -192,5 +193,32 @@ import SwiftAITestSupport
         let parallel = Tensor.ones([1_000_000]).exp().sum().item()
         #expect(abs(serial - parallel) < 1e-9 * serial)
         #expect(abs(serial - 2_718_281.746) < 1.0)  // Float(e) summed a million times: within a few ulps
+    }
+}
+
+/// The inference kernels pick, per layer, a primitive made for the whole thread team or for one thread (whichever
+/// ran faster): both must compute the same values.
+@Suite struct TeamOrOneThreadTests {
+    @Test func aOneThreadConvolutionComputesWhatTheTeamsDoes() {
+        let g = ConvGeometry(n: 1, c: 16, h: 14, w: 14, oc: 32, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1, groups: 1)
+        let m = g.memoryDescs()
+        func build() -> DNNLPrimitive {
+            var desc = g.forwardDesc(dnnl_forward_inference, bias: true)
+            return DNNLPrimitive(&desc, "test conv")
+        }
+        let x = Tensor.randn([1, 16, 14, 14], generator: Generator(seed: 3)).contiguous(.channelsLast)
+        let w = Tensor.randn([32, 16, 3, 3], generator: Generator(seed: 4)), b = Tensor.randn([32], generator: Generator(seed: 5))
+        func run(_ p: DNNLPrimitive) -> [Float] {
+            let y = Tensor(empty: [1, 32, 14, 14], dtype: .float32, strides: Tensor.channelsLastStrides([1, 32, 14, 14]))
+            p.execute([(DNNL_ARG_SRC, DNNLMemory(m.src).bind(x.rawPointer)), (DNNL_ARG_WEIGHTS, p.packWeights(w.rawPointer, user: m.weights)),
+                       (DNNL_ARG_BIAS, DNNLMemory(m.bias).bind(b.rawPointer)), (DNNL_ARG_DST, DNNLMemory(m.dst).bind(y.rawPointer))])
+            return y.floats
+        }
+        let team = run(build()), one = run(Parallel.withOneThread(build))
+        #expect(team == one)
+        #expect(team.contains { $0 != 0 })
+        // The chooser returns one of the two, whichever it is.
+        let chosen = DNNLPrimitive.fastestOfTeamOrOne([DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS, DNNL_ARG_DST], build)
+        #expect(run(chosen) == team)
     }
 }
