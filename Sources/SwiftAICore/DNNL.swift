@@ -158,7 +158,10 @@ extension DNNLPrimitive {
     /// the work it splits; where that happens depends on the host, so it is measured, once per kernel.
     static func fastestOfTeamOrOne(_ arguments: [Int32], _ build: () -> DNNLPrimitive) -> DNNLPrimitive {
         let team = build()
-        guard Parallel.threadCount > 1 else { return team }
+        // Past a megabyte of operands the work dwarfs a fork and join (microseconds): the team, without a trial
+        // (which would also allocate and zero that much).
+        let bytes = arguments.reduce(0) { $0 + DNNL.bytes(team.md(dnnl_query_exec_arg_md, $1)) }
+        guard Parallel.threadCount > 1, bytes <= 1 << 20 else { return team }
         let one = Parallel.withOneThread(build)
         func trial(_ p: DNNLPrimitive) -> () -> Double {
             let args = arguments.map { arg -> (Int32, DNNLMemory) in
@@ -174,11 +177,8 @@ extension DNNLPrimitive {
                 return Double(b.tv_sec - a.tv_sec) + Double(b.tv_nsec - a.tv_nsec) * 1e-9
             }
         }
-        let runTeam = trial(team)
-        // A run this long dwarfs a fork and join (microseconds): the team wins without asking.
-        if (0..<2).map({ _ in runTeam() }).min()! > 2e-4 { return team }
-        let runOne = trial(one)
-        _ = runOne()
+        let runTeam = trial(team), runOne = trial(one)
+        _ = (runTeam(), runOne())
         var best = (team: Double.infinity, one: Double.infinity)
         for _ in 0..<7 {
             best.team = Swift.min(best.team, runTeam())
