@@ -214,6 +214,8 @@ final class DNNLWindows: @unchecked Sendable {
     /// Runs `primitive` with the windows pointed at `pointers` (in the order given at init) and the `fixed` memories.
     func execute(_ primitive: DNNLPrimitive, _ pointers: [UnsafeMutableRawPointer], fixed: [(Int32, DNNLMemory)]) {
         let set = lock.withLock { free.popLast() } ?? WindowSet(arguments, fixed: fixed.count)
+        require(pointers.count == arguments.count && set.args.count == arguments.count + fixed.count,
+                "DNNLWindows: \(pointers.count) buffers and \(fixed.count) fixed memories for \(arguments.count) windows")
         for (window, p) in zip(set.windows, pointers) { window.bind(p) }
         for (i, f) in fixed.enumerated() { set.args[arguments.count + i] = dnnl_exec_arg_t(arg: f.0, memory: f.1.memory) }
         primitive.execute(&set.args)
