@@ -15,7 +15,9 @@ struct PoolAxis {
 
     /// Windows of a fixed-kernel pool; `size` counts padding when `includePad` (PyTorch's divisor).
     init(length n: Int, kernel k: Int, stride s: Int, padding p: Int, ceilMode: Bool, includePad: Bool) {
-        for o in 0..<PoolAxis.outputLength(n, kernel: k, stride: s, padding: p, ceilMode: ceilMode) {
+        let count = PoolAxis.outputLength(n, kernel: k, stride: s, padding: p, ceilMode: ceilMode)
+        start.reserveCapacity(count); end.reserveCapacity(count); size.reserveCapacity(count)
+        for o in 0..<count {
             let lo = o * s - p, hi = Swift.min(lo + k, n + p)
             let cl = Swift.max(lo, 0), ch = Swift.min(hi, n)
             start.append(cl); end.append(ch); size.append(includePad ? hi - lo : ch - cl)

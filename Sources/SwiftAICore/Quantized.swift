@@ -131,47 +131,7 @@ extension Tensor {
         // Split only when each thread reads at least 32 KiB: a fork costs more than pooling a small map.
         let rowBytes = Swift.max(1, h * w * c / ah.count)
         Parallel.forEachChunk(n * ah.count, grain: Swift.max(1, 32_768 / rowBytes)) { rows in
-            let acc = UnsafeMutablePointer<Int32>.allocate(capacity: c)
-            defer { acc.deallocate() }
-            for r in rows {
-                let b = r / ah.count, i = r % ah.count
-                for j in 0..<aw.count {
-                    let o = py + ((b * ah.count + i) * aw.count + j) * c
-                    if !max && ah.end[i] - ah.start[i] == 2 && aw.end[j] - aw.start[j] == 2 && ah.size[i] * aw.size[j] == 4 {
-                        // A full 2×2 window (fastai's ResBlock shortcut pool): one pass, the same rounding as below.
-                        let p0 = px + ((b * h + ah.start[i]) * w + aw.start[j]) * c, p1 = p0 + w * c
-                        for ch in 0..<c {
-                            let sum = Int32(p0[ch]) &+ Int32(p0[c + ch]) &+ Int32(p1[ch]) &+ Int32(p1[c + ch])
-                            let v = Float(sum) * 0.25 + 12_582_912  // exact: a power of two
-                            o[ch] = UInt8(truncatingIfNeeded: Int32(bitPattern: v.bitPattern) &- 0x4B40_0000)
-                        }
-                        continue
-                    }
-                    acc.initialize(repeating: 0, count: c)
-                    for hh in ah.start[i]..<ah.end[i] {
-                        for ww in aw.start[j]..<aw.end[j] {
-                            let p = px + ((b * h + hh) * w + ww) * c
-                            if max { for ch in 0..<c { acc[ch] = Swift.max(acc[ch], Int32(p[ch])) } }
-                            else { for ch in 0..<c { acc[ch] &+= Int32(p[ch]) } }
-                        }
-                    }
-                    if max {
-                        for ch in 0..<c { o[ch] = UInt8(truncatingIfNeeded: acc[ch]) }
-                    } else {
-                        // Padding positions hold the real value 0, i.e. the code `zeroPoint`.
-                        let inside = (ah.end[i] - ah.start[i]) * (aw.end[j] - aw.start[j])
-                        let size = ah.size[i] * aw.size[j], pad = Int32(size - inside) * zeroPoint
-                        // The mean rounded half to even: a quotient of two exact integers is correctly rounded, so it
-                        // lands on a half exactly when the true mean does; adding 1.5·2²³ rounds it to an integer in the
-                        // mantissa (the current rounding mode, to nearest even), read without a checked conversion.
-                        let d = Float(size)
-                        for ch in 0..<c {
-                            let v = Float(acc[ch] &+ pad) / d + 12_582_912
-                            o[ch] = UInt8(truncatingIfNeeded: Swift.min(Int32(bitPattern: v.bitPattern) &- 0x4B40_0000, 255))
-                        }
-                    }
-                }
-            }
+            quantizedPoolRows(rows, px, py, n: n, c: c, h: h, w: w, ah, aw, max: max, zeroPoint: zeroPoint)
         }
         return y
     }
@@ -427,5 +387,52 @@ public final class Int8Linear: @unchecked Sendable {
         let lo = v.min() ?? 0, hi = v.max() ?? 0
         guard lo.isFinite && hi.isFinite else { return QParams(scale: 1, zeroPoint: 0, qmax: Quantization.activationQMax)! }
         return QParams(min: lo, max: hi, qmax: Quantization.activationQMax)
+    }
+}
+
+/// Rows `rows` (batch item × output row) of a uint8 pool, channels-last; a free function, which the optimizer
+/// compiles with specialised loops (inside the parallel closure they went through generic range witnesses).
+private func quantizedPoolRows(_ rows: Range<Int>, _ px: UnsafeMutablePointer<UInt8>, _ py: UnsafeMutablePointer<UInt8>,
+                               n: Int, c: Int, h: Int, w: Int, _ ah: PoolAxis, _ aw: PoolAxis, max: Bool, zeroPoint: Int32) {
+    let acc = UnsafeMutablePointer<Int32>.allocate(capacity: c)
+    defer { acc.deallocate() }
+    for r in rows {
+        let b = r / ah.count, i = r % ah.count
+        for j in 0..<aw.count {
+            let o = py + ((b * ah.count + i) * aw.count + j) * c
+            if !max && ah.end[i] - ah.start[i] == 2 && aw.end[j] - aw.start[j] == 2 && ah.size[i] * aw.size[j] == 4 {
+                // A full 2×2 window (fastai's ResBlock shortcut pool): one pass, the same rounding as below.
+                let p0 = px + ((b * h + ah.start[i]) * w + aw.start[j]) * c, p1 = p0 + w * c
+                for ch in 0..<c {
+                    let sum = Int32(p0[ch]) &+ Int32(p0[c + ch]) &+ Int32(p1[ch]) &+ Int32(p1[c + ch])
+                    let v = Float(sum) * 0.25 + 12_582_912  // exact: a power of two
+                    o[ch] = UInt8(truncatingIfNeeded: Int32(bitPattern: v.bitPattern) &- 0x4B40_0000)
+                }
+                continue
+            }
+            acc.initialize(repeating: 0, count: c)
+            for hh in ah.start[i]..<ah.end[i] {
+                for ww in aw.start[j]..<aw.end[j] {
+                    let p = px + ((b * h + hh) * w + ww) * c
+                    if max { for ch in 0..<c { acc[ch] = Swift.max(acc[ch], Int32(p[ch])) } }
+                    else { for ch in 0..<c { acc[ch] &+= Int32(p[ch]) } }
+                }
+            }
+            if max {
+                for ch in 0..<c { o[ch] = UInt8(truncatingIfNeeded: acc[ch]) }
+            } else {
+                // Padding positions hold the real value 0, i.e. the code `zeroPoint`.
+                let inside = (ah.end[i] - ah.start[i]) * (aw.end[j] - aw.start[j])
+                let size = ah.size[i] * aw.size[j], pad = Int32(size - inside) * zeroPoint
+                // The mean rounded half to even: a quotient of two exact integers is correctly rounded, so it lands
+                // on a half exactly when the true mean does; adding 1.5·2²³ rounds it to an integer in the mantissa
+                // (the current rounding mode, to nearest even), read without a checked conversion.
+                let d = Float(size)
+                for ch in 0..<c {
+                    let v = Float(acc[ch] &+ pad) / d + 12_582_912
+                    o[ch] = UInt8(truncatingIfNeeded: Swift.min(Int32(bitPattern: v.bitPattern) &- 0x4B40_0000, 255))
+                }
+            }
+        }
     }
 }

@@ -33,17 +33,22 @@ public final class Storage {
 /// Activations of a training step are tens of megabytes each; glibc returns such blocks to the OS
 /// on free, and every new step then pays a page fault per 4 KiB touched (~25 ms per 50 MB). Blocks of
 /// at least `minimumBytes` are rounded to a size class and kept in a free list instead, so after the
-/// first step a training loop runs with no page faults. ``emptyCache()`` hands everything back.
+/// first step a training loop runs with no page faults. Smaller blocks are kept too, up to `smallLimitBytes`: a
+/// batch-1 inference allocates kilobytes per layer, and glibc's `posix_memalign` consolidates its small free chunks
+/// for each such request, which costs about as much as a small layer's kernel. ``emptyCache()`` hands everything back.
 public final class BlockCache: @unchecked Sendable {
     public static let shared = BlockCache()
 
-    /// Smaller blocks go straight to malloc.
+    /// Blocks from this size up are rounded to a size class (8 per power of two), smaller ones to 64 bytes.
     public let minimumBytes = 1 << 18
     /// Cached bytes above this limit are freed instead of kept.
     public var limitBytes = 8 << 30
+    /// Of which at most this many in blocks under `minimumBytes`.
+    public var smallLimitBytes = 64 << 20
 
     private var free: [Int: [UnsafeMutableRawPointer]] = [:]
     private var cachedBytes = 0
+    private var smallCachedBytes = 0
     private var live = 0
     private let mutex = Mutex()
 
@@ -87,8 +92,9 @@ public final class BlockCache: @unchecked Sendable {
         count(size)
         let reused: UnsafeMutableRawPointer? = mutex.withLock {
             live += size
-            guard size >= minimumBytes, let p = free[size]?.popLast() else { return nil }
+            guard let p = free[size]?.popLast() else { return nil }
             cachedBytes -= size
+            if size < minimumBytes { smallCachedBytes -= size }
             return p
         }
         if let reused { return reused }
@@ -103,9 +109,11 @@ public final class BlockCache: @unchecked Sendable {
         count(-size)
         let kept: Bool = mutex.withLock {
             live -= size
-            guard size >= minimumBytes, cachedBytes + size <= limitBytes else { return false }
+            let small = size < minimumBytes
+            guard cachedBytes + size <= limitBytes, !small || smallCachedBytes + size <= smallLimitBytes else { return false }
             free[size, default: []].append(p)
             cachedBytes += size
+            if small { smallCachedBytes += size }
             return true
         }
         if !kept { Glibc.free(p) }
@@ -125,6 +133,7 @@ public final class BlockCache: @unchecked Sendable {
         let all = free.values.flatMap { $0 }
         free = [:]
         cachedBytes = 0
+        smallCachedBytes = 0
         mutex.unlock()
         for p in all { Glibc.free(p) }
         malloc_trim(0)
