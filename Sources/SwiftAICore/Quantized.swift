@@ -402,9 +402,9 @@ private func quantizedPoolRows(_ rows: Range<Int>, _ px: UnsafeMutablePointer<UI
             let o = py + ((b * ah.count + i) * aw.count + j) * c
             if !max && ah.end[i] - ah.start[i] == 2 && aw.end[j] - aw.start[j] == 2 && ah.size[i] * aw.size[j] == 4 {
                 // A full 2×2 window (fastai's ResBlock shortcut pool): one pass, the same rounding as below.
-                let p0 = px + ((b * h + ah.start[i]) * w + aw.start[j]) * c, p1 = p0 + w * c
+                let p00 = px + ((b * h + ah.start[i]) * w + aw.start[j]) * c, p01 = p00 + c, p10 = p00 + w * c, p11 = p10 + c
                 for ch in 0..<c {
-                    let sum = Int32(p0[ch]) &+ Int32(p0[c + ch]) &+ Int32(p1[ch]) &+ Int32(p1[c + ch])
+                    let sum = Int32(p00[ch]) &+ Int32(p01[ch]) &+ Int32(p10[ch]) &+ Int32(p11[ch])
                     let v = Float(sum) * 0.25 + 12_582_912  // exact: a power of two
                     o[ch] = UInt8(truncatingIfNeeded: Int32(bitPattern: v.bitPattern) &- 0x4B40_0000)
                 }
