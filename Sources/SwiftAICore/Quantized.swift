@@ -131,7 +131,7 @@ extension Tensor {
         // Split only when each thread reads at least 32 KiB: a fork costs more than pooling a small map.
         let rowBytes = Swift.max(1, h * w * c / ah.count)
         Parallel.forEachChunk(n * ah.count, grain: Swift.max(1, 32_768 / rowBytes)) { rows in
-            quantizedPoolRows(rows, px, py, n: n, c: c, h: h, w: w, ah, aw, max: max, zeroPoint: zeroPoint)
+            quantizedPoolRows(rows, px, py, c: c, h: h, w: w, ah, aw, max: max, zeroPoint: zeroPoint)
         }
         return y
     }
@@ -393,7 +393,7 @@ public final class Int8Linear: @unchecked Sendable {
 /// Rows `rows` (batch item × output row) of a uint8 pool, channels-last; a free function, which the optimizer
 /// compiles with specialised loops (inside the parallel closure they went through generic range witnesses).
 private func quantizedPoolRows(_ rows: Range<Int>, _ px: UnsafeMutablePointer<UInt8>, _ py: UnsafeMutablePointer<UInt8>,
-                               n: Int, c: Int, h: Int, w: Int, _ ah: PoolAxis, _ aw: PoolAxis, max: Bool, zeroPoint: Int32) {
+                               c: Int, h: Int, w: Int, _ ah: PoolAxis, _ aw: PoolAxis, max: Bool, zeroPoint: Int32) {
     let acc = UnsafeMutablePointer<Int32>.allocate(capacity: c)
     defer { acc.deallocate() }
     for r in rows {

@@ -139,9 +139,13 @@ public struct Tensor {
 
     /// Values in row-major order, converted to `T`.
     public func scalars<T: TensorElement>(as _: T.Type = T.self) -> [T] {
-        if dtype != T.dtype && (dtype == .float32 || dtype == .float64) && (T.dtype == .float32 || T.dtype == .float64)
-            && isContiguous {  // float32 ⇄ float64 read directly: a conversion op costs microseconds on a few values
-            return (0..<count).map { T(fromDouble: readDouble(at: offset + $0)) }
+        if isContiguous {  // float32 ⇄ float64 read directly: a conversion op costs microseconds on a few values
+            if dtype == .float32 && T.dtype == .float64 {
+                return UnsafeBufferPointer(start: pointer(Float.self), count: count).map { T(fromDouble: Double($0)) }
+            }
+            if dtype == .float64 && T.dtype == .float32 {
+                return UnsafeBufferPointer(start: pointer(Double.self), count: count).map { T(fromDouble: $0) }
+            }
         }
         let t = dtype == T.dtype ? self : self.to(T.dtype)
         let c = t.contiguous()
