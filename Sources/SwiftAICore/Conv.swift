@@ -209,10 +209,14 @@ extension Tensor {
         require(stride.0 > 0 && stride.1 > 0 && padding.0 >= 0 && padding.1 >= 0, "conv2d: invalid stride \(stride) or padding \(padding)")
         require(g.oh > 0 && g.ow > 0,
                      "conv2d: calculated output size (\(g.oh)x\(g.ow)) is too small for input \(shape) and kernel \(weight.shape) with padding \(padding)")
+        let low = dtype == .float32 ? precision : .float32
+        if low != .float32 && LowPrecision.kernels(low, "conv2d") == .reference {
+            return LowPrecision.reference(self, weight, bias, low) {
+                $0.conv2d(weight: $1, bias: $2, stride: stride, padding: padding, groups: groups)
+            }
+        }
         var y: Tensor
         let x = detached(), w = weight.detached().contiguous(), b = bias?.detached().contiguous()
-        let low = dtype == .float32 ? precision : .float32
-        if low != .float32 { LowPrecision.require(low, "conv2d") }
         if low == .float32 && dtype == .float32 && SmallMapConv.applies(g) {
             y = SmallMapConv(g).forward(x.contiguous(.channelsLast), w, bias: b)
         } else if dtype == .float32 {

@@ -160,7 +160,9 @@ extension Tensor {
 
     /// ``linear(weight:bias:precision:)``'s low-precision path: `x2` is the input as `[rows, in]`.
     private func lowPrecisionLinear(_ x2: Tensor, weight: Tensor, bias: Tensor?, _ precision: DType) -> Tensor {
-        LowPrecision.require(precision, "linear")
+        if LowPrecision.kernels(precision, "linear") == .reference {
+            return LowPrecision.reference(self, weight, bias, precision) { $0.linear(weight: $1, bias: $2) }
+        }
         let w = weight.detached(), outF = w.shape[0], inShape = shape
         var y = LowPrecision.matmul(x2, w.transpose(0, 1), bias: bias?.detached(), precision)
             .reshape(Array(shape.dropLast()) + [outF])
@@ -171,7 +173,8 @@ extension Tensor {
                 let g2 = g.reshape([-1, outF]).detached()
                 var grads: [Tensor?] = [needX ? LowPrecision.matmul(g2, w, precision).reshape(inShape) : nil,
                                         needW ? LowPrecision.matmul(g2.transpose(0, 1), x2, precision) : nil]
-                if bias != nil { grads.append(needB ? g2.sum(dims: [0]) : nil) }
+                // The bias gradient sums the rounded output gradient, as the convolutions' kernels do.
+                if bias != nil { grads.append(needB ? g2.to(precision).to(.float32).sum(dims: [0]) : nil) }
                 return grads
             }
         }

@@ -70,9 +70,25 @@ public enum CPUFeatures {
         return true
     }
 
+    /// Whether low-precision products take the reference path whatever the CPU (`SWIFTAI_LOW_PRECISION=reference`,
+    /// read once at start-up): operands rounded to bfloat16/float16, float32 kernels. Tests and CI use it to run mixed
+    /// precision's plumbing on CPUs without bf16 kernels; it is as slow as float32 and never chosen silently.
+    public static let referenceForced: Bool = ProcessInfo.processInfo.environment["SWIFTAI_LOW_PRECISION"] == "reference"
+
+    /// How products in `dtype` run here: natively (oneDNN's bf16 kernels), on the forced reference path, or not at
+    /// all (nil: see ``lowPrecisionUnavailable(_:)``).
+    public static func lowPrecisionKernels(_ dtype: DType) -> LowPrecisionKernels? {
+        guard dtype == .bfloat16 || dtype == .float16 else { return nil }
+        if referenceForced { return .reference }
+        return nativeBF16 && dtype == .bfloat16 && hasKernels(.bfloat16) || nativeFP16 && dtype == .float16 && hasKernels(.float16)
+            ? .native : nil
+    }
+
     /// `nil` when convolutions and linear layers can compute in `dtype` (`.bfloat16` or `.float16`) at native speed
-    /// here; otherwise the one-line reason, e.g. "bf16 needs avx512_bf16 or AMX; this CPU (avx2) has neither".
+    /// here (or on the forced reference path); otherwise the one-line reason, e.g. "bf16 needs avx512_bf16 or AMX;
+    /// this CPU (avx2) has neither".
     public static func lowPrecisionUnavailable(_ dtype: DType) -> String? {
+        if referenceForced && (dtype == .bfloat16 || dtype == .float16) { return nil }
         switch dtype {
         case .bfloat16:
             if !nativeBF16 { return "bf16 needs avx512_bf16 or AMX; this CPU (\(isa)) has neither" }
@@ -90,6 +106,14 @@ public enum CPUFeatures {
     }
 }
 
+/// Where low-precision products run.
+public enum LowPrecisionKernels: Sendable {
+    /// oneDNN's bfloat16 (float16) kernels, float32 accumulation.
+    case native
+    /// The same arithmetic on any CPU: operands rounded to the low-precision type, float32 kernels.
+    case reference
+}
+
 /// oneDNN kernels for the low-precision path: casts (reorders) and matrix products with float32 results.
 enum LowPrecision {
     static func dnnlType(_ dtype: DType) -> dnnl_data_type_t {
@@ -100,9 +124,20 @@ enum LowPrecision {
         }
     }
 
-    /// Checked by the kernels: asking for a precision oneDNN cannot run here is a programmer error.
-    static func require(_ dtype: DType, _ op: String) {
-        SwiftAICore.require(CPUFeatures.hasKernels(dtype), "\(op): no \(dtype) kernels on this CPU (\(CPUFeatures.isa)); check CPUFeatures.lowPrecisionUnavailable first")
+    /// The kernels `op` uses for `dtype`; asking for a precision that cannot run here is a programmer error.
+    static func kernels(_ dtype: DType, _ op: String) -> LowPrecisionKernels {
+        guard let k = CPUFeatures.lowPrecisionKernels(dtype) else {
+            fatalError("\(op): no \(dtype) kernels on this CPU (\(CPUFeatures.isa)); check CPUFeatures.lowPrecisionUnavailable first")
+        }
+        return k
+    }
+
+    /// The reference path of a product `op(x, w, b)`: the operands rounded to `dtype` (gradients passed straight
+    /// through) and the output gradient rounded on its way back, around float32 kernels — the arithmetic of the
+    /// native kernels (float32 accumulation of `dtype` products), on any CPU.
+    static func reference(_ x: Tensor, _ w: Tensor, _ b: Tensor?, _ dtype: DType,
+                          _ op: (Tensor, Tensor, Tensor?) -> Tensor) -> Tensor {
+        op(x.roundedStraightThrough(dtype), w.roundedStraightThrough(dtype), b).roundingGradient(dtype)
     }
 
     private static let casts = KernelCache<DNNLPrimitive>()
@@ -141,6 +176,23 @@ enum LowPrecision {
                                            (DNNL_ARG_DST, DNNLMemory(yd).bind(y.rawPointer))]
         if let bc { args.append((DNNL_ARG_BIAS, DNNLMemory(biasd).bind(bc.rawPointer))) }
         withExtendedLifetime((la, lb, bc)) { p.execute(args) }
+        return y
+    }
+}
+
+extension Tensor {
+    /// float32 values rounded to `dtype` (and back), the gradient passed unchanged.
+    func roundedStraightThrough(_ dtype: DType) -> Tensor {
+        var y = detached().to(dtype).to(.float32)
+        if Tensor.needsGrad(self) { y.recordGrad("round_\(dtype)", [self]) { g in [g] } }
+        return y
+    }
+
+    /// The identity, whose gradient is rounded to `dtype` on its way back.
+    func roundingGradient(_ dtype: DType) -> Tensor {
+        guard Tensor.needsGrad(self) else { return self }
+        var y = detached()
+        y.recordGrad("round_grad_\(dtype)", [self]) { g in [g.to(dtype).to(.float32)] }
         return y
     }
 }

@@ -117,13 +117,15 @@ public struct ExportBundle {
     public let swiftaiVersion: String
 
     /// Reads `path`, checks every part, rebuilds the model and loads its weights; throws a ``BundleError`` (or the
-    /// file's ``SafetensorsError``) saying what is wrong. Nothing from the file is executed.
-    public init(path: String) throws {
-        try self.init(data: Safetensors.mappedBytes(path: path), name: path)
+    /// file's ``SafetensorsError``) saying what is wrong. Nothing from the file is executed. An int8 bundle's
+    /// 8-bit activations are requantized to 7 bits where `int8KernelQMax` is 127 (a CPU without VNNI; see
+    /// ``QuantizedModel/load(_:architecture:scheme:qmax:kernelQMax:)``).
+    public init(path: String, int8KernelQMax: Int32 = Quantization.activationQMax) throws {
+        try self.init(data: Safetensors.mappedBytes(path: path), name: path, int8KernelQMax: int8KernelQMax)
     }
 
     /// Checks the bytes of a bundle and builds its model as ``init(path:)`` does; `name` identifies it in errors.
-    public init(data: Data, name: String) throws {
+    public init(data: Data, name: String, int8KernelQMax: Int32 = Quantization.activationQMax) throws {
         let path = name
         let file: (tensors: [String: Tensor], metadata: [String: String])
         do { file = try Safetensors.decode(data) } catch {
@@ -192,7 +194,10 @@ public struct ExportBundle {
                   let qmax = (q["qmax"] as? NSNumber)?.int32Value, qmax == 127 || qmax == 255 else {
                 throw invalid("metadata 'quantization' must give a scheme (static or dynamic) and qmax (127 or 255)")
             }
-            do { model = try QuantizedModel.load(file.tensors, architecture: architecture, scheme: scheme, qmax: qmax) }
+            do {
+                model = try QuantizedModel.load(file.tensors, architecture: architecture, scheme: scheme, qmax: qmax,
+                                                kernelQMax: int8KernelQMax)
+            }
             catch { throw invalid("\(error)") }
         } else {
             model = architecture

@@ -64,7 +64,7 @@ public final class MixedPrecision: CallbackBase {
 }
 
 /// Sets the operand type of every convolution and linear layer of `model`.
-func setComputePrecision(_ model: Module, _ precision: DType) {
+public func setComputePrecision(_ model: Module, _ precision: DType) {
     for m in model.modules() {
         if let c = m as? Conv2d { c.precision = precision } else if let l = m as? Linear { l.precision = precision }
     }
@@ -96,6 +96,9 @@ extension Learner {
     private func mixedPrecision(_ cb: MixedPrecision, note: (String) -> Void) -> Learner {
         toFP32()
         if let why = cb.unavailable { note("\(why) — training stays float32") }
+        if CPUFeatures.referenceForced {
+            note("\(cb.precision) on the reference path (SWIFTAI_LOW_PRECISION=reference): rounded operands, float32 kernels")
+        }
         add(cb)
         return self
     }

@@ -96,10 +96,14 @@ public final class QuantizedModel: Module {
 
     /// Rebuilds a quantized `model` (its architecture; its values are not used) from ``quantizedState()``'s tensors,
     /// checking every name, dtype, shape, scale and zero point first; throws ``QuantizationError`` saying what is wrong.
+    /// `qmax` is the largest code the tensors were quantized with; where it exceeds `kernelQMax` (8-bit activations
+    /// from a VNNI host loaded where u8·s8 products saturate beyond 7 bits) each activation's range is requantized to
+    /// 0…`kernelQMax` codes, and the model's ``qmax`` is `kernelQMax`.
     public static func load(_ tensors: [String: Tensor], architecture model: Module, scheme: QuantizationScheme,
-                            qmax: Int32) throws -> QuantizedModel {
+                            qmax: Int32, kernelQMax: Int32 = Quantization.activationQMax) throws -> QuantizedModel {
+        require(kernelQMax == 127 || kernelQMax == 255, "QuantizedModel.load: kernelQMax must be 127 or 255, got \(kernelQMax)")
         model.eval()
-        let values = StoredValues(tensors: tensors, qmax: qmax)
+        let values = StoredValues(tensors: tensors, stored: qmax, qmax: scheme == .static ? Swift.min(qmax, kernelQMax) : qmax)
         let checked = try quantize(model, scheme: scheme, values: values)  // every tensor checked, nothing changed yet
         let needed = Set(checked.quantizedState().keys)
         if let extra = tensors.keys.sorted().first(where: { !needed.contains($0) }) {

@@ -6,16 +6,16 @@ import SwiftAINN
 import SwiftAIOptim
 
 /// Where pretrained torchvision weights are looked for: `$TORCH_HOME/hub/checkpoints`, by default
-/// `~/.cache/torch/hub/checkpoints` (torchvision's own cache, e.g. `resnet34-b627a593.pth`).
-public func torchvisionCheckpointDirectory() -> String {
-    let env = ProcessInfo.processInfo.environment
+/// `~/.cache/torch/hub/checkpoints` (torchvision's own cache, e.g. `resnet34-b627a593.pth`), read from `env`.
+public func torchvisionCheckpointDirectory(_ env: [String: String] = ProcessInfo.processInfo.environment) -> String {
     let torchHome = env["TORCH_HOME"] ?? ((env["XDG_CACHE_HOME"] ?? NSHomeDirectory() + "/.cache") + "/torch")
     return torchHome + "/hub/checkpoints"
 }
 
 /// The cached torchvision checkpoint of `arch` (`<arch>-<hash>.pth`), if there is one.
-public func findPretrainedWeights(_ arch: ResNetArch) -> String? {
-    let dir = torchvisionCheckpointDirectory()
+public func findPretrainedWeights(_ arch: ResNetArch,
+                                  environment: [String: String] = ProcessInfo.processInfo.environment) -> String? {
+    let dir = torchvisionCheckpointDirectory(environment)
     guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return nil }
     return names.filter { $0.hasPrefix(arch.rawValue + "-") && ($0.hasSuffix(".pth") || $0.hasSuffix(".safetensors")) }
         .sorted().first.map { dir + "/" + $0 }
@@ -41,18 +41,19 @@ public func visionLearner(_ dls: DataLoaders, _ arch: ResNetArch, nOut: Int? = n
                           ps: Double = 0.5, concatPool: Bool = true, firstBn: Bool = true, bnFinal: Bool = false,
                           yRange: (Double, Double)? = nil, normalize: Bool = true,
                           nIn: Int = 3, lr: Double = 1e-3, progress: Bool = true, generator: Generator = .default,
+                          environment: [String: String] = ProcessInfo.processInfo.environment,
                           note: (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }) throws -> Learner {
     let n = nOut ?? dls.c
     guard n > 0 else { throw DataBlockError.invalid("visionLearner: the loaders have no vocab; pass nOut") }
     let net = arch.make(numClasses: 1000, inChannels: nIn, generator: generator)
-    let file = weights ?? (pretrained ? findPretrainedWeights(arch) : nil)
+    let file = weights ?? (pretrained ? findPretrainedWeights(arch, environment: environment) : nil)
     if let file {
         var sd = bodyAsTorchvision(try readStateDict(file))
         if nIn != 3, let w = sd["conv1.weight"], w.rank == 4, w.shape[1] == 3 { sd["conv1.weight"] = adaptFirstLayer(w, nIn) }
         for (k, v) in net.fc.stateDict() { sd["fc." + k] = v }  // the classifier is replaced by the head: any class count loads
         try net.load(stateDict: sd)
     } else if pretrained {
-        note("note: no pretrained \(arch.rawValue) weights in \(torchvisionCheckpointDirectory()) (or --weights FILE): training starts from random initialisation")
+        note("note: no pretrained \(arch.rawValue) weights in \(torchvisionCheckpointDirectory(environment)) (or --weights FILE): training starts from random initialisation")
     }
     let spec = VisionModelSpec(arch: arch, nIn: nIn, nOut: n, cut: cut, linFtrs: linFtrs, ps: ps, concatPool: concatPool,
                                firstBn: firstBn, bnFinal: bnFinal, yRange: yRange)

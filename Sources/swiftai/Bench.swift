@@ -5,6 +5,7 @@ import SwiftAIDeploy
 import SwiftAINN
 import SwiftAIOptim
 import SwiftAIData
+import SwiftAILearner
 import SwiftAIVision
 
 /// `swiftai bench …`: kernel and training-step figures, one JSON line each.
@@ -76,8 +77,10 @@ struct Bench: ParsableCommand {
         @Option(help: "Image size of a torchvision arch.") var size = 224
         @Option(help: "Classes of a torchvision arch.") var nOut = 10
         @Option(help: "Timed repetitions.") var reps = 5
+        @Option(help: "fp32 or bf16: the operand type of convolutions and linear layers (as train --precision).")
+        var precision: TrainPrecision = .fp32
 
-        func run() {
+        func run() throws {
             let net: Module, x: Tensor, y: Tensor, n: Int
             var opt: Optimizer?
             switch arch {
@@ -93,13 +96,19 @@ struct Bench: ParsableCommand {
                 y = Tensor.randint(0, nOut, [n])
                 opt = AdamW.fastai(net, lr: 1e-3)
             }
+            if precision != .fp32 {
+                let dtype: DType = precision == .bf16 ? .bfloat16 : .float16
+                if let why = CPUFeatures.lowPrecisionUnavailable(dtype) { throw fail(ValidationError(why)) }
+                setComputePrecision(net, dtype)
+            }
             let t = Bench.median(reps: reps) {
                 let loss = crossEntropy(net(x), y)
                 loss.backward()
                 opt?.step()
                 for p in net.parameters() { p.grad = nil }
             }
-            print(jsonLine(["bench": "step", "model": arch.description, "bs": n, "ms": t * 1e3, "images_per_s": Double(n) / t,
+            print(jsonLine(["bench": "step", "model": arch.description, "bs": n, "precision": precision.rawValue,
+                            "ms": t * 1e3, "images_per_s": Double(n) / t,
                             "peak_rss_mb": Double(peakRSSKiB()) / 1024]))
         }
     }

@@ -48,6 +48,14 @@ private func learner() throws -> Learner {
         let loaded = try loadLearner(dir + "/int8.safetensors")
         #expect(loaded.model is QuantizedModel)
         expectClose(try loaded.getPreds(test).preds, got, rtol: 0, atol: 0, "reloaded int8")
+        // On a CPU without VNNI an 8-bit bundle runs on 7-bit codes; the recorded width is what the kernels took.
+        let narrow = try ExportBundle(path: dir + "/int8.safetensors", int8KernelQMax: 127)
+        let narrowModel = try #require(narrow.model as? QuantizedModel)
+        #expect(narrowModel.qmax == 127)
+        var batches = test.makeIterator()
+        let batch = try #require(batches.next()).x
+        let (a, b) = noGrad { (narrowModel(batch), q.model(batch)) }
+        #expect(a.argmax(dim: 1).scalars(as: Int64.self) == b.argmax(dim: 1).scalars(as: Int64.self))
         // A float model cannot be written as int8, and a bundle with a corrupt zero point is refused.
         #expect(throws: BundleError.self) { try learn.export(to: dir + "/bad.safetensors", dtype: .int8) }
         var file = try Safetensors.read(path: dir + "/int8.safetensors")

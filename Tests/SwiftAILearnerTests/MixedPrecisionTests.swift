@@ -57,6 +57,8 @@ final class ScaleModel: Module {
         #expect(cb.scaler == nil)
         if let why = cb.unavailable {
             #expect(notes == ["\(why) — training stays float32"])
+        } else if CPUFeatures.referenceForced {  // never silent: the reference path says so
+            #expect(notes.count == 1 && notes[0].contains("reference path"), "\(notes)")
         } else {
             #expect(notes.isEmpty)
         }

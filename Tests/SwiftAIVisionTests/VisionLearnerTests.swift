@@ -21,12 +21,11 @@ import SwiftAITestSupport
         try FileManager.default.createDirectory(atPath: home + "/hub/checkpoints", withIntermediateDirectories: true)
         let donor = ResNet.resnet18(numClasses: 7, generator: Generator(seed: 9))  // any classifier size loads
         try Safetensors.write(donor.stateDict(), to: home + "/hub/checkpoints/resnet18-test.safetensors")
-        setenv("TORCH_HOME", home, 1)
-        defer { unsetenv("TORCH_HOME") }
-        #expect(findPretrainedWeights(.resnet18) == home + "/hub/checkpoints/resnet18-test.safetensors")
+        let env = ["TORCH_HOME": home]  // not setenv: tests run in parallel
+        #expect(findPretrainedWeights(.resnet18, environment: env) == home + "/hub/checkpoints/resnet18-test.safetensors")
 
         let dls = try loaders(root)
-        let learn = try visionLearner(dls, .resnet18, metrics: [.accuracy], progress: false)
+        let learn = try visionLearner(dls, .resnet18, metrics: [.accuracy], progress: false, environment: env)
         let model = try #require(learn.model as? Sequential)
         let head = try #require(model[1] as? Sequential)
         #expect(head.layers.map { String(describing: type(of: $0)) } ==
@@ -58,11 +57,10 @@ import SwiftAITestSupport
     @Test func withoutWeightsTrainingStartsFromRandomInitAndSaysSo() throws {
         let root = try makePetsFolder(perLabel: 2)
         defer { try? FileManager.default.removeItem(atPath: root.string) }
-        setenv("TORCH_HOME", "/nonexistent-torch-home", 1)
-        defer { unsetenv("TORCH_HOME") }
+        let env = ["TORCH_HOME": "/nonexistent-torch-home"]
         var notes: [String] = []
         let dls = try loaders(root)
-        let learn = try visionLearner(dls, .resnet18, progress: false) { notes.append($0) }
+        let learn = try visionLearner(dls, .resnet18, progress: false, environment: env) { notes.append($0) }
         #expect(notes.count == 1 && notes[0].contains("random initialisation"))
         #expect(learn.model.parameters().allSatisfy { $0.requiresGrad })
         #expect(!dls.train.batchTransforms.transforms.contains { $0 is Normalize })
