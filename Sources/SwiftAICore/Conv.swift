@@ -63,8 +63,8 @@ final class ConvKernel {
     private let fwdWeightReorder: DNNLPrimitive?
     private let fwdWeights: DNNLMemory
     private let src, dst, userWeights, bias: DNNLMemory
-    /// The source's low-precision copy and the reorder that fills it (nil in float32).
-    private let lowSrc: LowCopy?
+    /// In low precision: the window the low-precision source is bound to, and the cast that makes it.
+    private let lowSrc: (window: DNNLMemory, cast: DNNLPrimitive, from: DNNLMemory)?
     /// The same for the output gradient (backward only).
     private lazy var lowDst: LowCopy? = precision == .float32 ? nil : LowCopy(dstDesc, g.memoryDescs(dst: low).dst)
 
@@ -75,7 +75,9 @@ final class ConvKernel {
         low = LowPrecision.dnnlType(precision)
         let m = g.memoryDescs()
         (srcDesc, dstDesc, userWeightDesc, biasDesc, weightDims) = (m.src, m.dst, m.weights, m.bias, m.weightDims)
-        lowSrc = precision == .float32 ? nil : LowCopy(m.src, g.memoryDescs(src: low).src)
+        let lowSrcDesc = g.memoryDescs(src: low).src
+        lowSrc = precision == .float32 ? nil
+            : (DNNLMemory(lowSrcDesc), DNNLPrimitive(reorderFrom: m.src, to: lowSrcDesc), DNNLMemory(m.src))
         var desc = g.forwardDesc(dnnl_forward_training, bias: hasBias, src: low, weights: low)
         fwd = DNNLPrimitive(&desc, "conv forward")
         let wmd = fwd.md(dnnl_query_weights_md)
@@ -106,13 +108,27 @@ final class ConvKernel {
         return copy.memory
     }
 
-    /// y = conv(x, w) + b; all pointers to channels-last activations / contiguous weights.
+    /// The source as the primitives read it: float32, or (low precision) already cast by ``castSource(_:)``.
+    private func source(_ p: UnsafeMutableRawPointer) -> DNNLMemory { lowSrc.map { $0.window.bind(p) } ?? src.bind(p) }
+
+    /// The channels-last float32 input `x` cast to the low precision, as a tensor: the forward reads it and the
+    /// backward pass keeps it (half the memory of the float32 input).
+    func castSource(_ x: Tensor) -> Tensor {
+        let out = Tensor(empty: x.shape, dtype: precision, strides: x.strides)
+        lock.lock(); defer { lock.unlock() }
+        let l = lowSrc!
+        l.cast.execute([(DNNL_ARG_FROM, l.from.bind(x.rawPointer)), (DNNL_ARG_TO, l.window.bind(out.rawPointer))])
+        return out
+    }
+
+    /// y = conv(x, w) + b; all pointers to channels-last activations (`x` in the kernel's precision) / contiguous
+    /// float32 weights.
     func forward(x: UnsafeMutableRawPointer, w: UnsafeMutableRawPointer, b: UnsafeMutableRawPointer?,
                  y: UnsafeMutableRawPointer) {
         lock.lock(); defer { lock.unlock() }
         userWeights.bind(w)
         if let r = fwdWeightReorder { r.execute([(DNNL_ARG_FROM, userWeights), (DNNL_ARG_TO, fwdWeights)]) }
-        var args: [(Int32, DNNLMemory)] = [(DNNL_ARG_SRC, operand(x, src, lowSrc)), (DNNL_ARG_WEIGHTS, fwdWeights),
+        var args: [(Int32, DNNLMemory)] = [(DNNL_ARG_SRC, source(x)), (DNNL_ARG_WEIGHTS, fwdWeights),
                                            (DNNL_ARG_DST, dst.bind(y))]
         if let b { args.append((DNNL_ARG_BIAS, bias.bind(b))) }
         fwd.execute(args)
@@ -156,13 +172,13 @@ final class ConvKernel {
         return (p, r, r == nil ? userWeights : DNNLMemory(wmd, owned: true))
     }()
 
-    /// dw (contiguous OIHW) and db from x and dy.
+    /// dw (contiguous OIHW) and db from x (in the kernel's precision) and dy.
     func backwardWeights(x: UnsafeMutableRawPointer, dy: UnsafeMutableRawPointer, dw: UnsafeMutableRawPointer,
                          db: UnsafeMutableRawPointer?) {
         lock.lock(); defer { lock.unlock() }
         let k = bwdWeights
         userWeights.bind(dw)
-        var args: [(Int32, DNNLMemory)] = [(DNNL_ARG_SRC, operand(x, src, lowSrc)), (DNNL_ARG_DIFF_DST, operand(dy, dst, lowDst)),
+        var args: [(Int32, DNNLMemory)] = [(DNNL_ARG_SRC, source(x)), (DNNL_ARG_DIFF_DST, operand(dy, dst, lowDst)),
                                            (DNNL_ARG_DIFF_WEIGHTS, k.diffWeights)]
         if let db { args.append((DNNL_ARG_DIFF_BIAS, bias.bind(db))) }
         k.prim.execute(args)
@@ -182,17 +198,17 @@ extension Tensor {
     /// 2-D convolution (cross-correlation, as PyTorch): input `[N, C, H, W]`, weight `[OC, C/groups, KH, KW]`.
     /// Float32 results are channels-last.
     ///
-    /// `precision` `.bfloat16` or `.float16` (float32 operands only): forward and backward take the input, weight
-    /// and output gradient rounded to that type and accumulate in float32; result and gradients stay float32.
-    /// Check ``CPUFeatures/lowPrecisionUnavailable(_:)`` first.
+    /// `precision` (default: ``Autocast/precision``) `.bfloat16` or `.float16` (float32 operands only): forward and
+    /// backward take the input, weight and output gradient rounded to that type and accumulate in float32; result
+    /// and gradients stay float32. Check ``CPUFeatures/lowPrecisionUnavailable(_:)`` first.
     public func conv2d(weight: Tensor, bias: Tensor? = nil, stride: Int = 1, padding: Int = 0, groups: Int = 1,
-                       precision: DType = .float32) -> Tensor {
+                       precision: DType? = nil) -> Tensor {
         conv2d(weight: weight, bias: bias, stride: (stride, stride), padding: (padding, padding), groups: groups, precision: precision)
     }
 
     /// 2-D convolution with separate vertical and horizontal stride and padding.
     public func conv2d(weight: Tensor, bias: Tensor?, stride: (Int, Int), padding: (Int, Int), groups: Int = 1,
-                       precision: DType = .float32) -> Tensor {
+                       precision: DType? = nil) -> Tensor {
         requireCompute("conv2d")
         require(rank == 4, "conv2d: expected 4-D input [N, C, H, W], got shape \(shape)")
         require(weight.rank == 4, "conv2d: expected 4-D weight [OC, C/groups, KH, KW], got shape \(weight.shape)")
@@ -209,33 +225,63 @@ extension Tensor {
         require(stride.0 > 0 && stride.1 > 0 && padding.0 >= 0 && padding.1 >= 0, "conv2d: invalid stride \(stride) or padding \(padding)")
         require(g.oh > 0 && g.ow > 0,
                      "conv2d: calculated output size (\(g.oh)x\(g.ow)) is too small for input \(shape) and kernel \(weight.shape) with padding \(padding)")
-        let low = dtype == .float32 ? precision : .float32
+        var low = dtype == .float32 ? precision ?? Autocast.precision : .float32
         if low != .float32 && LowPrecision.kernels(low, "conv2d") == .reference {
             return LowPrecision.reference(self, weight, bias, low) {
-                $0.conv2d(weight: $1, bias: $2, stride: stride, padding: padding, groups: groups)
+                $0.conv2d(weight: $1, bias: $2, stride: stride, padding: padding, groups: groups, precision: .float32)
             }
         }
-        var y: Tensor
         let x = detached(), w = weight.detached().contiguous(), b = bias?.detached().contiguous()
-        if low == .float32 && dtype == .float32 && SmallMapConv.applies(g) {
-            y = SmallMapConv(g).forward(x.contiguous(.channelsLast), w, bias: b)
-        } else if dtype == .float32 {
+        let y: Tensor, saved: SavedActivation
+        if dtype == .float32 {
             let xc = x.contiguous(.channelsLast)
-            y = Tensor(empty: [g.n, g.oc, g.oh, g.ow], dtype: .float32, strides: Tensor.channelsLastStrides([g.n, g.oc, g.oh, g.ow]))
-            ConvKernel.get(g, hasBias: b != nil, precision: low).forward(x: xc.rawPointer, w: w.rawPointer, b: b?.rawPointer, y: y.rawPointer)
+            // Low precision only where it pays on this CPU: timed once per geometry against float32.
+            let p = low != .float32 && !Tensor.lowPrecisionPays(g, xc, w, b, low) ? .float32 : low
+            let source: Tensor
+            (y, source) = Tensor.convForward(xc, w, b, g, p)
+            saved = p == .float32 ? SavedActivation(source) : SavedActivation(exactly: source)
+            low = p
         } else {
             y = Tensor.referenceConv(x.contiguous(), w, b, g)
+            saved = SavedActivation(exactly: x.contiguous())
         }
+        var out = y
         let inputs = [self, weight] + (bias.map { [$0] } ?? [])
         if inputs.contains(where: { $0.node != nil }) && GradMode.isEnabled {
-            let needX = node != nil, needW = weight.node != nil, needB = bias?.node != nil
-            let saved = dtype == .float32 ? x.contiguous(.channelsLast) : x.contiguous()
-            y.recordGrad("conv2d", inputs) { gy in
-                let (dx, dw, db) = Tensor.convBackward(saved, w, gy, g, needX: needX, needW: needW, needB: needB, precision: low)
+            let needX = node != nil, needW = weight.node != nil, needB = bias?.node != nil, p = low
+            out.recordGrad("conv2d", inputs) { gy in
+                let (dx, dw, db) = Tensor.convBackward(saved.tensor, w, gy, g, needX: needX, needW: needW, needB: needB,
+                                                       precision: p)
                 return bias == nil ? [dx, dw] : [dx, dw, db]
             }
         }
-        return y
+        return out
+    }
+
+    /// The forward convolution of the channels-last float32 `xc` with operands in `precision`: the output and the
+    /// source the backward pass needs (`xc`, or its low-precision cast).
+    static func convForward(_ xc: Tensor, _ w: Tensor, _ b: Tensor?, _ g: ConvGeometry, _ precision: DType) -> (Tensor, Tensor) {
+        if precision == .float32 && SmallMapConv.applies(g) { return (SmallMapConv(g).forward(xc, w, bias: b), xc) }
+        let k = ConvKernel.get(g, hasBias: b != nil, precision: precision)
+        let source = precision == .float32 ? xc : k.castSource(xc)
+        let y = Tensor(empty: [g.n, g.oc, g.oh, g.ow], dtype: .float32, strides: Tensor.channelsLastStrides([g.n, g.oc, g.oh, g.ow]))
+        k.forward(x: source.rawPointer, w: w.rawPointer, b: b?.rawPointer, y: y.rawPointer)
+        return (y, source)
+    }
+
+    private static let lowPrecisionChoice = PathChoice<String>(rounds: 2)
+
+    /// Whether a training convolution of geometry `g` (forward and both backward passes) runs faster with `low`
+    /// operands than in float32 on this CPU: timed once per geometry on the first batch's data. Small maps with few
+    /// channels often do not pay for the casts (the lesson's first layers; measured in BENCHMARKS.md).
+    static func lowPrecisionPays(_ g: ConvGeometry, _ xc: Tensor, _ w: Tensor, _ b: Tensor?, _ low: DType) -> Bool {
+        func run(_ p: DType) -> () -> Void {
+            {
+                let (y, source) = convForward(xc, w, b, g, p)
+                _ = convBackward(source, w, y, g, needX: true, needW: true, needB: b != nil, precision: p)
+            }
+        }
+        return lowPrecisionChoice.choose(g.key + (b != nil ? "|b|" : "|") + "\(low)", [run(low), run(.float32)]) == 0
     }
 
     /// Gradient of `conv2d` with respect to its input (PyTorch's `torch.nn.grad.conv2d_input`).
@@ -261,7 +307,7 @@ extension Tensor {
 
     static func convBackward(_ x: Tensor, _ w: Tensor, _ gy: Tensor, _ g: ConvGeometry, needX: Bool, needW: Bool,
                              needB: Bool, precision: DType = .float32) -> (Tensor?, Tensor?, Tensor?) {
-        if x.dtype != .float32 { return referenceConvBackward(x, w, gy.contiguous(), g, needX: needX, needW: needW, needB: needB) }
+        if x.dtype == .float64 { return referenceConvBackward(x, w, gy.contiguous(), g, needX: needX, needW: needW, needB: needB) }
         let dy = gy.contiguous(.channelsLast)
         if precision == .float32 && SmallMapConv.applies(g) {
             let s = SmallMapConv(g)

@@ -166,6 +166,21 @@ private struct ConvertInner<S: TensorElement>: ElementVisitor {
             let su = UnsafeMutableRawPointer(s).assumingMemoryBound(to: UInt8.self)
             let df = UnsafeMutableRawPointer(d).assumingMemoryBound(to: Float.self)
             for i in 0..<n { df[i] = Float(su[i]) }
+        } else if S.self == Float.self && D.self == BFloat16.self {
+            // Mixed precision casts every saved activation: vectorised, rounding to nearest even as BFloat16.init.
+            let sb = UnsafeMutableRawPointer(s).assumingMemoryBound(to: UInt32.self)
+            let db = UnsafeMutableRawPointer(d).assumingMemoryBound(to: UInt16.self)
+            Parallel.forEachChunk(n) { r in
+                for i in r {
+                    let b = sb[i]
+                    let rounded = UInt16(truncatingIfNeeded: (b &+ 0x7FFF &+ ((b >> 16) & 1)) >> 16)
+                    db[i] = b & 0x7FFF_FFFF > 0x7F80_0000 ? UInt16(truncatingIfNeeded: b >> 16) | 0x40 : rounded
+                }
+            }
+        } else if S.self == BFloat16.self && D.self == Float.self {
+            let sb = UnsafeMutableRawPointer(s).assumingMemoryBound(to: UInt16.self)
+            let df = UnsafeMutableRawPointer(d).assumingMemoryBound(to: Float.self)
+            Parallel.forEachChunk(n) { r in for i in r { df[i] = Float(bitPattern: UInt32(sb[i]) << 16) } }
         } else {
             for i in 0..<n { d[i] = D(fromDouble: s[i].doubleValue) }
         }

@@ -7,8 +7,9 @@ extension Tensor {
                             grad: @escaping (Tensor, Tensor, Tensor) -> Tensor) -> Tensor {
         var y = map(f, op)
         if Tensor.needsGrad(self) {
-            let x = saveInput ? detached() : Tensor.placeholder, yy = saveOutput ? y.detached() : Tensor.placeholder
-            y.recordGrad(op, [self]) { g in [grad(x, yy, g)] }
+            let x = SavedActivation(saveInput ? self : Tensor.placeholder)
+            let yy = SavedActivation(saveOutput ? y : Tensor.placeholder)
+            y.recordGrad(op, [self]) { g in [grad(x.tensor, yy.tensor, g)] }
         }
         return y
     }

@@ -117,10 +117,11 @@ extension Tensor {
 
     /// `self · weightᵀ + bias` over the last dimension (PyTorch's `F.linear`): weight is `[out, in]`.
     ///
-    /// `precision` `.bfloat16` or `.float16` (float32 operands only): the products, forward and backward, take
+    /// `precision` (default: ``Autocast/precision``) `.bfloat16` or `.float16` (float32 operands only): the products,
+    /// forward and backward, take
     /// operands rounded to that type and accumulate in float32; result and gradients stay float32. Check
     /// ``CPUFeatures/lowPrecisionUnavailable(_:)`` first.
-    public func linear(weight: Tensor, bias: Tensor? = nil, precision: DType = .float32) -> Tensor {
+    public func linear(weight: Tensor, bias: Tensor? = nil, precision: DType? = nil) -> Tensor {
         requireCompute("linear")
         require(weight.rank == 2 && rank >= 1 && shape[rank - 1] == weight.shape[1],
                      "linear: mat1 and mat2 shapes cannot be multiplied (input \(shape), weight \(weight.shape))")
@@ -129,6 +130,7 @@ extension Tensor {
         let outF = weight.shape[0], inF = weight.shape[1]
         if let bias { require(bias.shape == [outF], "linear: bias shape \(bias.shape) does not match out_features \(outF)") }
         let x2 = reshape([-1, inF]).detached()
+        let precision = precision ?? Autocast.precision
         if precision != .float32 && dtype == .float32 { return lowPrecisionLinear(x2, weight: weight, bias: bias, precision) }
         let rows = x2.shape[0]
         var y = Tensor.zeros([rows, outF], dtype: dtype)
@@ -161,7 +163,7 @@ extension Tensor {
     /// ``linear(weight:bias:precision:)``'s low-precision path: `x2` is the input as `[rows, in]`.
     private func lowPrecisionLinear(_ x2: Tensor, weight: Tensor, bias: Tensor?, _ precision: DType) -> Tensor {
         if LowPrecision.kernels(precision, "linear") == .reference {
-            return LowPrecision.reference(self, weight, bias, precision) { $0.linear(weight: $1, bias: $2) }
+            return LowPrecision.reference(self, weight, bias, precision) { $0.linear(weight: $1, bias: $2, precision: .float32) }
         }
         let w = weight.detached(), outF = w.shape[0], inShape = shape
         var y = LowPrecision.matmul(x2, w.transpose(0, 1), bias: bias?.detached(), precision)

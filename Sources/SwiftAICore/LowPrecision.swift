@@ -106,6 +106,43 @@ public enum CPUFeatures {
     }
 }
 
+/// Mixed precision as a context the ops consult (PyTorch's `torch.autocast`): inside ``autocast(_:_:)`` convolutions
+/// and linear layers of float32 operands compute in ``precision`` (float32 accumulation, results and gradients), and
+/// under bfloat16 the activations ops keep for their backward pass are kept in bfloat16. Task- and thread-local, so a
+/// user-written module calling the ops gets it as the built-in layers do.
+public enum Autocast {
+    /// `.float32` (off), `.bfloat16` or `.float16`.
+    @TaskLocal public static var precision: DType = .float32
+}
+
+/// Runs `body` with ``Autocast/precision`` set to `precision`; the caller checks
+/// ``CPUFeatures/lowPrecisionUnavailable(_:)`` first.
+public func autocast<R>(_ precision: DType, _ body: () throws -> R) rethrows -> R {
+    try Autocast.$precision.withValue(precision) { try body() }
+}
+
+/// What an op keeps of an activation for its backward pass: the tensor, or under a bfloat16 ``Autocast`` a bfloat16
+/// copy of a float32 one (same layout; half the memory until the backward pass reads it back as float32).
+struct SavedActivation {
+    private let stored: Tensor
+    private let compressed: Bool
+
+    init(_ x: Tensor) {
+        let d = x.detached()
+        compressed = d.dtype == .float32 && d.count > 0 && Autocast.precision == .bfloat16
+        stored = compressed ? d.to(.bfloat16) : d
+    }
+
+    /// `x` kept as it is, whatever the context.
+    init(exactly x: Tensor) {
+        stored = x.detached()
+        compressed = false
+    }
+
+    /// The activation, in its original type.
+    var tensor: Tensor { compressed ? stored.to(.float32) : stored }
+}
+
 /// Where low-precision products run.
 public enum LowPrecisionKernels: Sendable {
     /// oneDNN's bfloat16 (float16) kernels, float32 accumulation.

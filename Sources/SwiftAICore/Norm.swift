@@ -198,8 +198,9 @@ extension Tensor {
         let inputs = [self] + (weight.map { [$0] } ?? []) + (bias.map { [$0] } ?? [])
         if inputs.contains(where: { $0.node != nil }) && GradMode.isEnabled {
             let needX = node != nil, needW = weight?.node != nil, needB = bias?.node != nil
-            let training = running == nil
+            let training = running == nil, saved = SavedActivation(x)
             y.recordGrad("batch_norm", inputs) { g in
+                let x = saved.tensor
                 let dy = g.matchingLayout(x)
                 func back<T: FloatElement>(_: T.Type) -> [Tensor?] {
                     let zero = [T](repeating: 0, count: c)

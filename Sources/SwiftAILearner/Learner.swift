@@ -54,6 +54,12 @@ public enum Event: String, CaseIterable, Sendable {
 /// Throw ``CancelBatch``, ``CancelEpoch``, ``CancelFit`` (…) to skip ahead; `cleanup…` events always run, even
 /// when an error ends the fit. Classes meant to be subclassed should inherit from ``CallbackBase``, whose
 /// methods are overridable.
+/// A callback that runs each fit inside a context the ops consult (``MixedPrecision``: ``autocast(_:_:)``), so
+/// every module — built-in or user-written — computes under it.
+public protocol FitScope: Callback {
+    func scope(_ body: () throws -> Void) throws
+}
+
 public protocol Callback: AnyObject {
     var order: Int { get }
     func beforeFit(_ learn: Learner) throws
@@ -357,17 +363,22 @@ public final class Learner {
         trainIter = 0
         pctTrain = 0
         stopReason = nil
-        do {
-            try withEvents(.beforeFit, .afterFit, CancelFit.self, .afterCancelFit, .cleanupFit) {
+        var run = {
+            try self.withEvents(.beforeFit, .afterFit, CancelFit.self, .afterCancelFit, .cleanupFit) {
                 for e in 0..<nEpochs {
-                    epoch = e
-                    try withEvents(.beforeEpoch, .afterEpoch, CancelEpoch.self, .afterCancelEpoch, .cleanupEpoch) {
-                        if train { try oneEpoch(training: true) }
-                        if valid { try oneEpoch(training: false) }
+                    self.epoch = e
+                    try self.withEvents(.beforeEpoch, .afterEpoch, CancelEpoch.self, .afterCancelEpoch, .cleanupEpoch) {
+                        if train { try self.oneEpoch(training: true) }
+                        if valid { try self.oneEpoch(training: false) }
                     }
                 }
             }
         }
+        for scope in callbacks.compactMap({ $0 as? FitScope }) {
+            let inner = run
+            run = { try scope.scope(inner) }
+        }
+        try run()
     }
 
     /// Records why a fit stops and cancels it.

@@ -10,7 +10,7 @@ import SwiftAIOptim
 ///
 /// Where the CPU has no native support (``CPUFeatures/lowPrecisionUnavailable(_:)``) the callback does nothing:
 /// emulated low precision would be several times slower than float32. ``Learner/toBF16(note:)`` says so once.
-public final class MixedPrecision: CallbackBase {
+public final class MixedPrecision: CallbackBase, FitScope {
     /// `.bfloat16` or `.float16`.
     public let precision: DType
     /// Loss scaling (float16's default: PyTorch's `GradScaler` defaults; bfloat16, whose range is float32's, has none).
@@ -36,11 +36,10 @@ public final class MixedPrecision: CallbackBase {
     /// Whether low precision is on and the loss is scaled.
     var scalesLoss: Bool { unavailable == nil && scaler != nil }
 
-    public override func beforeFit(_ learn: Learner) throws {
-        if unavailable == nil { setComputePrecision(learn.model, precision) }
+    /// Runs the fit under ``autocast(_:_:)`` (when this CPU computes in ``precision``).
+    public func scope(_ body: () throws -> Void) throws {
+        if unavailable == nil { try autocast(precision, body) } else { try body() }
     }
-
-    public override func cleanupFit(_ learn: Learner) throws { setComputePrecision(learn.model, .float32) }
 
     public override func beforeBackward(_ learn: Learner) throws {
         guard scalesLoss, let loss = learn.loss else { return }
@@ -63,13 +62,6 @@ public final class MixedPrecision: CallbackBase {
     }
 }
 
-/// Sets the operand type of every convolution and linear layer of `model`.
-public func setComputePrecision(_ model: Module, _ precision: DType) {
-    for m in model.modules() {
-        if let c = m as? Conv2d { c.precision = precision } else if let l = m as? Linear { l.precision = precision }
-    }
-}
-
 extension Learner {
     /// fastai's `to_bf16()`: trains with a bfloat16 ``MixedPrecision`` callback. On a CPU without native bfloat16
     /// (avx512_bf16 or AMX) `note` receives why, once, and training stays float32.
@@ -89,7 +81,6 @@ extension Learner {
     @discardableResult
     public func toFP32() -> Learner {
         while let cb = callback(MixedPrecision.self) { remove(cb) }
-        setComputePrecision(model, .float32)
         return self
     }
 

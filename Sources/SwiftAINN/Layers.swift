@@ -9,9 +9,6 @@ public final class Linear: Module {
     public let bias: Parameter?
     /// Quantization-aware training: the forward uses per-channel int8-rounded weights (``Module/prepareQAT(qmax:)``).
     public var fakeQuantizeWeight = false
-    /// Operand type of the product: `.float32`, or `.bfloat16`/`.float16` for mixed precision (the weights stay
-    /// float32; the `MixedPrecision` callback sets it during a fit).
-    public var precision: DType = .float32
 
     public init(_ inFeatures: Int, _ outFeatures: Int, bias: Bool = true, generator: Generator = .default) {
         weight = Parameter(Tensor.zeros([outFeatures, inFeatures]))
@@ -23,8 +20,7 @@ public final class Linear: Module {
     }
 
     public override func forward(_ x: Tensor) -> Tensor {
-        x.linear(weight: fakeQuantizeWeight ? weight.value.fakeQuantizedPerChannel() : weight.value, bias: bias?.value,
-                 precision: precision)
+        x.linear(weight: fakeQuantizeWeight ? weight.value.fakeQuantizedPerChannel() : weight.value, bias: bias?.value)
     }
 }
 
@@ -35,8 +31,6 @@ public final class Conv2d: Module {
     public let stride: Int, padding: Int, groups: Int
     /// Quantization-aware training: the forward uses per-channel int8-rounded weights (``Module/prepareQAT(qmax:)``).
     public var fakeQuantizeWeight = false
-    /// Operand type of the convolution: `.float32`, or `.bfloat16`/`.float16` for mixed precision (see ``Linear/precision``).
-    public var precision: DType = .float32
 
     public init(_ inChannels: Int, _ outChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0,
                 groups: Int = 1, bias: Bool = true, generator: Generator = .default) {
@@ -55,7 +49,7 @@ public final class Conv2d: Module {
 
     public override func forward(_ x: Tensor) -> Tensor {
         x.conv2d(weight: fakeQuantizeWeight ? weight.value.fakeQuantizedPerChannel() : weight.value, bias: bias?.value,
-                 stride: stride, padding: padding, groups: groups, precision: precision)
+                 stride: stride, padding: padding, groups: groups)
     }
 }
 

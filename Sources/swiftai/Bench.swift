@@ -5,7 +5,6 @@ import SwiftAIDeploy
 import SwiftAINN
 import SwiftAIOptim
 import SwiftAIData
-import SwiftAILearner
 import SwiftAIVision
 
 /// `swiftai bench …`: kernel and training-step figures, one JSON line each.
@@ -96,16 +95,15 @@ struct Bench: ParsableCommand {
                 y = Tensor.randint(0, nOut, [n])
                 opt = AdamW.fastai(net, lr: 1e-3)
             }
-            if precision != .fp32 {
-                let dtype: DType = precision == .bf16 ? .bfloat16 : .float16
-                if let why = CPUFeatures.lowPrecisionUnavailable(dtype) { throw fail(ValidationError(why)) }
-                setComputePrecision(net, dtype)
-            }
-            let t = Bench.median(reps: reps) {
-                let loss = crossEntropy(net(x), y)
-                loss.backward()
-                opt?.step()
-                for p in net.parameters() { p.grad = nil }
+            let dtype: DType = [.fp32: .float32, .bf16: .bfloat16, .fp16: .float16][precision]!
+            if dtype != .float32, let why = CPUFeatures.lowPrecisionUnavailable(dtype) { throw fail(ValidationError(why)) }
+            let t = autocast(dtype) {
+                Bench.median(reps: reps) {
+                    let loss = crossEntropy(net(x), y)
+                    loss.backward()
+                    opt?.step()
+                    for p in net.parameters() { p.grad = nil }
+                }
             }
             print(jsonLine(["bench": "step", "model": arch.description, "bs": n, "precision": precision.rawValue,
                             "ms": t * 1e3, "images_per_s": Double(n) / t,

@@ -1,0 +1,48 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// Fast paths chosen by measurement on the CPU at hand (issue #19), not by thresholds tuned on one machine: which
+// of two implementations of one operation wins depends on the ISA (AVX2 vs AVX-512, bf16 or not), the core count and
+// the shape. The first call of each shape times every candidate, alternately, and the fastest is kept for the process.
+
+/// Remembers, per shape, which of several interchangeable implementations ran fastest here.
+final class PathChoice<Key: Hashable>: @unchecked Sendable {
+    private var chosen: [Key: Int] = [:]
+    private let lock = Mutex()
+    /// Timed rounds per candidate (after one untimed warm-up each); the minimum counts.
+    let rounds: Int
+
+    init(rounds: Int = 3) { self.rounds = rounds }
+
+    /// The index of the fastest of `candidates` for `key`, timing them on the first request (each must compute the
+    /// same result; their outputs are discarded).
+    func choose(_ key: Key, _ candidates: [() -> Void]) -> Int {
+        if let c = lock.withLock({ chosen[key] }) { return c }
+        let c = Self.fastest(candidates, rounds: rounds)
+        lock.withLock { chosen[key] = c }
+        return c
+    }
+
+    /// The cached choice for `key`, if it was made.
+    func choice(_ key: Key) -> Int? { lock.withLock { chosen[key] } }
+
+    /// Times each candidate `rounds` times, alternately, after a warm-up round; the index of the smallest minimum.
+    static func fastest(_ candidates: [() -> Void], rounds: Int) -> Int {
+        guard candidates.count > 1 else { return 0 }
+        for run in candidates { run() }
+        var best = [Double](repeating: .infinity, count: candidates.count)
+        for _ in 0..<rounds {
+            for (i, run) in candidates.enumerated() { best[i] = Swift.min(best[i], seconds(run)) }
+        }
+        return best.indices.min { best[$0] < best[$1] }!
+    }
+
+    private static func seconds(_ body: () -> Void) -> Double {
+        var a = timespec(), b = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &a)
+        body()
+        clock_gettime(CLOCK_MONOTONIC, &b)
+        return Double(b.tv_sec - a.tv_sec) + Double(b.tv_nsec - a.tv_nsec) * 1e-9
+    }
+}
