@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """PyTorch figures for the same work as `swiftai bench` (reference tooling only; needs torch).
 
-Usage: pytorch_bench.py gemm|conv|step|infer|ort [--threads 2] [--bs 1024] [--channels-last] [--arch resnet34 --size 224]
+Usage: pytorch_bench.py gemm|conv|step|tvstep|infer|ort [--threads 2] [--bs 1024] [--channels-last] [--arch resnet34 --size 224]
+       [--precision fp32|bf16]  (step, tvstep: bf16 = torch.autocast("cpu", torch.bfloat16))
 Prints one JSON line per figure, same keys as swiftai bench plus "framework".
 """
-import argparse, json, os, sys, time
+import argparse, contextlib, json, os, resource, sys, time
 import torch
 import torch.nn.functional as F
 
@@ -22,10 +23,13 @@ def main():
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--model", default="resnet")
     ap.add_argument("--arch", default="resnet34"); ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     ap.add_argument("--onnx", help="ort: run this ONNX file (e.g. `swiftai export --onnx`) instead of torchvision's export")
     a = ap.parse_args()
     torch.set_num_threads(a.threads); torch.manual_seed(0)
     fw = f"pytorch {torch.__version__}"
+    cast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if a.precision == "bf16" else contextlib.nullcontext
+    peak_mb = lambda: round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     mf = torch.channels_last if a.channels_last else torch.contiguous_format
     if a.what == "gemm":
         for n in [256, 512, 1024, 2048]:
@@ -52,11 +56,23 @@ def main():
         m = P.get_model(a.model).to(memory_format=mf); m.train()
         x = torch.randn(a.bs, 1, 28, 28); yb = torch.randint(0, 10, (a.bs,))
         def step():
-            loss = F.cross_entropy(m(x), yb); loss.backward()
+            with cast(): loss = F.cross_entropy(m(x), yb)
+            loss.backward()
             for q in m.parameters(): q.grad = None
-        t = median(step, 5)
-        print(json.dumps({"bench": "step", "model": a.model, "bs": a.bs, "ms": round(t * 1e3, 1),
-                          "images_per_s": round(a.bs / t, 1), "framework": fw}))
+        t = median(step, a.reps)
+        print(json.dumps({"bench": "step", "model": a.model, "bs": a.bs, "precision": a.precision, "ms": round(t * 1e3, 1),
+                          "images_per_s": round(a.bs / t, 1), "peak_rss_mb": peak_mb(), "framework": fw}))
+    elif a.what == "tvstep":  # as `swiftai bench step --arch resnet34`: forward, backward, AdamW step, channels-last
+        import torchvision
+        m = getattr(torchvision.models, a.arch)(num_classes=10).to(memory_format=torch.channels_last); m.train()
+        opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
+        x = torch.randn(a.bs, 3, a.size, a.size).to(memory_format=torch.channels_last); yb = torch.randint(0, 10, (a.bs,))
+        def step():
+            with cast(): loss = F.cross_entropy(m(x), yb)
+            loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+        t = median(step, a.reps)
+        print(json.dumps({"bench": "step", "model": a.arch, "bs": a.bs, "precision": a.precision, "ms": round(t * 1e3, 1),
+                          "images_per_s": round(a.bs / t, 1), "peak_rss_mb": peak_mb(), "framework": fw}))
     elif a.what == "infer":
         import torchvision
         m = getattr(torchvision.models, a.arch)().eval().to(memory_format=mf)

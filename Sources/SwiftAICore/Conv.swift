@@ -9,6 +9,18 @@ import CDNNL
 // Plain NCHW primitives manage ~50 GFLOP/s. So a conv takes and returns channels-last tensors, and
 // only the (small) weights are reordered into the blocked layout the primitive picks.
 
+/// How a float32 convolution runs: oneDNN's kernels with operands in a precision, or the small-map GEMMs.
+enum ConvPath: Equatable {
+    case dnnl(DType)
+    case smallMap
+
+    /// The operand type of the products.
+    var precision: DType {
+        if case let .dnnl(p) = self { return p }
+        return .float32
+    }
+}
+
 /// Geometry of one convolution.
 struct ConvGeometry: Hashable {
     let n, c, h, w, oc, kh, kw, sh, sw, ph, pw, groups: Int
@@ -225,7 +237,7 @@ extension Tensor {
         require(stride.0 > 0 && stride.1 > 0 && padding.0 >= 0 && padding.1 >= 0, "conv2d: invalid stride \(stride) or padding \(padding)")
         require(g.oh > 0 && g.ow > 0,
                      "conv2d: calculated output size (\(g.oh)x\(g.ow)) is too small for input \(shape) and kernel \(weight.shape) with padding \(padding)")
-        var low = dtype == .float32 ? precision ?? Autocast.precision : .float32
+        let low = dtype == .float32 ? precision ?? Autocast.precision : .float32
         if low != .float32 && LowPrecision.kernels(low, "conv2d") == .reference {
             return LowPrecision.reference(self, weight, bias, low) {
                 $0.conv2d(weight: $1, bias: $2, stride: stride, padding: padding, groups: groups, precision: .float32)
@@ -233,14 +245,14 @@ extension Tensor {
         }
         let x = detached(), w = weight.detached().contiguous(), b = bias?.detached().contiguous()
         let y: Tensor, saved: SavedActivation
+        var path = ConvPath.dnnl(.float32)
         if dtype == .float32 {
             let xc = x.contiguous(.channelsLast)
-            // Low precision only where it pays on this CPU: timed once per geometry against float32.
-            let p = low != .float32 && !Tensor.lowPrecisionPays(g, xc, w, b, low) ? .float32 : low
+            // The path (low precision, float32 kernels, small-map GEMMs) that is fastest here for this geometry.
+            path = Tensor.convPath(g, xc, w, b, low)
             let source: Tensor
-            (y, source) = Tensor.convForward(xc, w, b, g, p)
-            saved = p == .float32 ? SavedActivation(source) : SavedActivation(exactly: source)
-            low = p
+            (y, source) = Tensor.convForward(xc, w, b, g, path)
+            saved = path.precision == .float32 ? SavedActivation(source) : SavedActivation(exactly: source)
         } else {
             y = Tensor.referenceConv(x.contiguous(), w, b, g)
             saved = SavedActivation(exactly: x.contiguous())
@@ -248,40 +260,45 @@ extension Tensor {
         var out = y
         let inputs = [self, weight] + (bias.map { [$0] } ?? [])
         if inputs.contains(where: { $0.node != nil }) && GradMode.isEnabled {
-            let needX = node != nil, needW = weight.node != nil, needB = bias?.node != nil, p = low
+            let needX = node != nil, needW = weight.node != nil, needB = bias?.node != nil
             out.recordGrad("conv2d", inputs) { gy in
                 let (dx, dw, db) = Tensor.convBackward(saved.tensor, w, gy, g, needX: needX, needW: needW, needB: needB,
-                                                       precision: p)
+                                                       path: path)
                 return bias == nil ? [dx, dw] : [dx, dw, db]
             }
         }
         return out
     }
 
-    /// The forward convolution of the channels-last float32 `xc` with operands in `precision`: the output and the
-    /// source the backward pass needs (`xc`, or its low-precision cast).
-    static func convForward(_ xc: Tensor, _ w: Tensor, _ b: Tensor?, _ g: ConvGeometry, _ precision: DType) -> (Tensor, Tensor) {
-        if precision == .float32 && SmallMapConv.applies(g) { return (SmallMapConv(g).forward(xc, w, bias: b), xc) }
-        let k = ConvKernel.get(g, hasBias: b != nil, precision: precision)
-        let source = precision == .float32 ? xc : k.castSource(xc)
+    /// The forward convolution of the channels-last float32 `xc` on `path`: the output and the source the backward
+    /// pass needs (`xc`, or its low-precision cast).
+    static func convForward(_ xc: Tensor, _ w: Tensor, _ b: Tensor?, _ g: ConvGeometry, _ path: ConvPath) -> (Tensor, Tensor) {
+        if path == .smallMap { return (SmallMapConv(g).forward(xc, w, bias: b), xc) }
+        let k = ConvKernel.get(g, hasBias: b != nil, precision: path.precision)
+        let source = path.precision == .float32 ? xc : k.castSource(xc)
         let y = Tensor(empty: [g.n, g.oc, g.oh, g.ow], dtype: .float32, strides: Tensor.channelsLastStrides([g.n, g.oc, g.oh, g.ow]))
         k.forward(x: source.rawPointer, w: w.rawPointer, b: b?.rawPointer, y: y.rawPointer)
         return (y, source)
     }
 
-    private static let lowPrecisionChoice = PathChoice<String>(rounds: 2)
+    private static let pathChoice = PathChoice<String>(rounds: 2)
 
-    /// Whether a training convolution of geometry `g` (forward and both backward passes) runs faster with `low`
-    /// operands than in float32 on this CPU: timed once per geometry on the first batch's data. Small maps with few
-    /// channels often do not pay for the casts (the lesson's first layers; measured in BENCHMARKS.md).
-    static func lowPrecisionPays(_ g: ConvGeometry, _ xc: Tensor, _ w: Tensor, _ b: Tensor?, _ low: DType) -> Bool {
-        func run(_ p: DType) -> () -> Void {
+    /// The fastest way on this CPU to train a convolution of geometry `g` (forward and both backward passes, timed
+    /// once per geometry on the first batch's data): oneDNN's kernels with `low` operands (under ``Autocast``) or
+    /// float32 ones, or the small-map GEMMs where ``SmallMapConv/applies(_:)`` admits them. Low precision does not
+    /// always pay for its casts, nor the GEMMs on every ISA (measured in BENCHMARKS.md).
+    static func convPath(_ g: ConvGeometry, _ xc: Tensor, _ w: Tensor, _ b: Tensor?, _ low: DType) -> ConvPath {
+        var options: [ConvPath] = low == .float32 ? [] : [.dnnl(low)]
+        if SmallMapConv.applies(g) { options.append(.smallMap) }
+        options.append(.dnnl(.float32))
+        guard options.count > 1 else { return options[0] }
+        let runs = options.map { p in
             {
                 let (y, source) = convForward(xc, w, b, g, p)
-                _ = convBackward(source, w, y, g, needX: true, needW: true, needB: b != nil, precision: p)
+                _ = convBackward(source, w, y, g, needX: true, needW: true, needB: b != nil, path: p)
             }
         }
-        return lowPrecisionChoice.choose(g.key + (b != nil ? "|b|" : "|") + "\(low)", [run(low), run(.float32)]) == 0
+        return options[pathChoice.choose(g.key + (b != nil ? "|b|" : "|") + "\(low)", runs)]
     }
 
     /// Gradient of `conv2d` with respect to its input (PyTorch's `torch.nn.grad.conv2d_input`).
@@ -291,7 +308,8 @@ extension Tensor {
                              kh: weight.shape[2], kw: weight.shape[3], sh: stride, sw: stride, ph: padding, pw: padding, groups: groups)
         require(gradOutput.shape == [g.n, g.oc, g.oh, g.ow], "conv2d_input: grad_output \(gradOutput.shape) does not match [\(g.n), \(g.oc), \(g.oh), \(g.ow)]")
         let like = Tensor(empty: inputShape, dtype: gradOutput.dtype, strides: gradOutput.dtype == .float32 ? channelsLastStrides(inputShape) : nil)
-        return convBackward(like, weight.detached().contiguous(), gradOutput.detached(), g, needX: true, needW: false, needB: false).0!
+        return convBackward(like, weight.detached().contiguous(), gradOutput.detached(), g, needX: true, needW: false, needB: false,
+                            path: SmallMapConv.applies(g) ? .smallMap : .dnnl(.float32)).0!
     }
 
     /// Gradient of `conv2d` with respect to its weight (PyTorch's `torch.nn.grad.conv2d_weight`).
@@ -302,14 +320,16 @@ extension Tensor {
         require(gradOutput.shape == [g.n, g.oc, g.oh, g.ow], "conv2d_weight: grad_output \(gradOutput.shape) does not match [\(g.n), \(g.oc), \(g.oh), \(g.ow)]")
         let x = input.detached()
         let saved = x.dtype == .float32 ? x.contiguous(.channelsLast) : x.contiguous()
-        return convBackward(saved, Tensor(empty: weightShape, dtype: x.dtype), gradOutput.detached(), g, needX: false, needW: true, needB: false).1!
+        return convBackward(saved, Tensor(empty: weightShape, dtype: x.dtype), gradOutput.detached(), g, needX: false, needW: true,
+                            needB: false, path: SmallMapConv.applies(g) ? .smallMap : .dnnl(.float32)).1!
     }
 
     static func convBackward(_ x: Tensor, _ w: Tensor, _ gy: Tensor, _ g: ConvGeometry, needX: Bool, needW: Bool,
-                             needB: Bool, precision: DType = .float32) -> (Tensor?, Tensor?, Tensor?) {
+                             needB: Bool, path: ConvPath) -> (Tensor?, Tensor?, Tensor?) {
         if x.dtype == .float64 { return referenceConvBackward(x, w, gy.contiguous(), g, needX: needX, needW: needW, needB: needB) }
         let dy = gy.contiguous(.channelsLast)
-        if precision == .float32 && SmallMapConv.applies(g) {
+        let precision = path.precision
+        if path == .smallMap {
             let s = SmallMapConv(g)
             return (needX ? s.backwardData(dy, w) : nil, needW ? s.backwardWeights(x, dy) : nil,
                     needB ? dy.sum(dims: [0, 2, 3]) : nil)
