@@ -75,8 +75,8 @@ final class ConvKernel {
     private let fwdWeightReorder: DNNLPrimitive?
     private let fwdWeights: DNNLMemory
     private let src, dst, userWeights, bias: DNNLMemory
-    /// In low precision: the window the low-precision source is bound to, and the cast that makes it.
-    private let lowSrc: (window: DNNLMemory, cast: DNNLPrimitive, from: DNNLMemory)?
+    /// In low precision: the window the low-precision source (``castSource(_:)``) is bound to.
+    private let lowSrc: DNNLMemory?
     /// The same for the output gradient (backward only).
     private lazy var lowDst: LowCopy? = precision == .float32 ? nil : LowCopy(dstDesc, g.memoryDescs(dst: low).dst)
 
@@ -87,9 +87,7 @@ final class ConvKernel {
         low = LowPrecision.dnnlType(precision)
         let m = g.memoryDescs()
         (srcDesc, dstDesc, userWeightDesc, biasDesc, weightDims) = (m.src, m.dst, m.weights, m.bias, m.weightDims)
-        let lowSrcDesc = g.memoryDescs(src: low).src
-        lowSrc = precision == .float32 ? nil
-            : (DNNLMemory(lowSrcDesc), DNNLPrimitive(reorderFrom: m.src, to: lowSrcDesc), DNNLMemory(m.src))
+        lowSrc = precision == .float32 ? nil : DNNLMemory(g.memoryDescs(src: low).src)
         var desc = g.forwardDesc(dnnl_forward_training, bias: hasBias, src: low, weights: low)
         fwd = DNNLPrimitive(&desc, "conv forward")
         let wmd = fwd.md(dnnl_query_weights_md)
@@ -121,17 +119,11 @@ final class ConvKernel {
     }
 
     /// The source as the primitives read it: float32, or (low precision) already cast by ``castSource(_:)``.
-    private func source(_ p: UnsafeMutableRawPointer) -> DNNLMemory { lowSrc.map { $0.window.bind(p) } ?? src.bind(p) }
+    private func source(_ p: UnsafeMutableRawPointer) -> DNNLMemory { (lowSrc ?? src).bind(p) }
 
-    /// The channels-last float32 input `x` cast to the low precision, as a tensor: the forward reads it and the
-    /// backward pass keeps it (half the memory of the float32 input).
-    func castSource(_ x: Tensor) -> Tensor {
-        let out = Tensor(empty: x.shape, dtype: precision, strides: x.strides)
-        lock.lock(); defer { lock.unlock() }
-        let l = lowSrc!
-        l.cast.execute([(DNNL_ARG_FROM, l.from.bind(x.rawPointer)), (DNNL_ARG_TO, l.window.bind(out.rawPointer))])
-        return out
-    }
+    /// The channels-last float32 input `x` cast to the low precision: the forward reads it and the backward pass
+    /// keeps it (half the memory of the float32 input).
+    func castSource(_ x: Tensor) -> Tensor { x.to(precision) }
 
     /// y = conv(x, w) + b; all pointers to channels-last activations (`x` in the kernel's precision) / contiguous
     /// float32 weights.
@@ -272,11 +264,13 @@ extension Tensor {
 
     /// The forward convolution of the channels-last float32 `xc` on `path`: the output and the source the backward
     /// pass needs (`xc`, or its low-precision cast).
-    static func convForward(_ xc: Tensor, _ w: Tensor, _ b: Tensor?, _ g: ConvGeometry, _ path: ConvPath) -> (Tensor, Tensor) {
+    static func convForward(_ xc: Tensor, _ w: Tensor, _ b: Tensor?, _ g: ConvGeometry,
+                            _ path: ConvPath) -> (Tensor, Tensor) {
         if path == .smallMap { return (SmallMapConv(g).forward(xc, w, bias: b), xc) }
         let k = ConvKernel.get(g, hasBias: b != nil, precision: path.precision)
         let source = path.precision == .float32 ? xc : k.castSource(xc)
-        let y = Tensor(empty: [g.n, g.oc, g.oh, g.ow], dtype: .float32, strides: Tensor.channelsLastStrides([g.n, g.oc, g.oh, g.ow]))
+        let outShape = [g.n, g.oc, g.oh, g.ow]
+        let y = Tensor(empty: outShape, dtype: .float32, strides: Tensor.channelsLastStrides(outShape))
         k.forward(x: source.rawPointer, w: w.rawPointer, b: b?.rawPointer, y: y.rawPointer)
         return (y, source)
     }
@@ -292,13 +286,11 @@ extension Tensor {
         if SmallMapConv.applies(g) { options.append(.smallMap) }
         options.append(.dnnl(.float32))
         guard options.count > 1 else { return options[0] }
-        let runs = options.map { p in
-            {
-                let (y, source) = convForward(xc, w, b, g, p)
-                _ = convBackward(source, w, y, g, needX: true, needW: true, needB: b != nil, path: p)
-            }
-        }
-        return options[pathChoice.choose(g.key + (b != nil ? "|b|" : "|") + "\(low)", runs)]
+        let key = g.key + (b != nil ? "|b|" : "|") + "\(low)"
+        return options[pathChoice.choose(key, count: options.count) { i in
+            let (y, source) = convForward(xc, w, b, g, options[i])
+            _ = convBackward(source, w, y, g, needX: true, needW: true, needB: b != nil, path: options[i])
+        }]
     }
 
     /// Gradient of `conv2d` with respect to its input (PyTorch's `torch.nn.grad.conv2d_input`).
@@ -308,8 +300,8 @@ extension Tensor {
                              kh: weight.shape[2], kw: weight.shape[3], sh: stride, sw: stride, ph: padding, pw: padding, groups: groups)
         require(gradOutput.shape == [g.n, g.oc, g.oh, g.ow], "conv2d_input: grad_output \(gradOutput.shape) does not match [\(g.n), \(g.oc), \(g.oh), \(g.ow)]")
         let like = Tensor(empty: inputShape, dtype: gradOutput.dtype, strides: gradOutput.dtype == .float32 ? channelsLastStrides(inputShape) : nil)
-        return convBackward(like, weight.detached().contiguous(), gradOutput.detached(), g, needX: true, needW: false, needB: false,
-                            path: SmallMapConv.applies(g) ? .smallMap : .dnnl(.float32)).0!
+        return convBackward(like, weight.detached().contiguous(), gradOutput.detached(), g, needX: true, needW: false,
+                            needB: false, path: SmallMapConv.applies(g) ? .smallMap : .dnnl(.float32)).0!
     }
 
     /// Gradient of `conv2d` with respect to its weight (PyTorch's `torch.nn.grad.conv2d_weight`).
@@ -320,13 +312,15 @@ extension Tensor {
         require(gradOutput.shape == [g.n, g.oc, g.oh, g.ow], "conv2d_weight: grad_output \(gradOutput.shape) does not match [\(g.n), \(g.oc), \(g.oh), \(g.ow)]")
         let x = input.detached()
         let saved = x.dtype == .float32 ? x.contiguous(.channelsLast) : x.contiguous()
-        return convBackward(saved, Tensor(empty: weightShape, dtype: x.dtype), gradOutput.detached(), g, needX: false, needW: true,
-                            needB: false, path: SmallMapConv.applies(g) ? .smallMap : .dnnl(.float32)).1!
+        return convBackward(saved, Tensor(empty: weightShape, dtype: x.dtype), gradOutput.detached(), g, needX: false,
+                            needW: true, needB: false, path: SmallMapConv.applies(g) ? .smallMap : .dnnl(.float32)).1!
     }
 
     static func convBackward(_ x: Tensor, _ w: Tensor, _ gy: Tensor, _ g: ConvGeometry, needX: Bool, needW: Bool,
                              needB: Bool, path: ConvPath) -> (Tensor?, Tensor?, Tensor?) {
-        if x.dtype == .float64 { return referenceConvBackward(x, w, gy.contiguous(), g, needX: needX, needW: needW, needB: needB) }
+        if x.dtype == .float64 {
+            return referenceConvBackward(x, w, gy.contiguous(), g, needX: needX, needW: needW, needB: needB)
+        }
         let dy = gy.contiguous(.channelsLast)
         let precision = path.precision
         if path == .smallMap {

@@ -56,7 +56,9 @@ public final class InferenceConv: @unchecked Sendable {
                              kh: weight.shape[2], kw: weight.shape[3], sh: stride, sw: stride, ph: padding, pw: padding,
                              groups: groups)
         require(g.oh > 0 && g.ow > 0, "InferenceConv: input \(x.shape) too small for kernel \(weight.shape) with padding \(padding)")
-        if SmallMapConv.applies(g) && g.kh * g.kw > 1 && prefersSmallMap(x, residual, g) { return smallMap(x, residual, g) }
+        if SmallMapConv.applies(g) && g.kh * g.kw > 1 && prefersSmallMap(x, residual, g) {
+            return smallMap(x, residual, g)
+        }
         return direct(x, residual, g)
     }
 
@@ -66,7 +68,9 @@ public final class InferenceConv: @unchecked Sendable {
     /// per geometry (on AVX2 they win at batch ≥ 16 on small maps; on AVX-512 hosts they can lose).
     private func prefersSmallMap(_ x: Tensor, _ residual: Tensor?, _ g: ConvGeometry) -> Bool {
         let key = g.key + "|\(epilogue)"
-        return Self.smallMapChoice.choose(key, [{ _ = self.smallMap(x, residual, g) }, { _ = self.direct(x, residual, g) }]) == 0
+        return Self.smallMapChoice.choose(key, count: 2) { i in
+            _ = i == 0 ? smallMap(x, residual, g) : direct(x, residual, g)
+        } == 0
     }
 
     /// oneDNN's `forward_inference` kernel with the epilogue as post-ops.

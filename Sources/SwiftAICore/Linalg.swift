@@ -163,7 +163,9 @@ extension Tensor {
     /// ``linear(weight:bias:precision:)``'s low-precision path: `x2` is the input as `[rows, in]`.
     private func lowPrecisionLinear(_ x2: Tensor, weight: Tensor, bias: Tensor?, _ precision: DType) -> Tensor {
         if LowPrecision.kernels(precision, "linear") == .reference {
-            return LowPrecision.reference(self, weight, bias, precision) { $0.linear(weight: $1, bias: $2, precision: .float32) }
+            return LowPrecision.reference(self, weight, bias, precision) {
+                $0.linear(weight: $1, bias: $2, precision: .float32)
+            }
         }
         let w = weight.detached(), outF = w.shape[0], inShape = shape
         var y = LowPrecision.matmul(x2, w.transpose(0, 1), bias: bias?.detached(), precision)

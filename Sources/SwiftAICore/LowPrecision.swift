@@ -73,15 +73,15 @@ public enum CPUFeatures {
     /// Whether low-precision products take the reference path whatever the CPU (`SWIFTAI_LOW_PRECISION=reference`,
     /// read once at start-up): operands rounded to bfloat16/float16, float32 kernels. Tests and CI use it to run mixed
     /// precision's plumbing on CPUs without bf16 kernels; it is as slow as float32 and never chosen silently.
-    public static let referenceForced: Bool = ProcessInfo.processInfo.environment["SWIFTAI_LOW_PRECISION"] == "reference"
+    public static let referenceForced = ProcessInfo.processInfo.environment["SWIFTAI_LOW_PRECISION"] == "reference"
 
     /// How products in `dtype` run here: natively (oneDNN's bf16 kernels), on the forced reference path, or not at
     /// all (nil: see ``lowPrecisionUnavailable(_:)``).
     public static func lowPrecisionKernels(_ dtype: DType) -> LowPrecisionKernels? {
         guard dtype == .bfloat16 || dtype == .float16 else { return nil }
         if referenceForced { return .reference }
-        return nativeBF16 && dtype == .bfloat16 && hasKernels(.bfloat16) || nativeFP16 && dtype == .float16 && hasKernels(.float16)
-            ? .native : nil
+        let native = dtype == .bfloat16 ? nativeBF16 : nativeFP16
+        return native && hasKernels(dtype) ? .native : nil
     }
 
     /// `nil` when convolutions and linear layers can compute in `dtype` (`.bfloat16` or `.float16`) at native speed
@@ -164,7 +164,8 @@ enum LowPrecision {
     /// The kernels `op` uses for `dtype`; asking for a precision that cannot run here is a programmer error.
     static func kernels(_ dtype: DType, _ op: String) -> LowPrecisionKernels {
         guard let k = CPUFeatures.lowPrecisionKernels(dtype) else {
-            fatalError("\(op): no \(dtype) kernels on this CPU (\(CPUFeatures.isa)); check CPUFeatures.lowPrecisionUnavailable first")
+            fatalError("\(op): no \(dtype) kernels on this CPU (\(CPUFeatures.isa)); "
+                       + "check CPUFeatures.lowPrecisionUnavailable first")
         }
         return k
     }

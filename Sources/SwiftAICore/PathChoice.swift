@@ -15,11 +15,11 @@ final class PathChoice<Key: Hashable>: @unchecked Sendable {
 
     init(rounds: Int = 3) { self.rounds = rounds }
 
-    /// The index of the fastest of `candidates` for `key`, timing them on the first request (each must compute the
-    /// same result; their outputs are discarded).
-    func choose(_ key: Key, _ candidates: [() -> Void]) -> Int {
+    /// The index of the fastest of `count` candidates for `key`; on the first request each is timed through
+    /// `run(i)` (they must compute the same result; their outputs are discarded).
+    func choose(_ key: Key, count: Int, _ run: (Int) -> Void) -> Int {
         if let c = lock.withLock({ chosen[key] }) { return c }
-        let c = Self.fastest(candidates, rounds: rounds)
+        let c = Self.fastest(count, rounds: rounds, run)
         lock.withLock { chosen[key] = c }
         return c
     }
@@ -28,12 +28,12 @@ final class PathChoice<Key: Hashable>: @unchecked Sendable {
     func choice(_ key: Key) -> Int? { lock.withLock { chosen[key] } }
 
     /// Times each candidate `rounds` times, alternately, after a warm-up round; the index of the smallest minimum.
-    static func fastest(_ candidates: [() -> Void], rounds: Int) -> Int {
-        guard candidates.count > 1 else { return 0 }
-        for run in candidates { run() }
-        var best = [Double](repeating: .infinity, count: candidates.count)
+    static func fastest(_ count: Int, rounds: Int, _ run: (Int) -> Void) -> Int {
+        guard count > 1 else { return 0 }
+        for i in 0..<count { run(i) }
+        var best = [Double](repeating: .infinity, count: count)
         for _ in 0..<rounds {
-            for (i, run) in candidates.enumerated() { best[i] = Swift.min(best[i], seconds(run)) }
+            for i in 0..<count { best[i] = Swift.min(best[i], seconds { run(i) }) }
         }
         return best.indices.min { best[$0] < best[$1] }!
     }

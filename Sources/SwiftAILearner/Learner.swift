@@ -54,12 +54,6 @@ public enum Event: String, CaseIterable, Sendable {
 /// Throw ``CancelBatch``, ``CancelEpoch``, ``CancelFit`` (…) to skip ahead; `cleanup…` events always run, even
 /// when an error ends the fit. Classes meant to be subclassed should inherit from ``CallbackBase``, whose
 /// methods are overridable.
-/// A callback that runs each fit inside a context the ops consult (``MixedPrecision``: ``autocast(_:_:)``), so
-/// every module — built-in or user-written — computes under it.
-public protocol FitScope: Callback {
-    func scope(_ body: () throws -> Void) throws
-}
-
 public protocol Callback: AnyObject {
     var order: Int { get }
     func beforeFit(_ learn: Learner) throws
@@ -88,6 +82,12 @@ public protocol Callback: AnyObject {
     func afterCancelFit(_ learn: Learner) throws
     func afterFit(_ learn: Learner) throws
     func cleanupFit(_ learn: Learner) throws
+}
+
+/// A callback that runs each fit inside a context the ops consult (``MixedPrecision``: ``autocast(_:_:)``), so
+/// every module — built-in or user-written — computes under it.
+public protocol FitScope: Callback {
+    func scope(_ body: () throws -> Void) throws
 }
 
 extension Callback {

@@ -88,7 +88,8 @@ extension Learner {
         toFP32()
         if let why = cb.unavailable { note("\(why) — training stays float32") }
         if CPUFeatures.referenceForced {
-            note("\(cb.precision) on the reference path (SWIFTAI_LOW_PRECISION=reference): rounded operands, float32 kernels")
+            note("\(cb.precision) on the reference path (SWIFTAI_LOW_PRECISION=reference): rounded operands, "
+                 + "float32 kernels")
         }
         add(cb)
         return self

@@ -159,9 +159,10 @@ struct StoredValues: QuantizationValues {
     func activation(_ key: String, of module: Module, output: Bool) throws -> QParams {
         let s = try tensor(key + ".scale", .float32, [1]).floats[0]
         let z = try tensor(key + ".zero_point", .int64, [1]).scalars(as: Int64.self)[0]
-        guard let q = QParams(scale: s, zeroPoint: Int32(clamping: z), qmax: stored), Int64(Int32(clamping: z)) == z else {
+        guard let q = QParams(scale: s, zeroPoint: Int32(clamping: z), qmax: stored), Int64(Int32(clamping: z)) == z
+        else {
             throw QuantizationError.invalid("'\(key).scale' \(s) and '\(key).zero_point' \(z) are not a quantization "
-                                            + "(the scale must be finite and positive, the zero point in 0…\(stored))")
+                + "(the scale must be finite and positive, the zero point in 0…\(stored))")
         }
         // The same real range in 7-bit codes, where this host's u8·s8 products would saturate on 8-bit ones.
         return stored <= qmax ? q : QParams(min: q.range.lowerBound, max: q.range.upperBound, qmax: qmax)

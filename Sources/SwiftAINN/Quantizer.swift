@@ -101,9 +101,11 @@ public final class QuantizedModel: Module {
     /// 0…`kernelQMax` codes, and the model's ``qmax`` is `kernelQMax`.
     public static func load(_ tensors: [String: Tensor], architecture model: Module, scheme: QuantizationScheme,
                             qmax: Int32, kernelQMax: Int32 = Quantization.activationQMax) throws -> QuantizedModel {
-        require(kernelQMax == 127 || kernelQMax == 255, "QuantizedModel.load: kernelQMax must be 127 or 255, got \(kernelQMax)")
+        require(kernelQMax == 127 || kernelQMax == 255,
+                "QuantizedModel.load: kernelQMax must be 127 or 255, got \(kernelQMax)")
         model.eval()
-        let values = StoredValues(tensors: tensors, stored: qmax, qmax: scheme == .static ? Swift.min(qmax, kernelQMax) : qmax)
+        let codes = scheme == .static ? Swift.min(qmax, kernelQMax) : qmax
+        let values = StoredValues(tensors: tensors, stored: qmax, qmax: codes)
         let checked = try quantize(model, scheme: scheme, values: values)  // every tensor checked, nothing changed yet
         let needed = Set(checked.quantizedState().keys)
         if let extra = tensors.keys.sorted().first(where: { !needed.contains($0) }) {

@@ -53,7 +53,8 @@ public func visionLearner(_ dls: DataLoaders, _ arch: ResNetArch, nOut: Int? = n
         for (k, v) in net.fc.stateDict() { sd["fc." + k] = v }  // the classifier is replaced by the head: any class count loads
         try net.load(stateDict: sd)
     } else if pretrained {
-        note("note: no pretrained \(arch.rawValue) weights in \(torchvisionCheckpointDirectory(environment)) (or --weights FILE): training starts from random initialisation")
+        note("note: no pretrained \(arch.rawValue) weights in \(torchvisionCheckpointDirectory(environment)) "
+             + "(or --weights FILE): training starts from random initialisation")
     }
     let spec = VisionModelSpec(arch: arch, nIn: nIn, nOut: n, cut: cut, linFtrs: linFtrs, ps: ps, concatPool: concatPool,
                                firstBn: firstBn, bnFinal: bnFinal, yRange: yRange)

@@ -95,8 +95,10 @@ struct Bench: ParsableCommand {
                 y = Tensor.randint(0, nOut, [n])
                 opt = AdamW.fastai(net, lr: 1e-3)
             }
-            let dtype: DType = [.fp32: .float32, .bf16: .bfloat16, .fp16: .float16][precision]!
-            if dtype != .float32, let why = CPUFeatures.lowPrecisionUnavailable(dtype) { throw fail(ValidationError(why)) }
+            let dtype = precision.dtype
+            if dtype != .float32, let why = CPUFeatures.lowPrecisionUnavailable(dtype) {
+                throw fail(ValidationError(why))
+            }
             let t = autocast(dtype) {
                 Bench.median(reps: reps) {
                     let loss = crossEntropy(net(x), y)

@@ -135,6 +135,15 @@ func fail(_ error: Error) -> ExitCode {
 /// `--precision`: float32, or mixed precision (fastai's `to_bf16()` / `to_fp16()`).
 enum TrainPrecision: String, ExpressibleByArgument, CaseIterable {
     case fp32, bf16, fp16
+
+    /// The operand type it names.
+    var dtype: DType {
+        switch self {
+        case .fp32: .float32
+        case .bf16: .bfloat16
+        case .fp16: .float16
+        }
+    }
 }
 
 struct Train: ParsableCommand {

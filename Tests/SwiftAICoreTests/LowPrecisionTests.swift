@@ -6,8 +6,9 @@ import SwiftAITestSupport
 /// bf16 kernels (avx512_core or newer) and are skipped elsewhere, naming the CPU's instruction set.
 @Suite struct LowPrecisionTests {
     static let bf16Kernels = CPUFeatures.hasKernels(.bfloat16)
-    static let skipReason = Comment(rawValue: "oneDNN's bf16 kernels need avx512_bf16; this CPU's ISA is \(CPUFeatures.isa) "
-                                    + "(SWIFTAI_LOW_PRECISION=reference runs these tests on the reference path)")
+    static let skipReason = Comment(
+        rawValue: "oneDNN's bf16 kernels need avx512_bf16; this CPU's ISA is \(CPUFeatures.isa) "
+            + "(SWIFTAI_LOW_PRECISION=reference runs these tests on the reference path)")
 
     @Test(.enabled(if: !CPUFeatures.referenceForced, "SWIFTAI_LOW_PRECISION=reference makes every CPU compute bf16"))
     func availabilityFollowsTheCPU() {
@@ -22,7 +23,8 @@ import SwiftAITestSupport
         #expect(CPUFeatures.lowPrecisionUnavailable(.float32) != nil)
     }
 
-    @Test(.enabled(if: !bf16Kernels && !CPUFeatures.referenceForced, "bf16 kernels (or the forced reference path) exist here"))
+    @Test(.enabled(if: !bf16Kernels && !CPUFeatures.referenceForced,
+                   "bf16 kernels (or the forced reference path) exist here"))
     func requestingMissingKernelsNamesTheISA() async {
         let r = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
             _ = Tensor.ones([1, 2, 4, 4]).conv2d(weight: Tensor.ones([2, 2, 3, 3]), precision: .bfloat16)
@@ -32,14 +34,17 @@ import SwiftAITestSupport
     }
 
     /// float32 normal values (mixed precision takes float32 operands).
-    func randn32(_ shape: [Int], seed: UInt64, scale: Double = 1) -> Tensor { randn(shape, seed: seed, scale: scale).to(.float32) }
+    func randn32(_ shape: [Int], seed: UInt64, scale: Double = 1) -> Tensor {
+        randn(shape, seed: seed, scale: scale).to(.float32)
+    }
 
     /// `t` rounded to bfloat16 and back.
     func rounded(_ t: Tensor) -> Tensor { t.to(.bfloat16).to(.float32) }
 
     @Test(.enabled(if: CPUFeatures.lowPrecisionKernels(.bfloat16) != nil, skipReason))
     func bf16ConvolutionMatchesFloat32OnRoundedOperands() {
-        let x = randn32([2, 8, 9, 9], seed: 1).requiringGrad(), w = randn32([16, 8, 3, 3], seed: 2, scale: 0.2).requiringGrad()
+        let x = randn32([2, 8, 9, 9], seed: 1).requiringGrad()
+        let w = randn32([16, 8, 3, 3], seed: 2, scale: 0.2).requiringGrad()
         let b = randn32([16], seed: 3).requiringGrad(), r = randn32([2, 16, 5, 5], seed: 4)
         let y = x.conv2d(weight: w, bias: b, stride: 2, padding: 1, precision: .bfloat16)
         #expect(y.dtype == .float32)

@@ -10,10 +10,11 @@ import SwiftAITestSupport
         var calls = [0, 0]
         let slow = { calls[0] += 1; usleep(2_000) }, fast = { calls[1] += 1 }
         #expect(choice.choice("k") == nil)
-        #expect(choice.choose("k", [slow, fast]) == 1)
+        let run = { (i: Int) in i == 0 ? slow() : fast() }
+        #expect(choice.choose("k", count: 2, run) == 1)
         #expect(calls == [3, 3])  // a warm-up and two timed rounds each, alternately
-        #expect(choice.choose("k", [slow, fast]) == 1 && calls == [3, 3] && choice.choice("k") == 1)
-        #expect(choice.choose("other", [fast, slow]) == 0)
+        #expect(choice.choose("k", count: 2, run) == 1 && calls == [3, 3] && choice.choice("k") == 1)
+        #expect(choice.choose("other", count: 2) { i in i == 0 ? fast() : slow() } == 0)
     }
 
     /// Each path a training convolution may take here (small-map GEMMs, oneDNN float32, oneDNN bf16 where this CPU
@@ -29,14 +30,13 @@ import SwiftAITestSupport
             let (dx, dw, db) = Tensor.convBackward(source, w, dy, g, needX: true, needW: true, needB: true, path: p)
             return [y, dx!, dw!, db!]
         }
-        let want = run(.dnnl(.float32))
-        for (got, name) in zip(run(.smallMap), ["y", "dx", "dw", "db"]) {
-            expectClose(got, want[["y", "dx", "dw", "db"].firstIndex(of: name)!], rtol: 1e-4, atol: 1e-4, "small map \(name)")
+        let want = run(.dnnl(.float32)), names = ["y", "dx", "dw", "db"]
+        for (i, got) in run(.smallMap).enumerated() {
+            expectClose(got, want[i], rtol: 1e-4, atol: 1e-4, "small map \(names[i])")
         }
         if CPUFeatures.lowPrecisionKernels(.bfloat16) == .native {
-            let low = run(.dnnl(.bfloat16))
-            for (i, name) in ["y", "dx", "dw", "db"].enumerated() {
-                expectClose(low[i], want[i], rtol: 5e-2, atol: 0.3, "bf16 \(name)")
+            for (i, got) in run(.dnnl(.bfloat16)).enumerated() {
+                expectClose(got, want[i], rtol: 5e-2, atol: 0.3, "bf16 \(names[i])")
             }
         }
     }

@@ -200,7 +200,9 @@ import SwiftAITestSupport
     @Test func threadCountCanBeSet() async {
         await #expect(processExitsWith: .success) {
             Parallel.threadCount = 1
-            guard Parallel.threadCount == 1, Tensor.ones([100_000]).sum().item() == 100_000 else { fatalError("not set") }
+            guard Parallel.threadCount == 1, Tensor.ones([100_000]).sum().item() == 100_000 else {
+                fatalError("not set")
+            }
             Parallel.threadCount = 0
             guard Parallel.threadCount == 1 else { fatalError("a count under 1 should clamp to 1") }
         }

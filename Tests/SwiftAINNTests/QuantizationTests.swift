@@ -143,7 +143,8 @@ private func cosine(_ a: Tensor, _ b: Tensor) -> Double {
             #expect(q.report.quantized.count == model.modules().filter { $0 is Conv2d }.count + model.modules().filter { $0 is Linear }.count)
             // The quantized state rebuilds the same model on a fresh architecture.
             let state = q.quantizedState()
-            let reloaded = try QuantizedModel.load(state, architecture: kind.make(generator: Generator(seed: 99)), scheme: .static, qmax: q.qmax)
+            let reloaded = try QuantizedModel.load(state, architecture: kind.make(generator: Generator(seed: 99)),
+                                                   scheme: .static, qmax: q.qmax)
             #expect(maxCodeDifference(noGrad { reloaded(x) }, got) == 0, "\(kind) reloaded")
         }
     }
@@ -188,7 +189,8 @@ private func cosine(_ a: Tensor, _ b: Tensor) -> Double {
         let key = bad.keys.first { $0.hasSuffix(".zero_point") }!
         bad[key] = Tensor([Int64(200)], shape: [1])
         #expect(throws: QuantizationError.self) {
-            try QuantizedModel.load(bad, architecture: FashionMNISTModel.resnet.make(), scheme: .static, qmax: 127, kernelQMax: 127)
+            try QuantizedModel.load(bad, architecture: FashionMNISTModel.resnet.make(), scheme: .static, qmax: 127,
+                                    kernelQMax: 127)
         }
     }
 

@@ -22,7 +22,8 @@ import SwiftAITestSupport
         let donor = ResNet.resnet18(numClasses: 7, generator: Generator(seed: 9))  // any classifier size loads
         try Safetensors.write(donor.stateDict(), to: home + "/hub/checkpoints/resnet18-test.safetensors")
         let env = ["TORCH_HOME": home]  // not setenv: tests run in parallel
-        #expect(findPretrainedWeights(.resnet18, environment: env) == home + "/hub/checkpoints/resnet18-test.safetensors")
+        let found = findPretrainedWeights(.resnet18, environment: env)
+        #expect(found == home + "/hub/checkpoints/resnet18-test.safetensors")
 
         let dls = try loaders(root)
         let learn = try visionLearner(dls, .resnet18, metrics: [.accuracy], progress: false, environment: env)
