@@ -188,11 +188,17 @@ public final class Int8Conv: @unchecked Sendable {
     /// The residual's quantization when the epilogue adds one.
     public let residual: QParams?
     public let epilogue: [ConvEpilogue]
+    /// The largest input code this host's u8·s8 kernels take without overflow (127 where `vpmaddubsw` saturates:
+    /// no VNNI). Wider input codes (an 8-bit model from a VNNI host) take a correct, slower path: the convolution
+    /// of the dequantized values in float32, requantized.
+    public let kernelQMax: Int32
     private var packed: [ConvGeometry: (kernel: Int8ConvKernel, weights: DNNLMemory)] = [:]
+    private var float: InferenceConv?
     private let lock = Mutex()
 
     public init(weight: Tensor, weightScales: Tensor, bias: Tensor, stride: Int, padding: Int, groups: Int = 1,
-                input: QParams, output: QParams, residual: QParams? = nil, epilogue: [ConvEpilogue] = []) {
+                input: QParams, output: QParams, residual: QParams? = nil, epilogue: [ConvEpilogue] = [],
+                kernelQMax: Int32 = Quantization.activationQMax) {
         require(weight.dtype == .int8 && weight.rank == 4 && weightScales.dtype == .float32 && bias.dtype == .float32
                 && weightScales.shape == [weight.shape[0]] && bias.shape == [weight.shape[0]],
                 "Int8Conv: int8 weight [OC, C/groups, KH, KW] with float32 scales and bias [OC] expected, got \(weight.dtype) \(weight.shape), \(weightScales.dtype) \(weightScales.shape), \(bias.dtype) \(bias.shape)")
@@ -208,13 +214,26 @@ public final class Int8Conv: @unchecked Sendable {
         self.output = output
         self.residual = residual
         self.epilogue = epilogue
+        self.kernelQMax = kernelQMax
     }
+
+    /// Whether inputs run through the float32 path (their codes could overflow this host's int8 kernels).
+    public var runsInFloat: Bool { input.qmax > kernelQMax }
 
     /// The uint8 codes of `epilogue(conv(x) + bias [+ residual])` at ``output``'s scale.
     public func callAsFunction(_ x: Tensor, residual r: Tensor? = nil) -> Tensor {
         require(x.dtype == .uint8 && x.rank == 4 && x.shape[1] == weight.shape[1] * groups,
                 "Int8Conv: expected uint8 [N, \(weight.shape[1] * groups), H, W] input, got \(x.dtype) \(x.shape)")
         require((r != nil) == (residual != nil), "Int8Conv: a residual is needed exactly when the epilogue adds one")
+        if runsInFloat {
+            let conv = lock.withLock { () -> InferenceConv in
+                if let f = float { return f }
+                let w = weight.to(.float32) * weightScales.reshape([-1, 1, 1, 1])
+                float = InferenceConv(weight: w, bias: bias, stride: stride, padding: padding, groups: groups, epilogue: epilogue)
+                return float!
+            }
+            return conv(x.dequantized(input), residual: r.map { $0.dequantized(residual!) }).quantized(output)
+        }
         let g = ConvGeometry(n: x.shape[0], c: x.shape[1], h: x.shape[2], w: x.shape[3], oc: weight.shape[0],
                              kh: weight.shape[2], kw: weight.shape[3], sh: stride, sw: stride, ph: padding, pw: padding,
                              groups: groups)
@@ -337,8 +356,11 @@ public final class Int8Linear: @unchecked Sendable {
     private var kernels: [Int: (kernel: Int8ConvKernel, weights: DNNLMemory)] = [:]
     private let lock = Mutex()
     private let asConv: Int8Conv
+    /// See ``Int8Conv/kernelQMax``.
+    public let kernelQMax: Int32
 
-    public init(weight: Tensor, weightScales: Tensor, bias: Tensor?, input: QParams?) {
+    public init(weight: Tensor, weightScales: Tensor, bias: Tensor?, input: QParams?,
+                kernelQMax: Int32 = Quantization.activationQMax) {
         require(weight.dtype == .int8 && weight.rank == 2 && weightScales.dtype == .float32 && weightScales.shape == [weight.shape[0]]
                 && (bias.map { $0.dtype == .float32 && $0.shape == [weight.shape[0]] } ?? true),
                 "Int8Linear: int8 weight [out, in] with float32 scales and bias [out] expected, got \(weight.dtype) \(weight.shape), \(weightScales.shape), \(bias?.shape ?? [])")
@@ -346,6 +368,7 @@ public final class Int8Linear: @unchecked Sendable {
         self.weightScales = weightScales.contiguous()
         self.bias = bias?.contiguous()
         self.input = input
+        self.kernelQMax = kernelQMax
         let (o, k) = (weight.shape[0], weight.shape[1])
         let pw = self.weight.pointer(Int8.self)
         rowSums = (0..<o).map { r in (0..<k).reduce(Int32(0)) { $0 + Int32(pw[r * k + $1]) } }
@@ -356,12 +379,17 @@ public final class Int8Linear: @unchecked Sendable {
                                output: QParams(scale: 1, zeroPoint: 0, qmax: 255)!)
     }
 
-    /// `x Wᵀ + b` for float32 `x [N, in]`.
+    /// `x Wᵀ + b` for float32 `x [N, in]`. Fixed input codes wider than this host's int8 kernels take
+    /// (``Int8Conv/kernelQMax``) are multiplied in float32 after dequantization.
     public func callAsFunction(_ x: Tensor) -> Tensor {
         require(x.dtype == .float32 && x.rank == 2 && x.shape[1] == weight.shape[1],
                 "Int8Linear: expected float32 [N, \(weight.shape[1])] input, got \(x.dtype) \(x.shape)")
         let qp = input ?? Self.dynamicParams(x)
         let q = x.quantized(qp)
+        if qp.qmax > kernelQMax {
+            return q.dequantized(qp).linear(weight: weight.to(.float32) * weightScales.reshape([-1, 1]), bias: bias,
+                                            precision: .float32)
+        }
         let (n, o) = (x.shape[0], weight.shape[0])
         let kernel = lock.withLock { () -> (Int8ConvKernel, DNNLMemory) in
             if let k = kernels[n] { return k }

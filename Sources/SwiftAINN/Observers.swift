@@ -122,6 +122,9 @@ final class Observers: QuantizationValues {
 }
 
 extension QuantizationValues {
+    /// This host's (calibration and quantization-aware training build the model where it runs).
+    var kernelQMax: Int32 { Quantization.activationQMax }
+
     /// The model's own weights, per-channel int8 (calibration and quantization-aware training).
     func conv(_ name: String, _ fused: FusedConv2d) throws -> (weight: Tensor, scales: Tensor, bias: Tensor) {
         guard fused.conv.weight.allFinite && fused.conv.bias.allFinite else {
@@ -144,9 +147,9 @@ extension QuantizationValues {
 struct StoredValues: QuantizationValues {
     let tensors: [String: Tensor]
     /// The largest code the stored activations use (127 or 255).
-    let stored: Int32
-    /// The largest code this host's kernels take without overflow; stored 8-bit ranges beyond it are requantized.
     let qmax: Int32
+    /// The largest input code the int8 kernels take without overflow; wider layers compute in float32.
+    let kernelQMax: Int32
 
     func tensor(_ key: String, _ dtype: DType, _ shape: [Int]) throws -> Tensor {
         guard let t = tensors[key] else { throw QuantizationError.invalid("tensor '\(key)' \(shape) is missing") }
@@ -159,13 +162,12 @@ struct StoredValues: QuantizationValues {
     func activation(_ key: String, of module: Module, output: Bool) throws -> QParams {
         let s = try tensor(key + ".scale", .float32, [1]).floats[0]
         let z = try tensor(key + ".zero_point", .int64, [1]).scalars(as: Int64.self)[0]
-        guard let q = QParams(scale: s, zeroPoint: Int32(clamping: z), qmax: stored), Int64(Int32(clamping: z)) == z
+        guard let q = QParams(scale: s, zeroPoint: Int32(clamping: z), qmax: qmax), Int64(Int32(clamping: z)) == z
         else {
             throw QuantizationError.invalid("'\(key).scale' \(s) and '\(key).zero_point' \(z) are not a quantization "
-                + "(the scale must be finite and positive, the zero point in 0…\(stored))")
+                + "(the scale must be finite and positive, the zero point in 0…\(qmax))")
         }
-        // The same real range in 7-bit codes, where this host's u8·s8 products would saturate on 8-bit ones.
-        return stored <= qmax ? q : QParams(min: q.range.lowerBound, max: q.range.upperBound, qmax: qmax)
+        return q
     }
 
     func weights(_ name: String, _ shape: [Int], bias: Bool) throws -> (weight: Tensor, scales: Tensor, bias: Tensor?) {

@@ -97,15 +97,14 @@ public final class QuantizedModel: Module {
     /// Rebuilds a quantized `model` (its architecture; its values are not used) from ``quantizedState()``'s tensors,
     /// checking every name, dtype, shape, scale and zero point first; throws ``QuantizationError`` saying what is wrong.
     /// `qmax` is the largest code the tensors were quantized with; where it exceeds `kernelQMax` (8-bit activations
-    /// from a VNNI host loaded where u8·s8 products saturate beyond 7 bits) each activation's range is requantized to
-    /// 0…`kernelQMax` codes, and the model's ``qmax`` is `kernelQMax`.
+    /// from a VNNI host loaded where u8·s8 products saturate beyond 7 bits) the int8 layers compute in float32 on
+    /// the dequantized values (``Int8Conv/kernelQMax``): the same codes, slower.
     public static func load(_ tensors: [String: Tensor], architecture model: Module, scheme: QuantizationScheme,
                             qmax: Int32, kernelQMax: Int32 = Quantization.activationQMax) throws -> QuantizedModel {
         require(kernelQMax == 127 || kernelQMax == 255,
                 "QuantizedModel.load: kernelQMax must be 127 or 255, got \(kernelQMax)")
         model.eval()
-        let codes = scheme == .static ? Swift.min(qmax, kernelQMax) : qmax
-        let values = StoredValues(tensors: tensors, stored: qmax, qmax: codes)
+        let values = StoredValues(tensors: tensors, qmax: qmax, kernelQMax: kernelQMax)
         let checked = try quantize(model, scheme: scheme, values: values)  // every tensor checked, nothing changed yet
         let needed = Set(checked.quantizedState().keys)
         if let extra = tensors.keys.sorted().first(where: { !needed.contains($0) }) {
@@ -153,6 +152,8 @@ extension Module {
 protocol QuantizationValues {
     /// Largest activation code.
     var qmax: Int32 { get }
+    /// The largest input code this host's int8 kernels take (``Int8Conv/kernelQMax``).
+    var kernelQMax: Int32 { get }
     /// The quantization of `module`'s input or output, stored under `key`.
     func activation(_ key: String, of module: Module, output: Bool) throws -> QParams
     /// int8 weights, their scales and the float bias of a fused convolution.
@@ -198,8 +199,9 @@ struct Converter {
         }
         consumed += f.sources.compactMap { names[$0] }
         report.quantized.append(n)
-        return QuantizedConv2d(Int8Conv(weight: v.weight, weightScales: v.scales, bias: v.bias, stride: c.stride, padding: c.padding,
-                                        groups: c.groups, input: input, output: output, residual: residual, epilogue: c.epilogue),
+        return QuantizedConv2d(Int8Conv(weight: v.weight, weightScales: v.scales, bias: v.bias, stride: c.stride,
+                                        padding: c.padding, groups: c.groups, input: input, output: output,
+                                        residual: residual, epilogue: c.epilogue, kernelQMax: values.kernelQMax),
                                name: n)
     }
 
@@ -262,7 +264,8 @@ struct Converter {
             let input = scheme == .static ? try values.activation(n + ".input", of: l, output: false) : nil
             consumed.append(n)
             report.quantized.append(n)
-            let q = QuantizedLinear(Int8Linear(weight: v.weight, weightScales: v.scales, bias: v.bias, input: input), name: n)
+            let q = QuantizedLinear(Int8Linear(weight: v.weight, weightScales: v.scales, bias: v.bias, input: input,
+                                               kernelQMax: values.kernelQMax), name: n)
             return (state.map { Sequential(Dequantize($0), q) } ?? q, nil)
         default:
             return try floatLayer(m, state)

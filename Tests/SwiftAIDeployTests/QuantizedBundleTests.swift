@@ -48,10 +48,12 @@ private func learner() throws -> Learner {
         let loaded = try loadLearner(dir + "/int8.safetensors")
         #expect(loaded.model is QuantizedModel)
         expectClose(try loaded.getPreds(test).preds, got, rtol: 0, atol: 0, "reloaded int8")
-        // On a CPU without VNNI an 8-bit bundle runs on 7-bit codes; the recorded width is what the kernels took.
+        // On a CPU without VNNI an 8-bit bundle's layers compute in float32 on its codes, with the same predictions.
         let narrow = try ExportBundle(path: dir + "/int8.safetensors", int8KernelQMax: 127)
         let narrowModel = try #require(narrow.model as? QuantizedModel)
-        #expect(narrowModel.qmax == 127)
+        let convs = narrowModel.body.modules().compactMap { $0 as? QuantizedConv2d }
+        #expect(narrowModel.qmax == Quantization.activationQMax)
+        #expect(convs.allSatisfy { $0.conv.runsInFloat == (Quantization.activationQMax > 127) })
         var batches = test.makeIterator()
         let batch = try #require(batches.next()).x
         let (a, b) = noGrad { (narrowModel(batch), q.model(batch)) }
