@@ -75,10 +75,9 @@ final class ConvKernel {
     private let fwdWeightReorder: DNNLPrimitive?
     private let fwdWeights: DNNLMemory
     private let src, dst, userWeights, bias: DNNLMemory
-    /// In low precision: the window the low-precision source (``castSource(_:)``) is bound to.
-    private let lowSrc: DNNLMemory?
-    /// The same for the output gradient (backward only).
-    private lazy var lowDst: LowCopy? = precision == .float32 ? nil : LowCopy(dstDesc, g.memoryDescs(dst: low).dst)
+    /// In low precision: the windows the low-precision source and output gradient are bound to (the callers cast
+    /// them into tensors of their own: no buffer per geometry stays allocated).
+    private let lowSrc, lowDst: DNNLMemory?
 
     init(_ g: ConvGeometry, hasBias: Bool, precision: DType = .float32) {
         self.g = g
@@ -87,7 +86,8 @@ final class ConvKernel {
         low = LowPrecision.dnnlType(precision)
         let m = g.memoryDescs()
         (srcDesc, dstDesc, userWeightDesc, biasDesc, weightDims) = (m.src, m.dst, m.weights, m.bias, m.weightDims)
-        lowSrc = precision == .float32 ? nil : DNNLMemory(g.memoryDescs(src: low).src)
+        let lowDescs = g.memoryDescs(src: low, dst: low)
+        (lowSrc, lowDst) = precision == .float32 ? (nil, nil) : (DNNLMemory(lowDescs.src), DNNLMemory(lowDescs.dst))
         var desc = g.forwardDesc(dnnl_forward_training, bias: hasBias, src: low, weights: low)
         fwd = DNNLPrimitive(&desc, "conv forward")
         let wmd = fwd.md(dnnl_query_weights_md)
@@ -99,31 +99,15 @@ final class ConvKernel {
         bias = DNNLMemory(biasDesc)
     }
 
-    /// A float32 activation cast into an owned low-precision buffer.
-    private final class LowCopy {
-        let cast: DNNLPrimitive
-        let memory: DNNLMemory
-
-        init(_ from: dnnl_memory_desc_t, _ to: dnnl_memory_desc_t) {
-            cast = DNNLPrimitive(reorderFrom: from, to: to)
-            memory = DNNLMemory(to, owned: true)
-        }
-    }
-
-    /// What a primitive reads for the activation at `p`: `window` bound to it, or its low-precision copy.
-    private func operand(_ p: UnsafeMutableRawPointer, _ window: DNNLMemory, _ copy: LowCopy?) -> DNNLMemory {
-        window.bind(p)
-        guard let copy else { return window }
-        copy.cast.execute([(DNNL_ARG_FROM, window), (DNNL_ARG_TO, copy.memory)])
-        return copy.memory
-    }
-
-    /// The source as the primitives read it: float32, or (low precision) already cast by ``castSource(_:)``.
+    /// The source as the primitives read it: float32, or (low precision) already cast by ``cast(_:)``.
     private func source(_ p: UnsafeMutableRawPointer) -> DNNLMemory { (lowSrc ?? src).bind(p) }
 
-    /// The channels-last float32 input `x` cast to the low precision: the forward reads it and the backward pass
-    /// keeps it (half the memory of the float32 input).
-    func castSource(_ x: Tensor) -> Tensor { x.to(precision) }
+    /// The output gradient as the primitives read it: float32, or already cast.
+    private func gradient(_ p: UnsafeMutableRawPointer) -> DNNLMemory { (lowDst ?? dst).bind(p) }
+
+    /// A channels-last float32 activation (the input; the output gradient) in the kernel's precision: the forward
+    /// reads the cast input and the backward pass keeps it (half the memory of the float32 input).
+    func cast(_ x: Tensor) -> Tensor { x.to(precision) }
 
     /// y = conv(x, w) + b; all pointers to channels-last activations (`x` in the kernel's precision) / contiguous
     /// float32 weights.
@@ -151,13 +135,14 @@ final class ConvKernel {
         return (p, r, r == nil ? userWeights : DNNLMemory(wmd, owned: true))
     }()
 
-    /// dx = conv_backward_data(dy, w).
+    /// dx = conv_backward_data(dy, w); `dy` in the kernel's precision.
     func backwardData(dy: UnsafeMutableRawPointer, w: UnsafeMutableRawPointer, dx: UnsafeMutableRawPointer) {
         lock.lock(); defer { lock.unlock() }
         let k = bwdData
         userWeights.bind(w)
         if let r = k.reorder { r.execute([(DNNL_ARG_FROM, userWeights), (DNNL_ARG_TO, k.weights)]) }
-        k.prim.execute([(DNNL_ARG_DIFF_DST, operand(dy, dst, lowDst)), (DNNL_ARG_WEIGHTS, k.weights), (DNNL_ARG_DIFF_SRC, src.bind(dx))])
+        k.prim.execute([(DNNL_ARG_DIFF_DST, gradient(dy)), (DNNL_ARG_WEIGHTS, k.weights),
+                        (DNNL_ARG_DIFF_SRC, src.bind(dx))])
     }
 
     private lazy var bwdWeights: (prim: DNNLPrimitive, reorder: DNNLPrimitive?, diffWeights: DNNLMemory) = {
@@ -176,13 +161,13 @@ final class ConvKernel {
         return (p, r, r == nil ? userWeights : DNNLMemory(wmd, owned: true))
     }()
 
-    /// dw (contiguous OIHW) and db from x (in the kernel's precision) and dy.
+    /// dw (contiguous OIHW) and db from x and dy (both in the kernel's precision).
     func backwardWeights(x: UnsafeMutableRawPointer, dy: UnsafeMutableRawPointer, dw: UnsafeMutableRawPointer,
                          db: UnsafeMutableRawPointer?) {
         lock.lock(); defer { lock.unlock() }
         let k = bwdWeights
         userWeights.bind(dw)
-        var args: [(Int32, DNNLMemory)] = [(DNNL_ARG_SRC, source(x)), (DNNL_ARG_DIFF_DST, operand(dy, dst, lowDst)),
+        var args: [(Int32, DNNLMemory)] = [(DNNL_ARG_SRC, source(x)), (DNNL_ARG_DIFF_DST, gradient(dy)),
                                            (DNNL_ARG_DIFF_WEIGHTS, k.diffWeights)]
         if let db { args.append((DNNL_ARG_DIFF_BIAS, bias.bind(db))) }
         k.prim.execute(args)
@@ -241,7 +226,12 @@ extension Tensor {
         if dtype == .float32 {
             let xc = x.contiguous(.channelsLast)
             // The path (low precision, float32 kernels, small-map GEMMs) that is fastest here for this geometry.
-            path = Tensor.convPath(g, xc, w, b, low)
+            // An explicit `precision` is obeyed; under autocast, low precision only where it measured faster.
+            let on = GradMode.isEnabled
+            let grad = (x: on && node != nil, w: on && weight.node != nil, b: on && bias?.node != nil)
+            path = precision != nil && low != .float32 ? .dnnl(low) : Tensor.convPath(g, xc, w, b, low, grad: grad)
+            // The activations after a low-precision convolution are saved in bfloat16, until the next convolution.
+            Autocast.scope?.lowPrecisionActivations = path.precision != .float32
             let source: Tensor
             (y, source) = Tensor.convForward(xc, w, b, g, path)
             saved = path.precision == .float32 ? SavedActivation(source) : SavedActivation(exactly: source)
@@ -268,7 +258,7 @@ extension Tensor {
                             _ path: ConvPath) -> (Tensor, Tensor) {
         if path == .smallMap { return (SmallMapConv(g).forward(xc, w, bias: b), xc) }
         let k = ConvKernel.get(g, hasBias: b != nil, precision: path.precision)
-        let source = path.precision == .float32 ? xc : k.castSource(xc)
+        let source = path.precision == .float32 ? xc : k.cast(xc)
         let outShape = [g.n, g.oc, g.oh, g.ow]
         let y = Tensor(empty: outShape, dtype: .float32, strides: Tensor.channelsLastStrides(outShape))
         k.forward(x: source.rawPointer, w: w.rawPointer, b: b?.rawPointer, y: y.rawPointer)
@@ -277,19 +267,25 @@ extension Tensor {
 
     private static let pathChoice = PathChoice<String>(rounds: 2)
 
-    /// The fastest way on this CPU to train a convolution of geometry `g` (forward and both backward passes, timed
-    /// once per geometry on the first batch's data): oneDNN's kernels with `low` operands (under ``Autocast``) or
-    /// float32 ones, or the small-map GEMMs where ``SmallMapConv/applies(_:)`` admits them. Low precision does not
-    /// always pay for its casts, nor the GEMMs on every ISA (measured in BENCHMARKS.md).
-    static func convPath(_ g: ConvGeometry, _ xc: Tensor, _ w: Tensor, _ b: Tensor?, _ low: DType) -> ConvPath {
+    /// The fastest way on this CPU to run a convolution of geometry `g` (forward, and the backward passes of the
+    /// gradients in `grad`; timed once per geometry and gradients, on the first batch's data): oneDNN's kernels with
+    /// `low` operands (under ``Autocast``) or float32 ones, or the small-map GEMMs where ``SmallMapConv/applies(_:)``
+    /// admits them. Low precision does not always pay for its casts, nor the GEMMs on every ISA (BENCHMARKS.md). The
+    /// low-precision candidate is charged what it switches on downstream: BatchNorm's and the activation's saved
+    /// inputs, each the output's size, cast to bfloat16 and back (``SavedActivation``).
+    static func convPath(_ g: ConvGeometry, _ xc: Tensor, _ w: Tensor, _ b: Tensor?, _ low: DType,
+                         grad: (x: Bool, w: Bool, b: Bool)) -> ConvPath {
         var options: [ConvPath] = low == .float32 ? [] : [.dnnl(low)]
         if SmallMapConv.applies(g) { options.append(.smallMap) }
         options.append(.dnnl(.float32))
         guard options.count > 1 else { return options[0] }
-        let key = g.key + (b != nil ? "|b|" : "|") + "\(low)"
+        let key = g.key + (b != nil ? "|b|" : "|") + "\(low)|\(grad.x),\(grad.w),\(grad.b)"
         return options[pathChoice.choose(key, count: options.count) { i in
             let (y, source) = convForward(xc, w, b, g, options[i])
-            _ = convBackward(source, w, y, g, needX: true, needW: true, needB: b != nil, path: options[i])
+            if grad.x || grad.w || grad.b {
+                _ = convBackward(source, w, y, g, needX: grad.x, needW: grad.w, needB: grad.b, path: options[i])
+            }
+            if options[i].precision == .bfloat16 { for _ in 0..<2 { _ = y.to(.bfloat16).to(.float32) } }
         }]
     }
 
@@ -329,19 +325,21 @@ extension Tensor {
                     needB ? dy.sum(dims: [0, 2, 3]) : nil)
         }
         let k = ConvKernel.get(g, hasBias: needB, precision: precision)
+        let dyk = precision == .float32 ? dy : k.cast(dy)  // one cast for both passes
         var dx: Tensor? = nil, dw: Tensor? = nil, db: Tensor? = nil
         if needX {
             let t = Tensor(empty: x.shape, dtype: .float32, strides: Tensor.channelsLastStrides(x.shape))
-            k.backwardData(dy: dy.rawPointer, w: w.rawPointer, dx: t.rawPointer)
+            k.backwardData(dy: dyk.rawPointer, w: w.rawPointer, dx: t.rawPointer)
             dx = t
         }
         if needW || needB {
             let tw = Tensor(empty: w.shape, dtype: .float32)
             let tb = needB ? Tensor(empty: [g.oc], dtype: .float32) : nil
-            k.backwardWeights(x: x.rawPointer, dy: dy.rawPointer, dw: tw.rawPointer, db: tb?.rawPointer)
+            k.backwardWeights(x: x.rawPointer, dy: dyk.rawPointer, dw: tw.rawPointer, db: tb?.rawPointer)
             dw = needW ? tw : nil
             db = tb
         }
+        withExtendedLifetime((dyk, x)) {}
         return (dx, dw, db)
     }
 

@@ -107,29 +107,45 @@ public enum CPUFeatures {
 }
 
 /// Mixed precision as a context the ops consult (PyTorch's `torch.autocast`): inside ``autocast(_:_:)`` convolutions
-/// and linear layers of float32 operands compute in ``precision`` (float32 accumulation, results and gradients), and
-/// under bfloat16 the activations ops keep for their backward pass are kept in bfloat16. Task- and thread-local, so a
-/// user-written module calling the ops gets it as the built-in layers do.
+/// and linear layers of float32 operands compute in ``precision`` where it measures faster (float32 accumulation,
+/// results and gradients), and under bfloat16 the activations ops keep for their backward pass after such a
+/// convolution are kept in bfloat16. Task- and thread-local, so a user-written module calling the ops gets it as the
+/// built-in layers do.
 public enum Autocast {
+    /// One ``autocast(_:_:)`` scope: its precision, and what the last convolution ran in.
+    final class Scope: @unchecked Sendable {
+        let precision: DType
+        /// Whether the last convolution ran in low precision: the activations saved until the next one are then kept
+        /// in bfloat16. Layers whose convolution measured faster in float32 pay no casts.
+        var lowPrecisionActivations = false
+
+        init(_ precision: DType) { self.precision = precision }
+    }
+
+    @TaskLocal static var scope: Scope?
+
     /// `.float32` (off), `.bfloat16` or `.float16`.
-    @TaskLocal public static var precision: DType = .float32
+    public static var precision: DType { scope?.precision ?? .float32 }
 }
 
 /// Runs `body` with ``Autocast/precision`` set to `precision`; the caller checks
 /// ``CPUFeatures/lowPrecisionUnavailable(_:)`` first.
 public func autocast<R>(_ precision: DType, _ body: () throws -> R) rethrows -> R {
-    try Autocast.$precision.withValue(precision) { try body() }
+    try Autocast.$scope.withValue(precision == .float32 ? nil : Autocast.Scope(precision)) { try body() }
 }
 
-/// What an op keeps of an activation for its backward pass: the tensor, or under a bfloat16 ``Autocast`` a bfloat16
-/// copy of a float32 one (same layout; half the memory until the backward pass reads it back as float32).
+/// What an op keeps of an activation for its backward pass: the tensor, or under a bfloat16 ``Autocast`` after a
+/// low-precision convolution a bfloat16 copy of a float32 one (same layout; half the memory until the backward pass
+/// reads it back as float32).
 struct SavedActivation {
     private let stored: Tensor
     private let compressed: Bool
 
     init(_ x: Tensor) {
         let d = x.detached()
-        compressed = d.dtype == .float32 && d.count > 0 && Autocast.precision == .bfloat16
+        let scope = Autocast.scope
+        compressed = d.dtype == .float32 && d.count > 0 && scope?.precision == .bfloat16
+            && scope!.lowPrecisionActivations
         stored = compressed ? d.to(.bfloat16) : d
     }
 
