@@ -265,7 +265,12 @@ extension Tensor {
         return (y, source)
     }
 
-    private static let pathChoice = PathChoice<String>(rounds: 2)
+    /// What a training path is chosen for: the geometry, the bias, the autocast precision and the gradients needed.
+    private struct PathKey: Hashable {
+        let g: ConvGeometry, bias: Bool, low: DType, gx: Bool, gw: Bool, gb: Bool
+    }
+
+    private static let pathChoice = PathChoice<PathKey>(rounds: 2)
 
     /// The fastest way on this CPU to run a convolution of geometry `g` (forward, and the backward passes of the
     /// gradients in `grad`; timed once per geometry and gradients, on the first batch's data): oneDNN's kernels with
@@ -279,7 +284,7 @@ extension Tensor {
         if SmallMapConv.applies(g) { options.append(.smallMap) }
         options.append(.dnnl(.float32))
         guard options.count > 1 else { return options[0] }
-        let key = g.key + (b != nil ? "|b|" : "|") + "\(low)|\(grad.x),\(grad.w),\(grad.b)"
+        let key = PathKey(g: g, bias: b != nil, low: low, gx: grad.x, gw: grad.w, gb: grad.b)
         return options[pathChoice.choose(key, count: options.count) { i in
             let (y, source) = convForward(xc, w, b, g, options[i])
             if grad.x || grad.w || grad.b {

@@ -62,13 +62,16 @@ public final class InferenceConv: @unchecked Sendable {
         return direct(x, residual, g)
     }
 
-    private static let smallMapChoice = PathChoice<String>(rounds: 3)
+    private struct PathKey: Hashable {
+        let g: ConvGeometry, epilogue: [ConvEpilogue]
+    }
+
+    private static let smallMapChoice = PathChoice<PathKey>(rounds: 3)
 
     /// Whether the small-map GEMMs beat oneDNN's kernel for this geometry and epilogue on this CPU: timed once
     /// per geometry (on AVX2 they win at batch ≥ 16 on small maps; on AVX-512 hosts they can lose).
     private func prefersSmallMap(_ x: Tensor, _ residual: Tensor?, _ g: ConvGeometry) -> Bool {
-        let key = g.key + "|\(epilogue)"
-        return Self.smallMapChoice.choose(key, count: 2) { i in
+        return Self.smallMapChoice.choose(PathKey(g: g, epilogue: epilogue), count: 2) { i in
             _ = i == 0 ? smallMap(x, residual, g) : direct(x, residual, g)
         } == 0
     }

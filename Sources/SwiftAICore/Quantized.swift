@@ -229,7 +229,8 @@ public final class Int8Conv: @unchecked Sendable {
             let conv = lock.withLock { () -> InferenceConv in
                 if let f = float { return f }
                 let w = weight.to(.float32) * weightScales.reshape([-1, 1, 1, 1])
-                float = InferenceConv(weight: w, bias: bias, stride: stride, padding: padding, groups: groups, epilogue: epilogue)
+                float = InferenceConv(weight: w, bias: bias, stride: stride, padding: padding, groups: groups,
+                                      epilogue: epilogue)
                 return float!
             }
             return conv(x.dequantized(input), residual: r.map { $0.dequantized(residual!) }).quantized(output)
