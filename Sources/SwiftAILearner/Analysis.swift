@@ -77,7 +77,7 @@ public final class ActivationStats: Callback {
     /// - Parameter filter: which modules to watch (default: activation modules, as the lesson's `GeneralRelu`).
     public init(filter: @escaping (Module) -> Bool = { $0 is ActivationModule }) { self.filter = filter }
 
-    public func beforeFit(_ learn: Learner) {
+    public override func beforeFit(_ learn: Learner) {
         let mods = learn.model.namedModules().filter { filter($0.1) }
         names = mods.map { $0.0.isEmpty ? String(describing: type(of: $0.1)) : $0.0 }
         stats = Array(repeating: Stats(), count: mods.count)
@@ -96,7 +96,7 @@ public final class ActivationStats: Callback {
         stats[i].histograms.append(a.abs().histogram(bins: 40, min: 0, max: 10).doubles)
     }
 
-    public func cleanupFit(_ learn: Learner) {
+    public override func cleanupFit(_ learn: Learner) {
         hooks.forEach { $0.remove() }
         hooks = []
     }

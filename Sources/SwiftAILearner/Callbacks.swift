@@ -22,7 +22,7 @@ public struct Metric {
 /// Records the training history: per batch the (smoothed) loss, learning rate and momentum; per epoch the
 /// training loss, validation loss and metrics (the rows of the results table). Always installed.
 public final class Recorder: Callback {
-    public var order: Int { 50 }
+    public override var order: Int { 50 }
     public let metrics: [Metric]
     /// Exponentially weighted, debiased moving average of the training loss (fastai's `AvgSmoothLoss`, β = 0.98).
     public let beta = 0.98
@@ -53,7 +53,7 @@ public final class Recorder: Callback {
     /// The last smoothed training loss.
     public var smoothLoss: Double { count == 0 ? .nan : smooth / (1 - Foundation.pow(beta, Double(count))) }
 
-    public func beforeFit(_ learn: Learner) {
+    public override func beforeFit(_ learn: Learner) {
         losses = []; rawLosses = []; lrs = []; moms = []; values = []; epochTimes = []; trainTimes = []
         trainStart = nil
         trainItems = 0
@@ -61,28 +61,28 @@ public final class Recorder: Callback {
         count = 0
     }
 
-    public func beforeEpoch(_ learn: Learner) { epochStart = now() }
+    public override func beforeEpoch(_ learn: Learner) { epochStart = now() }
 
-    public func beforeTrain(_ learn: Learner) { trainStart = now() }
+    public override func beforeTrain(_ learn: Learner) { trainStart = now() }
 
-    public func afterTrain(_ learn: Learner) { closeTrainTime() }
+    public override func afterTrain(_ learn: Learner) { closeTrainTime() }
 
     /// A fit cancelled mid-epoch (Ctrl-C, NaN) skips `afterTrain`: its partial training pass still counts, so that
     /// ``trainItemsPerSecond`` divides the items seen by the time spent on them.
-    public func afterFit(_ learn: Learner) { closeTrainTime() }
+    public override func afterFit(_ learn: Learner) { closeTrainTime() }
 
     private func closeTrainTime() {
         if let t = trainStart { trainTimes.append(now() - t) }
         trainStart = nil
     }
 
-    public func beforeValidate(_ learn: Learner) {
+    public override func beforeValidate(_ learn: Learner) {
         validSum = 0
         validCount = 0
         metricSums = Array(repeating: 0, count: metrics.count)
     }
 
-    public func afterBatch(_ learn: Learner) {
+    public override func afterBatch(_ learn: Learner) {
         guard let loss = learn.loss else { return }
         let bs = learn.batch.y.shape.first ?? 1
         let l = loss.item()
@@ -102,7 +102,7 @@ public final class Recorder: Callback {
         }
     }
 
-    public func afterEpoch(_ learn: Learner) {
+    public override func afterEpoch(_ learn: Learner) {
         let n = Double(Swift.max(validCount, 1))
         let valid = validCount > 0 ? validSum / n : .nan
         values.append([smoothLoss, valid] + metricSums.map { validCount > 0 ? $0 / n : .nan })
@@ -129,10 +129,9 @@ public final class ParamScheduler: Callback {
     public let schedules: [(WritableKeyPath<Hyper, Double>, Schedule)]
     public init(_ schedules: [(WritableKeyPath<Hyper, Double>, Schedule)]) { self.schedules = schedules }
 
-    public func beforeBatch(_ learn: Learner) {
+    public override func beforeBatch(_ learn: Learner) {
         guard learn.training, let opt = learn.opt else { return }
-        let total = learn.nEpochs * learn.dls.train.count
-        for (key, s) in schedules { opt.set(key, s(learn.trainIter, total)) }
+        opt.set(schedules, step: learn.trainIter, of: learn.nEpochs * learn.dls.train.count)
     }
 }
 
@@ -141,17 +140,17 @@ public final class EpochScheduler: Callback {
     public let schedules: [(WritableKeyPath<Hyper, Double>, Schedule)]
     public init(_ schedules: [(WritableKeyPath<Hyper, Double>, Schedule)]) { self.schedules = schedules }
 
-    public func beforeEpoch(_ learn: Learner) {
+    public override func beforeEpoch(_ learn: Learner) {
         guard let opt = learn.opt else { return }
-        for (key, s) in schedules { opt.set(key, s(learn.epoch, learn.nEpochs)) }
+        opt.set(schedules, step: learn.epoch, of: learn.nEpochs)
     }
 }
 
 /// Stops the fit after one batch (dry runs, summaries).
 public final class SingleBatch: Callback {
-    public var order: Int { 1 }
-    public init() {}
-    public func afterBatch(_ learn: Learner) throws { throw CancelFit() }
+    public override var order: Int { 1 }
+    public override init() {}
+    public override func afterBatch(_ learn: Learner) throws { throw CancelFit() }
 }
 
 /// Collects validation predictions (after `activation`) and targets.
@@ -165,7 +164,7 @@ public final class CapturePreds: Callback {
         self.perItemLoss = perItemLoss
     }
 
-    public func afterBatch(_ learn: Learner) {
+    public override func afterBatch(_ learn: Learner) {
         guard !learn.training, let p = learn.preds else { return }
         preds.append(activation(p.detached()))
         targets.append(learn.batch.y)
@@ -174,7 +173,7 @@ public final class CapturePreds: Callback {
 }
 
 /// Watches a recorded value (fastai's `TrackerCallback`).
-public class Tracker: CallbackBase {
+public class Tracker: Callback {
     public let monitor: String
     public let lowerIsBetter: Bool
     public let minDelta: Double
@@ -262,7 +261,7 @@ public final class SaveModel: Tracker {
 
 /// Writes the results table to a CSV file (`epoch,train_loss,valid_loss,…,time`), one row per epoch.
 public final class CSVLogger: Callback {
-    public var order: Int { 60 }
+    public override var order: Int { 60 }
     public let path: String
     public let append: Bool
     private var rows: [String] = []
@@ -272,14 +271,14 @@ public final class CSVLogger: Callback {
         self.append = append
     }
 
-    public func beforeFit(_ learn: Learner) {
+    public override func beforeFit(_ learn: Learner) {
         let header = (["epoch"] + learn.recorder.metricNames + ["time"]).joined(separator: ",")
         rows = append && FileManager.default.fileExists(atPath: path)
             ? ((try? String(contentsOfFile: path, encoding: .utf8))?.split(separator: "\n").map(String.init) ?? [header])
             : [header]
     }
 
-    public func afterEpoch(_ learn: Learner) throws {
+    public override func afterEpoch(_ learn: Learner) throws {
         let v = learn.recorder.values.last ?? []
         rows.append(([String(learn.epoch)] + v.map { String($0) } + [formatTime(learn.recorder.epochTimes.last ?? 0)]).joined(separator: ","))
         try writeAtomically(rows.joined(separator: "\n") + "\n", to: path)
@@ -299,15 +298,15 @@ func writeAtomically(_ text: String, to path: String) throws {
 /// Stops the fit on a non-finite loss (before the step, so the weights are those of the last good step) or on
 /// non-finite gradients (before they are applied), naming the epoch and batch.
 public final class TerminateOnNaN: Callback {
-    public var order: Int { -10 }
-    public init() {}
+    public override var order: Int { -10 }
+    public override init() {}
 
-    public func afterLoss(_ learn: Learner) throws {
+    public override func afterLoss(_ learn: Learner) throws {
         guard let l = learn.loss?.item(), !l.isFinite else { return }
         try learn.stop("loss is \(l.isNaN ? "NaN" : String(l)) at epoch \(learn.epoch), batch \(learn.iter) (\(learn.training ? "training" : "validation")); training stopped, weights kept from the last good step. Lower the learning rate (lrFind suggests one).")
     }
 
-    public func afterBackward(_ learn: Learner) throws {
+    public override func afterBackward(_ learn: Learner) throws {
         // Under float16 loss scaling, overflowing gradients are expected: the scaler skips that step.
         if learn.callback(MixedPrecision.self)?.scalesLoss == true { return }
         // The optimizer's list, not `model.parameters()`: reflection on every batch cost 15 % of a small model's step.
@@ -328,7 +327,7 @@ public final class GradientClip: Callback {
 
     public init(maxNorm: Double = 1) { self.maxNorm = maxNorm }
 
-    public func afterBackward(_ learn: Learner) {
+    public override func afterBackward(_ learn: Learner) {
         let params = (learn.opt?.parameters ?? learn.model.parameters()).filter { $0.grad != nil }
         lastNorm = params.reduce(0.0) { $0 + ($1.grad! * $1.grad!).sum().item() }.squareRoot()
         let scale = maxNorm / (lastNorm + 1e-6)
@@ -339,11 +338,11 @@ public final class GradientClip: Callback {
 
 /// Ctrl-C stops the fit after the current batch (with ``Learner/stopReason`` set) instead of killing the process.
 public final class Interrupt: Callback {
-    public var order: Int { -20 }
+    public override var order: Int { -20 }
     nonisolated(unsafe) static var requested: sig_atomic_t = 0
-    public init() {}
+    public override init() {}
 
-    public func beforeFit(_ learn: Learner) {
+    public override func beforeFit(_ learn: Learner) {
         Interrupt.requested = 0
         signal(SIGINT) { _ in Interrupt.requested = 1 }
         // A parent process may have blocked SIGINT for us; Ctrl-C must reach the training thread.
@@ -353,13 +352,13 @@ public final class Interrupt: Callback {
         pthread_sigmask(SIG_UNBLOCK, &set, nil)
     }
 
-    public func afterBatch(_ learn: Learner) throws {
+    public override func afterBatch(_ learn: Learner) throws {
         if Interrupt.requested != 0 {
             try learn.stop("interrupted (Ctrl-C) at epoch \(learn.epoch), batch \(learn.iter)")
         }
     }
 
-    public func cleanupFit(_ learn: Learner) { signal(SIGINT, SIG_DFL) }
+    public override func cleanupFit(_ learn: Learner) { signal(SIGINT, SIG_DFL) }
 }
 
 /// `mm:ss` as fastai prints epoch times.

@@ -20,7 +20,7 @@ public func distillationLoss(student: Tensor, teacher: Tensor, temperature t: Do
 /// Trains the learner's model (the student) towards a teacher's softened predictions as well as the labels:
 /// `loss = (1 − α) · loss + α · distillationLoss(student, teacher, T)` on training batches; validation keeps the
 /// plain loss. The teacher runs in evaluation mode without gradients.
-public final class Distillation: CallbackBase {
+public final class Distillation: Callback {
     public let teacher: Module
     public let temperature: Double, alpha: Double
 
@@ -43,7 +43,7 @@ public final class Distillation: CallbackBase {
 
 /// Keeps pruned weights at zero while fine-tuning (re-applies the masks after every optimizer step), as PyTorch's
 /// pruning reparametrisation does; removing the callback leaves the pruning permanent.
-public final class KeepPruned: CallbackBase {
+public final class KeepPruned: Callback {
     public let masks: PruningMasks
 
     public init(_ masks: PruningMasks) { self.masks = masks }

@@ -83,7 +83,7 @@ public struct SuggestedLRs: Sendable {
 
 /// Exponentially growing learning rate with divergence detection (fastai's `LRFinder`).
 final class LRFinderCallback: Callback {
-    var order: Int { 55 }
+    override var order: Int { 55 }
     let startLR: Double, endLR: Double, numIt: Int, stopDiv: Bool
     private var best = Double.infinity
 
@@ -94,13 +94,13 @@ final class LRFinderCallback: Callback {
         self.stopDiv = stopDiv
     }
 
-    func beforeBatch(_ learn: Learner) {
+    override func beforeBatch(_ learn: Learner) {
         guard learn.training else { return }
         let pos = Double(learn.trainIter) / Double(numIt)
         learn.opt!.set(\.lr, startLR * pow(endLR / startLR, pos))
     }
 
-    func afterBatch(_ learn: Learner) throws {
+    override func afterBatch(_ learn: Learner) throws {
         guard learn.training else { return }
         let s = learn.recorder.smoothLoss
         if s < best { best = s }
@@ -108,7 +108,7 @@ final class LRFinderCallback: Callback {
         if learn.trainIter >= numIt { throw CancelFit() }
     }
 
-    func beforeValidate(_ learn: Learner) throws { throw CancelValidate() }
+    override func beforeValidate(_ learn: Learner) throws { throw CancelValidate() }
 }
 
 extension Learner {

@@ -37,93 +37,22 @@ public enum LearnerError: Error, CustomStringConvertible {
     }
 }
 
-/// Everything that happens during a fit, in order; callbacks receive each one.
-public enum Event: String, CaseIterable, Sendable {
-    case beforeFit, beforeEpoch, beforeTrain, beforeValidate, beforeBatch
-    case afterPredict, afterLoss, beforeBackward, afterBackward, beforeStep, afterStep
-    case afterCancelBatch, afterBatch, cleanupBatch
-    case afterCancelTrain, afterTrain, cleanupTrain
-    case afterCancelValidate, afterValidate, cleanupValidate
-    case afterCancelEpoch, afterEpoch, cleanupEpoch
-    case afterCancelFit, afterFit, cleanupFit
-}
-
-/// A participant in the training loop (miniai/fastai style): a protocol whose event methods default to
-/// doing nothing, and an ``order`` (lower runs first, default 0).
+/// A participant in the training loop (fastai's `Callback`): subclass and override the events you need; each
+/// defaults to doing nothing. Events are these methods, listed here once; the Learner fires one by its method
+/// (`learn.fire(Callback.afterEpoch)`), so an override with a misspelt name does not compile.
 ///
 /// Throw ``CancelBatch``, ``CancelEpoch``, ``CancelFit`` (…) to skip ahead; `cleanup…` events always run, even
-/// when an error ends the fit. Classes meant to be subclassed should inherit from ``CallbackBase``, whose
-/// methods are overridable.
-public protocol Callback: AnyObject {
-    var order: Int { get }
-    func beforeFit(_ learn: Learner) throws
-    func beforeEpoch(_ learn: Learner) throws
-    func beforeTrain(_ learn: Learner) throws
-    func beforeValidate(_ learn: Learner) throws
-    func beforeBatch(_ learn: Learner) throws
-    func afterPredict(_ learn: Learner) throws
-    func afterLoss(_ learn: Learner) throws
-    func beforeBackward(_ learn: Learner) throws
-    func afterBackward(_ learn: Learner) throws
-    func beforeStep(_ learn: Learner) throws
-    func afterStep(_ learn: Learner) throws
-    func afterCancelBatch(_ learn: Learner) throws
-    func afterBatch(_ learn: Learner) throws
-    func cleanupBatch(_ learn: Learner) throws
-    func afterCancelTrain(_ learn: Learner) throws
-    func afterTrain(_ learn: Learner) throws
-    func cleanupTrain(_ learn: Learner) throws
-    func afterCancelValidate(_ learn: Learner) throws
-    func afterValidate(_ learn: Learner) throws
-    func cleanupValidate(_ learn: Learner) throws
-    func afterCancelEpoch(_ learn: Learner) throws
-    func afterEpoch(_ learn: Learner) throws
-    func cleanupEpoch(_ learn: Learner) throws
-    func afterCancelFit(_ learn: Learner) throws
-    func afterFit(_ learn: Learner) throws
-    func cleanupFit(_ learn: Learner) throws
-}
-
-/// A callback that runs each fit inside a context the ops consult (``MixedPrecision``: ``autocast(_:_:)``), so
-/// every module — built-in or user-written — computes under it.
-public protocol FitScope: Callback {
-    func scope(_ body: () throws -> Void) throws
-}
-
-extension Callback {
-    public var order: Int { 0 }
-    public func beforeFit(_ learn: Learner) throws {}
-    public func beforeEpoch(_ learn: Learner) throws {}
-    public func beforeTrain(_ learn: Learner) throws {}
-    public func beforeValidate(_ learn: Learner) throws {}
-    public func beforeBatch(_ learn: Learner) throws {}
-    public func afterPredict(_ learn: Learner) throws {}
-    public func afterLoss(_ learn: Learner) throws {}
-    public func beforeBackward(_ learn: Learner) throws {}
-    public func afterBackward(_ learn: Learner) throws {}
-    public func beforeStep(_ learn: Learner) throws {}
-    public func afterStep(_ learn: Learner) throws {}
-    public func afterCancelBatch(_ learn: Learner) throws {}
-    public func afterBatch(_ learn: Learner) throws {}
-    public func cleanupBatch(_ learn: Learner) throws {}
-    public func afterCancelTrain(_ learn: Learner) throws {}
-    public func afterTrain(_ learn: Learner) throws {}
-    public func cleanupTrain(_ learn: Learner) throws {}
-    public func afterCancelValidate(_ learn: Learner) throws {}
-    public func afterValidate(_ learn: Learner) throws {}
-    public func cleanupValidate(_ learn: Learner) throws {}
-    public func afterCancelEpoch(_ learn: Learner) throws {}
-    public func afterEpoch(_ learn: Learner) throws {}
-    public func cleanupEpoch(_ learn: Learner) throws {}
-    public func afterCancelFit(_ learn: Learner) throws {}
-    public func afterFit(_ learn: Learner) throws {}
-    public func cleanupFit(_ learn: Learner) throws {}
-}
-
-/// A callback base class with overridable no-op event methods.
-open class CallbackBase: Callback {
+/// when an error ends the fit. ``order``: lower runs first (default 0).
+open class Callback {
     public init() {}
+
     open var order: Int { 0 }
+
+    /// Runs the whole fit (`body`) inside a context the ops consult (``MixedPrecision``: ``autocast(_:_:)``), so
+    /// every module — built-in or user-written — computes under it. By default, just runs `body`.
+    open func fitScope(_ body: () throws -> Void) throws { try body() }
+
+    // The events, in the order a fit meets them.
     open func beforeFit(_ learn: Learner) throws {}
     open func beforeEpoch(_ learn: Learner) throws {}
     open func beforeTrain(_ learn: Learner) throws {}
@@ -152,44 +81,13 @@ open class CallbackBase: Callback {
     open func cleanupFit(_ learn: Learner) throws {}
 }
 
-extension Event {
-    /// Calls the method for this event on `cb`.
-    func send(to cb: Callback, _ learn: Learner) throws {
-        switch self {
-        case .beforeFit: try cb.beforeFit(learn)
-        case .beforeEpoch: try cb.beforeEpoch(learn)
-        case .beforeTrain: try cb.beforeTrain(learn)
-        case .beforeValidate: try cb.beforeValidate(learn)
-        case .beforeBatch: try cb.beforeBatch(learn)
-        case .afterPredict: try cb.afterPredict(learn)
-        case .afterLoss: try cb.afterLoss(learn)
-        case .beforeBackward: try cb.beforeBackward(learn)
-        case .afterBackward: try cb.afterBackward(learn)
-        case .beforeStep: try cb.beforeStep(learn)
-        case .afterStep: try cb.afterStep(learn)
-        case .afterCancelBatch: try cb.afterCancelBatch(learn)
-        case .afterBatch: try cb.afterBatch(learn)
-        case .cleanupBatch: try cb.cleanupBatch(learn)
-        case .afterCancelTrain: try cb.afterCancelTrain(learn)
-        case .afterTrain: try cb.afterTrain(learn)
-        case .cleanupTrain: try cb.cleanupTrain(learn)
-        case .afterCancelValidate: try cb.afterCancelValidate(learn)
-        case .afterValidate: try cb.afterValidate(learn)
-        case .cleanupValidate: try cb.cleanupValidate(learn)
-        case .afterCancelEpoch: try cb.afterCancelEpoch(learn)
-        case .afterEpoch: try cb.afterEpoch(learn)
-        case .cleanupEpoch: try cb.cleanupEpoch(learn)
-        case .afterCancelFit: try cb.afterCancelFit(learn)
-        case .afterFit: try cb.afterFit(learn)
-        case .cleanupFit: try cb.cleanupFit(learn)
-        }
-    }
-}
+/// One event of the training loop: a method of ``Callback`` (e.g. `Callback.afterBatch`).
+public typealias Event = (Callback) -> (Learner) throws -> Void
 
 /// The training step as a replaceable callback: how a batch becomes predictions, a loss, gradients and an
 /// update. Subclass and override (e.g. gradient accumulation, another loss signature) and assign to
 /// ``Learner/trainStep``; it receives every event too.
-open class TrainStep: CallbackBase {
+open class TrainStep: Callback {
     public override init() { super.init() }
 
     /// `learn.preds = model(x)`.
@@ -277,8 +175,8 @@ public final class Learner {
 
     /// Sends `event` to the training step and every callback, in order.
     public func fire(_ event: Event) throws {
-        try event.send(to: trainStep, self)
-        for cb in callbacks { try event.send(to: cb, self) }
+        try event(trainStep)(self)
+        for cb in callbacks { try event(cb)(self) }
     }
 
     /// Runs `body` between `before` and `after` events; a `cancel` error runs `afterCancel` and then `after`
@@ -299,21 +197,22 @@ public final class Learner {
     }
 
     private func oneBatch() throws {
-        try withEvents(.beforeBatch, .afterBatch, CancelBatch.self, .afterCancelBatch, .cleanupBatch) {
+        try withEvents(Callback.beforeBatch, Callback.afterBatch, CancelBatch.self, Callback.afterCancelBatch,
+                       Callback.cleanupBatch) {
             try trainStep.predict(self)
-            try fire(.afterPredict)
+            try fire(Callback.afterPredict)
             try trainStep.getLoss(self)
-            try fire(.afterLoss)
+            try fire(Callback.afterLoss)
             guard training else { return }
             defer { try? trainStep.zeroGrad(self) }
-            try fire(.beforeBackward)
+            try fire(Callback.beforeBackward)
             try trainStep.backward(self)
-            try fire(.afterBackward)
+            try fire(Callback.afterBackward)
             do {
-                try fire(.beforeStep)
+                try fire(Callback.beforeStep)
                 try trainStep.step(self)
             } catch is CancelStep {}
-            try fire(.afterStep)
+            try fire(Callback.afterStep)
             // Counted before `afterBatch`, as fastai's TrainEvalCallback does.
             trainIter += 1
             pctTrain = Double(trainIter) / Double(Swift.max(nEpochs * dls.train.count, 1))
@@ -337,9 +236,13 @@ public final class Learner {
             }
         }
         if t {
-            try withEvents(.beforeTrain, .afterTrain, CancelTrain.self, .afterCancelTrain, .cleanupTrain, run)
+            try withEvents(Callback.beforeTrain, Callback.afterTrain, CancelTrain.self, Callback.afterCancelTrain,
+                           Callback.cleanupTrain, run)
         } else {
-            try noGrad { try withEvents(.beforeValidate, .afterValidate, CancelValidate.self, .afterCancelValidate, .cleanupValidate, run) }
+            try noGrad {
+                try withEvents(Callback.beforeValidate, Callback.afterValidate, CancelValidate.self,
+                               Callback.afterCancelValidate, Callback.cleanupValidate, run)
+            }
         }
     }
 
@@ -364,19 +267,21 @@ public final class Learner {
         pctTrain = 0
         stopReason = nil
         var run = {
-            try self.withEvents(.beforeFit, .afterFit, CancelFit.self, .afterCancelFit, .cleanupFit) {
+            try self.withEvents(Callback.beforeFit, Callback.afterFit, CancelFit.self, Callback.afterCancelFit,
+                                Callback.cleanupFit) {
                 for e in 0..<nEpochs {
                     self.epoch = e
-                    try self.withEvents(.beforeEpoch, .afterEpoch, CancelEpoch.self, .afterCancelEpoch, .cleanupEpoch) {
+                    try self.withEvents(Callback.beforeEpoch, Callback.afterEpoch, CancelEpoch.self,
+                                        Callback.afterCancelEpoch, Callback.cleanupEpoch) {
                         if train { try self.oneEpoch(training: true) }
                         if valid { try self.oneEpoch(training: false) }
                     }
                 }
             }
         }
-        for scope in callbacks.compactMap({ $0 as? FitScope }) {
+        for cb in callbacks {
             let inner = run
-            run = { try scope.scope(inner) }
+            run = { try cb.fitScope(inner) }
         }
         try run()
     }

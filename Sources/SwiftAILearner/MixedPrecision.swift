@@ -10,7 +10,7 @@ import SwiftAIOptim
 ///
 /// Where the CPU has no native support (``CPUFeatures/lowPrecisionUnavailable(_:)``) the callback does nothing:
 /// emulated low precision would be several times slower than float32. ``Learner/toBF16(note:)`` says so once.
-public final class MixedPrecision: CallbackBase, FitScope {
+public final class MixedPrecision: Callback {
     /// `.bfloat16` or `.float16`.
     public let precision: DType
     /// Loss scaling (float16's default: PyTorch's `GradScaler` defaults; bfloat16, whose range is float32's, has none).
@@ -37,7 +37,7 @@ public final class MixedPrecision: CallbackBase, FitScope {
     var scalesLoss: Bool { unavailable == nil && scaler != nil }
 
     /// Runs the fit under ``autocast(_:_:)`` (when this CPU computes in ``precision``).
-    public func scope(_ body: () throws -> Void) throws {
+    public override func fitScope(_ body: () throws -> Void) throws {
         if unavailable == nil { try autocast(precision, body) } else { try body() }
     }
 

@@ -3,7 +3,7 @@ import Foundation
 /// fastai's progress display: on a terminal a live bar with ETA during each pass, and after each epoch a row of
 /// the results table (`epoch train_loss valid_loss <metrics> time`). Not on a terminal: the table only.
 public final class ProgressCallback: Callback {
-    public var order: Int { 70 }
+    public override var order: Int { 70 }
     public let live: Bool
     private let write: (String) -> Void
     private var widths: [Int] = []
@@ -20,7 +20,7 @@ public final class ProgressCallback: Callback {
         }
     }
 
-    public func beforeFit(_ learn: Learner) {
+    public override func beforeFit(_ learn: Learner) {
         let names = ["epoch"] + learn.recorder.metricNames + ["time"]
         widths = names.map { Swift.max($0.count, 8) + 2 }
         write(row(names) + "\n")
@@ -30,15 +30,15 @@ public final class ProgressCallback: Callback {
         zip(cells, widths).map { $0.padding(toLength: Swift.max($1, $0.count + 1), withPad: " ", startingAt: 0) }.joined()
     }
 
-    public func beforeTrain(_ learn: Learner) { startPass() }
-    public func beforeValidate(_ learn: Learner) { startPass() }
+    public override func beforeTrain(_ learn: Learner) { startPass() }
+    public override func beforeValidate(_ learn: Learner) { startPass() }
 
     private func startPass() {
         passStart = now()
         lastDraw = 0
     }
 
-    public func afterBatch(_ learn: Learner) {
+    public override func afterBatch(_ learn: Learner) {
         guard live else { return }
         let t = now()
         let done = learn.iter + 1, total = learn.nIter
@@ -53,7 +53,7 @@ public final class ProgressCallback: Callback {
         write(line + "]\u{1B}[K")
     }
 
-    public func afterEpoch(_ learn: Learner) {
+    public override func afterEpoch(_ learn: Learner) {
         if live { write("\r\u{1B}[K") }
         let v = learn.recorder.values.last ?? []
         let cells = [String(learn.epoch)] + v.map { $0.isNaN ? "nan" : String(format: "%.6f", $0) }
@@ -61,7 +61,7 @@ public final class ProgressCallback: Callback {
         write(row(cells) + "\n")
     }
 
-    public func afterCancelFit(_ learn: Learner) {
+    public override func afterCancelFit(_ learn: Learner) {
         if live { write("\r\u{1B}[K") }
         if let r = learn.stopReason { write("stopped: \(r)\n") }
     }

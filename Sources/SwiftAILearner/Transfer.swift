@@ -112,6 +112,6 @@ extension Learner {
 final class DiscriminativeLR: Callback {
     let lr: LearningRate
     init(_ lr: LearningRate) { self.lr = lr }
-    var order: Int { -20 }
-    func beforeFit(_ learn: Learner) { learn.applyLearningRate(lr) }
+    override var order: Int { -20 }
+    override func beforeFit(_ learn: Learner) { learn.applyLearningRate(lr) }
 }

@@ -122,6 +122,14 @@ public struct Schedule {
     }
 }
 
+extension Optimizer {
+    /// Sets each scheduled hyper-parameter to its schedule's value at `step` of `total` — the one place a schedule
+    /// is applied (``HyperScheduler``, and the Learner's `ParamScheduler` and `EpochScheduler`).
+    public func set(_ schedules: [(WritableKeyPath<Hyper, Double>, Schedule)], step: Int, of total: Int) {
+        for (key, s) in schedules { set(key, s(step, total)) }
+    }
+}
+
 /// Drives optimizer hyper-parameters from schedules, one step at a time.
 public final class HyperScheduler {
     public let optimizer: Optimizer
@@ -137,9 +145,7 @@ public final class HyperScheduler {
     }
 
     /// Sets every scheduled hyper-parameter to its value for the current step.
-    public func apply() {
-        for (key, s) in schedules { optimizer.set(key, s(stepIndex, totalSteps)) }
-    }
+    public func apply() { optimizer.set(schedules, step: stepIndex, of: totalSteps) }
 
     /// Moves to the next step and applies it (call after `optimizer.step()`).
     public func step() {

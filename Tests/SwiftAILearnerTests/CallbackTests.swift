@@ -56,10 +56,10 @@ func isPNG(_ path: String) -> Bool {
     @Test func terminateOnNaNKeepsLastGoodWeights() throws {
         /// Turns the loss into NaN at training batch 2 of epoch 1.
         final class Poison: Callback {
-            var order: Int { -20 }
+            override var order: Int { -20 }
             var snapshot: [String: Tensor] = [:]
-            func beforeBatch(_ learn: Learner) { if learn.training { snapshot = learn.model.stateDict().mapValues { $0.clone() } } }
-            func afterPredict(_ learn: Learner) {
+            override func beforeBatch(_ learn: Learner) { if learn.training { snapshot = learn.model.stateDict().mapValues { $0.clone() } } }
+            override func afterPredict(_ learn: Learner) {
                 if learn.training && learn.epoch == 1 && learn.iter == 2 { learn.preds = learn.preds! * Double.nan }
             }
         }
@@ -75,7 +75,7 @@ func isPNG(_ path: String) -> Bool {
     @Test func interruptStopsAfterTheCurrentBatch() async {
         await #expect(processExitsWith: .success) {
             final class RaiseAt: Callback {
-                func afterStep(_ learn: Learner) { if learn.trainIter == 2 { raise(SIGINT) } }
+                override func afterStep(_ learn: Learner) { if learn.trainIter == 2 { raise(SIGINT) } }
             }
             let learn = Learner(model: mlp(), dls: syntheticData(train: 512, valid: 64), callbacks: [Interrupt(), RaiseAt()], progress: false)
             try? learn.fit(3)
@@ -88,7 +88,7 @@ func isPNG(_ path: String) -> Bool {
     /// A fit stopped inside its first training pass still reports the throughput of the batches it ran.
     @Test func throughputCountsAPassCutShort() throws {
         final class StopAt: Callback {
-            func afterBatch(_ learn: Learner) throws { if learn.training && learn.iter == 3 { throw CancelFit("test") } }
+            override func afterBatch(_ learn: Learner) throws { if learn.training && learn.iter == 3 { throw CancelFit("test") } }
         }
         let learn = learner([StopAt()])
         try learn.fit(2)
@@ -102,9 +102,9 @@ func isPNG(_ path: String) -> Bool {
     @Test func gradientClipBoundsTheNorm() throws {
         let clip = GradientClip(maxNorm: 0.05)
         final class Norm: Callback {
-            var order: Int { 10 }
+            override var order: Int { 10 }
             var norms: [Double] = []
-            func beforeStep(_ learn: Learner) {
+            override func beforeStep(_ learn: Learner) {
                 norms.append(learn.model.parameters().reduce(0.0) { $0 + ($1.grad! * $1.grad!).sum().item() }.squareRoot())
             }
         }

@@ -31,7 +31,7 @@ private let teacher = Tensor((0..<3).flatMap { i in (0..<4).map { j in cos(Doubl
         let model = Linear(6, 3, generator: Generator(seed: 2)), teacherModel = Linear(6, 3, generator: Generator(seed: 3))
         let hard = crossEntropy(noGrad { model(x) }, y).item()
         let soft = distillationLoss(student: noGrad { model(x) }, teacher: noGrad { teacherModel(x) }, temperature: 2).item()
-        final class FirstLoss: CallbackBase {
+        final class FirstLoss: Callback {
             var train: Double?, valid: Double?
             override func afterLoss(_ learn: Learner) throws {
                 if learn.training { train = train ?? learn.loss!.item() } else { valid = valid ?? learn.loss!.item() }

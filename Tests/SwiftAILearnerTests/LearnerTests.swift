@@ -26,7 +26,7 @@ func mlp(seed: UInt64 = 1) -> Sequential {
 }
 
 /// Logs every event it receives.
-final class EventLog: CallbackBase {
+final class EventLog: Callback {
     var events: [String] = []
     let cancel: [String: Error]
     init(cancel: [String: Error] = [:]) { self.cancel = cancel }
@@ -109,9 +109,14 @@ final class EventLog: CallbackBase {
 
     @Test func callbacksRunByOrderAndTrainStepIsReplaceable() throws {
         final class Tag: Callback {
-            let order: Int, name: String, sink: (String) -> Void
-            init(_ order: Int, _ name: String, _ sink: @escaping (String) -> Void) { self.order = order; self.name = name; self.sink = sink }
-            func beforeFit(_ learn: Learner) { sink(name) }
+            let rank: Int, name: String, sink: (String) -> Void
+            override var order: Int { rank }
+            init(_ rank: Int, _ name: String, _ sink: @escaping (String) -> Void) {
+                self.rank = rank
+                self.name = name
+                self.sink = sink
+            }
+            override func beforeFit(_ learn: Learner) { sink(name) }
         }
         var seen: [String] = []
         let learn = learner(callbacks: [Tag(5, "b") { seen.append($0) }, Tag(-3, "a") { seen.append($0) }, Tag(99, "c") { seen.append($0) }])

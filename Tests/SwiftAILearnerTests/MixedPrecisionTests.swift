@@ -81,14 +81,14 @@ final class ScaleModel: Module {
 }
 
 /// Runs `body` before each training step.
-private final class Watch: CallbackBase {
+private final class Watch: Callback {
     let body: () -> Void
     init(_ body: @escaping () -> Void) { self.body = body }
     override func beforeStep(_ learn: Learner) throws { body() }
 }
 
 /// Cancels the first batch's step and counts `afterStep`.
-private final class SkipFirstStep: CallbackBase {
+private final class SkipFirstStep: Callback {
     var afterSteps = 0
     override func beforeStep(_ learn: Learner) throws { if learn.iter == 0 { throw CancelStep() } }
     override func afterStep(_ learn: Learner) throws { afterSteps += 1 }

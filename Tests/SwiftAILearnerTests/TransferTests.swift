@@ -8,7 +8,7 @@ import SwiftAIOptim
 import SwiftAITestSupport
 
 /// Records each optimizer group's learning rate at the last training batch.
-final class GroupLRs: CallbackBase {
+final class GroupLRs: Callback {
     var lrs: [Double] = []
     override func afterBatch(_ learn: Learner) { if learn.training { lrs = learn.opt!.paramGroups.map(\.hyper.lr) } }
 }
@@ -64,7 +64,7 @@ final class GroupLRs: CallbackBase {
     @Test func fineTuneTrainsTheHeadThenEverything() throws {
         let (learn, body, _, _) = learner()
         let w0 = body.weight.value.doubles
-        final class BodyWatch: CallbackBase {
+        final class BodyWatch: Callback {
             let body: Linear, start: [Double]
             var changedWhileFrozen = false
             init(_ body: Linear, _ start: [Double]) { self.body = body; self.start = start }
