@@ -1,6 +1,7 @@
 // swift-tools-version:6.0
 import PackageDescription
 
+// Linux only: the kernels call Glibc, libgomp and Debian's oneDNN 2.6 (no Apple platform is claimed).
 // Layers depend one way: Core → NN → Optim → Data → Learner → Vision → Deploy → CLI (the HTTP server lives in the CLI).
 // C libraries (oneDNN, zlib, Cairo, TurboJPEG, libpng) sit behind system-library targets with a module map and a shim.
 // Swift 5 language mode: the engine shares C pointers and per-shape kernel caches across
@@ -12,7 +13,6 @@ let vectorise: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "haswell"], .when(
 
 let package = Package(
     name: "SwiftAI",
-    platforms: [.macOS(.v13)],
     products: [
         .library(name: "SwiftAICore", targets: ["SwiftAICore"]),
         .library(name: "SwiftAINN", targets: ["SwiftAINN"]),
@@ -51,9 +51,10 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Hummingbird", package: "hummingbird"),
         ]),
-        .target(name: "SwiftAITestSupport", dependencies: ["SwiftAICore", "SwiftAINN"], path: "Tests/SwiftAITestSupport"),
+        .target(name: "SwiftAITestSupport", dependencies: ["SwiftAICore", "SwiftAINN", "SwiftAIData"], path: "Tests/SwiftAITestSupport"),
         .testTarget(name: "SwiftAICoreTests", dependencies: ["SwiftAICore", "SwiftAITestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "SwiftAINNTests", dependencies: ["SwiftAINN", "SwiftAIOptim", "SwiftAIData", "SwiftAITestSupport"], exclude: ["Fixtures"]),
+        .testTarget(name: "SwiftAIDataTests", dependencies: ["SwiftAIData", "SwiftAITestSupport"]),
         .testTarget(name: "SwiftAILearnerTests", dependencies: ["SwiftAILearner", "SwiftAITestSupport"]),
         .testTarget(name: "SwiftAIVisionTests", dependencies: ["SwiftAIVision", "SwiftAINN", "SwiftAILearner", "SwiftAITestSupport"],
                     exclude: ["Fixtures"]),

@@ -270,7 +270,7 @@ extension Tensor {
         let g: ConvGeometry, bias: Bool, low: DType, gx: Bool, gw: Bool, gb: Bool
     }
 
-    private static let pathChoice = PathChoice<PathKey>(rounds: 2)
+    private static let pathChoice = PathChoice<PathKey>("conv.train", rounds: 2)
 
     /// The fastest way on this CPU to run a convolution of geometry `g` (forward, and the backward passes of the
     /// gradients in `grad`; timed once per geometry and gradients, on the first batch's data): oneDNN's kernels with

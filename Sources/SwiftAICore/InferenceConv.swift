@@ -66,7 +66,7 @@ public final class InferenceConv: @unchecked Sendable {
         let g: ConvGeometry, epilogue: [ConvEpilogue]
     }
 
-    private static let smallMapChoice = PathChoice<PathKey>(rounds: 3)
+    private static let smallMapChoice = PathChoice<PathKey>("conv.inference", rounds: 3)
 
     /// Whether the small-map GEMMs beat oneDNN's kernel for this geometry and epilogue on this CPU: timed once
     /// per geometry (on AVX2 they win at batch ≥ 16 on small maps; on AVX-512 hosts they can lose).

@@ -45,8 +45,6 @@ struct LoopPlan {
         self.strides = st
     }
 
-    /// Length of the innermost dimension.
-    var innerCount: Int { shape[shape.count - 1] }
     /// Innermost stride of operand `k`.
     func innerStride(_ k: Int) -> Int { strides[k][shape.count - 1] }
 

@@ -122,11 +122,6 @@ public final class BlockCache: @unchecked Sendable {
     /// Bytes of tensor storage currently in use (allocated and not yet freed).
     public var liveBytes: Int { mutex.withLock { live } }
 
-    /// Bytes currently held for reuse.
-    public var heldBytes: Int {
-        mutex.withLock { cachedBytes }
-    }
-
     /// Returns every cached block to the system (and asks glibc to unmap its free heap memory).
     public func emptyCache() {
         mutex.lock()

@@ -100,6 +100,10 @@ public final class DataLoader: Sequence {
 
     public func makeIterator() -> Iterator { Iterator(self) }
 
+    /// This epoch's batches from batch `start` on (a resumed run skips those it already trained on; each batch is
+    /// the one a full iteration would give).
+    public func makeIterator(from start: Int) -> Iterator { Iterator(self, from: start) }
+
     /// Yields the epoch's batches. ``nextBatch()`` throws what loading threw; `next()` (for `for … in`) ends the
     /// iteration instead and keeps the error in ``error``.
     public final class Iterator: IteratorProtocol {
@@ -108,24 +112,27 @@ public final class DataLoader: Sequence {
         private let epoch: Int
         private let total: Int
         private var next_ = 0
+        private let first: Int
         private let queues: [PrefetchQueue]
         /// What stopped a `for … in` iteration early, if anything.
         public private(set) var error: Error?
 
-        init(_ loader: DataLoader) {
+        init(_ loader: DataLoader, from start: Int = 0) {
             self.loader = loader
             order = loader.order()
             epoch = loader.epoch
             total = loader.count
-            let workers = Swift.min(loader.numWorkers, total)
+            next_ = Swift.min(Swift.max(start, 0), total)
+            first = next_
+            let workers = Swift.min(loader.numWorkers, total - next_)
             queues = (0..<workers).map { _ in PrefetchQueue(capacity: loader.prefetch) }
             for (w, q) in queues.enumerated() {
-                let order = self.order, epoch = self.epoch, total = self.total
+                let order = self.order, epoch = self.epoch, total = self.total, first = next_
                 let thread = Thread {
                     // Loader threads stay serial: the cores belong to the model and the other workers.
                     Parallel.$isSerial.withValue(true) {
                         noGrad {
-                            for i in stride(from: w, to: total, by: workers) {
+                            for i in stride(from: first + w, to: total, by: workers) {
                                 if q.cancelled { break }
                                 q.push(Result { try loader.batch(i, order: order, epoch: epoch) })
                             }
@@ -144,7 +151,7 @@ public final class DataLoader: Sequence {
             guard next_ < total else { return nil }
             defer { next_ += 1 }
             if queues.isEmpty { return try noGrad { try loader.batch(next_, order: order, epoch: epoch) } }
-            guard let r = queues[next_ % queues.count].pop() else { return nil }
+            guard let r = queues[(next_ - first) % queues.count].pop() else { return nil }
             return try r.get()
         }
 

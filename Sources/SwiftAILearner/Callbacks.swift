@@ -53,9 +53,28 @@ public final class Recorder: Callback {
     /// The last smoothed training loss.
     public var smoothLoss: Double { count == 0 ? .nan : smooth / (1 - Foundation.pow(beta, Double(count))) }
 
+    /// The history a resumed run continues.
+    struct State: Codable {
+        var losses: [Double], rawLosses: [Double], lrs: [Double], moms: [Double], values: [[Double]]
+        var epochTimes: [Double], trainTimes: [Double], trainItems: Int, smooth: Double, count: Int
+    }
+
+    public override func checkpointState() throws -> Data? {
+        try JSONEncoder().encode(State(losses: losses, rawLosses: rawLosses, lrs: lrs, moms: moms, values: values,
+                                       epochTimes: epochTimes, trainTimes: trainTimes, trainItems: trainItems,
+                                       smooth: smooth, count: count))
+    }
+
+    public override func restore(checkpointState data: Data) throws {
+        let s = try JSONDecoder().decode(State.self, from: data)
+        (losses, rawLosses, lrs, moms, values) = (s.losses, s.rawLosses, s.lrs, s.moms, s.values)
+        (epochTimes, trainTimes, trainItems, smooth, count) = (s.epochTimes, s.trainTimes, s.trainItems, s.smooth, s.count)
+    }
+
     public override func beforeFit(_ learn: Learner) {
-        losses = []; rawLosses = []; lrs = []; moms = []; values = []; epochTimes = []; trainTimes = []
         trainStart = nil
+        guard !learn.isResuming else { return }
+        losses = []; rawLosses = []; lrs = []; moms = []; values = []; epochTimes = []; trainTimes = []
         trainItems = 0
         smooth = 0
         count = 0
@@ -189,8 +208,20 @@ public class Tracker: Callback {
 
     public override var order: Int { 60 }
 
+    public override func checkpointState() throws -> Data? { try JSONEncoder().encode(trackedState) }
+
+    public override func restore(checkpointState data: Data) throws {
+        trackedState = try JSONDecoder().decode([String: Double].self, from: data)
+    }
+
+    /// What a resumed run keeps: the best value, and a subclass's counters.
+    var trackedState: [String: Double] {
+        get { best.map { ["best": $0] } ?? [:] }
+        set { best = newValue["best"] }
+    }
+
     public override func beforeFit(_ learn: Learner) throws {
-        best = nil
+        if !learn.isResuming { best = nil }
         require(learn.recorder.metricNames.contains(monitor),
                 "\(type(of: self)): cannot monitor \(monitor); recorded values are \(learn.recorder.metricNames)")
     }
@@ -216,9 +247,17 @@ public final class EarlyStopping: Tracker {
         super.init(monitor: monitor, minDelta: minDelta)
     }
 
+    override var trackedState: [String: Double] {
+        get { super.trackedState.merging(["wait": Double(wait)]) { a, _ in a } }
+        set {
+            super.trackedState = newValue
+            wait = Int(newValue["wait"] ?? 0)
+        }
+    }
+
     public override func beforeFit(_ learn: Learner) throws {
         try super.beforeFit(learn)
-        wait = 0
+        if !learn.isResuming { wait = 0 }
     }
 
     public override func afterEpoch(_ learn: Learner) throws {
@@ -271,7 +310,11 @@ public final class CSVLogger: Callback {
         self.append = append
     }
 
+    public override func checkpointState() throws -> Data? { try JSONEncoder().encode(rows) }
+    public override func restore(checkpointState data: Data) throws { rows = try JSONDecoder().decode([String].self, from: data) }
+
     public override func beforeFit(_ learn: Learner) {
+        guard !learn.isResuming else { return }
         let header = (["epoch"] + learn.recorder.metricNames + ["time"]).joined(separator: ",")
         rows = append && FileManager.default.fileExists(atPath: path)
             ? ((try? String(contentsOfFile: path, encoding: .utf8))?.split(separator: "\n").map(String.init) ?? [header])
@@ -338,7 +381,8 @@ public final class GradientClip: Callback {
 
 /// Ctrl-C stops the fit after the current batch (with ``Learner/stopReason`` set) instead of killing the process.
 public final class Interrupt: Callback {
-    public override var order: Int { -20 }
+    /// Last, so that the batch it stops after is recorded like any other.
+    public override var order: Int { 90 }
     nonisolated(unsafe) static var requested: sig_atomic_t = 0
     public override init() {}
 
@@ -354,6 +398,7 @@ public final class Interrupt: Callback {
 
     public override func afterBatch(_ learn: Learner) throws {
         if Interrupt.requested != 0 {
+            learn.interrupted = true
             try learn.stop("interrupted (Ctrl-C) at epoch \(learn.epoch), batch \(learn.iter)")
         }
     }

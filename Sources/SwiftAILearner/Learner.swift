@@ -52,6 +52,12 @@ open class Callback {
     /// every module — built-in or user-written — computes under it. By default, just runs `body`.
     open func fitScope(_ body: () throws -> Void) throws { try body() }
 
+    /// What this callback carries across a resumed run (e.g. the best value so far), saved in checkpoints; `nil`:
+    /// nothing. ``restore(checkpointState:)`` gets it back before the resumed fit's `beforeFit`, which then sees
+    /// ``Learner/isResuming`` and should not reset it.
+    open func checkpointState() throws -> Data? { nil }
+    open func restore(checkpointState: Data) throws {}
+
     // The events, in the order a fit meets them.
     open func beforeFit(_ learn: Learner) throws {}
     open func beforeEpoch(_ learn: Learner) throws {}
@@ -136,6 +142,17 @@ public final class Learner {
     /// Why the last fit stopped early (NaN, early stopping, interruption), if it did.
     public internal(set) var stopReason: String?
     public internal(set) var dl: DataLoader
+    /// Whether the last fit was stopped by Ctrl-C (``Interrupt``).
+    public internal(set) var interrupted = false
+    /// True during the `beforeFit` of a fit that continues a checkpoint (``resume(from:)``): callbacks whose state
+    /// was restored keep it.
+    public internal(set) var isResuming = false
+    /// Fits started since the learner was built (a resumed run counts those it skips).
+    var fitsStarted = 0
+    /// Training batches done in the current epoch, and whether the epoch's passes are done.
+    var trainBatchesDone = 0, epochComplete = false
+    /// A checkpoint loaded by ``resume(from:)``, waiting for the fit it continues.
+    var pendingResume: PendingResume?
     private var _memoryLimit: Int?
 
     /// - Parameters:
@@ -189,6 +206,7 @@ public final class Learner {
             try fire(before)
             try body()
         } catch is E {
+            if E.self == CancelEpoch.self { epochComplete = true }  // a resumed run goes on with the next epoch
             try fire(afterCancel)
         }
         try fire(after)
@@ -215,19 +233,21 @@ public final class Learner {
             try fire(Callback.afterStep)
             // Counted before `afterBatch`, as fastai's TrainEvalCallback does.
             trainIter += 1
+            trainBatchesDone = iter + 1
             pctTrain = Double(trainIter) / Double(Swift.max(nEpochs * dls.train.count, 1))
         }
     }
 
-    private func oneEpoch(training t: Bool) throws {
+    /// One pass over the training or validation set, from batch `start` (a resumed run's next batch).
+    private func oneEpoch(training t: Bool, from start: Int = 0) throws {
         training = t
         model.train(t)
         dl = t ? dls.train : dls.valid
         dl.epoch = epoch
         nIter = dl.count
         let run = {
-            let batches = self.dl.makeIterator()
-            var i = 0
+            let batches = self.dl.makeIterator(from: start)
+            var i = start
             while let b = try batches.nextBatch() {
                 self.iter = i
                 self.batch = b
@@ -254,27 +274,53 @@ public final class Learner {
     ///   - resetOpt: build a fresh optimizer (otherwise its state carries over from the last fit, as fastai).
     /// - Throws: ``LearnerError`` when a one-batch check finds the model's output does not fit the loss;
     ///   errors thrown by callbacks. Cancellations are not errors.
-    public func fit(_ nEpochs: Int, lr: Double? = nil, train: Bool = true, valid: Bool = true, callbacks extra: [Callback] = [],
-                    resetOpt: Bool = false) throws {
+    public func fit(_ nEpochs: Int, lr: Double? = nil, train: Bool = true, valid: Bool = true,
+                    callbacks extra: [Callback] = [], resetOpt: Bool = false) throws {
+        let index = fitsStarted
+        fitsStarted += 1
+        var resume: PendingResume?
+        if let pending = pendingResume {
+            if index < pending.position.fit { return }  // the checkpointed run had finished this fit
+            guard nEpochs == pending.position.nEpochs else {
+                throw CheckpointError.mismatch(path: pending.path, what: "its fit \(index) ran \(pending.position.nEpochs) "
+                                               + "epochs; this one asks for \(nEpochs)")
+            }
+            resume = pending
+            pendingResume = nil
+        }
         for cb in extra { add(cb) }
         defer { for cb in extra { remove(cb) } }
         try dryRun(train ? nil : dls.valid)
-        if opt == nil || resetOpt { opt = optFunc(model, lr ?? self.lr) }
+        if opt == nil || (resetOpt && resume == nil) { opt = optFunc(model, lr ?? self.lr) }
         for i in opt!.paramGroups.indices { opt!.paramGroups[i].lrMult = 1 }  // a slice applies again in beforeFit
         if let lr { opt!.set(\.lr, lr) }
         self.nEpochs = nEpochs
-        trainIter = 0
-        pctTrain = 0
+        let start = resume?.position
+        trainIter = start?.trainIter ?? 0
+        pctTrain = Double(trainIter) / Double(Swift.max(nEpochs * dls.train.count, 1))
         stopReason = nil
+        interrupted = false
+        epochComplete = false
+        if let resume {
+            try resume.restoreCallbacks(self)
+            isResuming = true
+        }
+        defer { isResuming = false }
         var run = {
             try self.withEvents(Callback.beforeFit, Callback.afterFit, CancelFit.self, Callback.afterCancelFit,
                                 Callback.cleanupFit) {
-                for e in 0..<nEpochs {
+                self.isResuming = false
+                try resume?.restoreOptimizer(self)
+                for e in (start?.epoch ?? 0)..<Swift.max(nEpochs, start?.epoch ?? 0) {
                     self.epoch = e
+                    let skip = e == start?.epoch ? start!.batch : 0
+                    self.trainBatchesDone = skip
+                    self.epochComplete = false
                     try self.withEvents(Callback.beforeEpoch, Callback.afterEpoch, CancelEpoch.self,
                                         Callback.afterCancelEpoch, Callback.cleanupEpoch) {
-                        if train { try self.oneEpoch(training: true) }
+                        if train && skip < self.dls.train.count { try self.oneEpoch(training: true, from: skip) }
                         if valid { try self.oneEpoch(training: false) }
+                        self.epochComplete = true
                     }
                 }
             }

@@ -36,6 +36,19 @@ public final class MixedPrecision: Callback {
     /// Whether low precision is on and the loss is scaled.
     var scalesLoss: Bool { unavailable == nil && scaler != nil }
 
+    /// The loss scale and its good-step count, which a resumed float16 run continues from.
+    public override func checkpointState() throws -> Data? {
+        guard let scaler else { return nil }
+        return try JSONEncoder().encode([scaler.scale, Double(scaler.growthTracker)])
+    }
+
+    public override func restore(checkpointState data: Data) throws {
+        let s = try JSONDecoder().decode([Double].self, from: data)
+        guard let scaler, s.count == 2 else { return }
+        scaler.scale = s[0]
+        scaler.growthTracker = Int(s[1])
+    }
+
     /// Runs the fit under ``autocast(_:_:)`` (when this CPU computes in ``precision``).
     public override func fitScope(_ body: () throws -> Void) throws {
         if unavailable == nil { try autocast(precision, body) } else { try body() }

@@ -24,6 +24,14 @@ public final class ProgressCallback: Callback {
         let names = ["epoch"] + learn.recorder.metricNames + ["time"]
         widths = names.map { Swift.max($0.count, 8) + 2 }
         write(row(names) + "\n")
+        // A resumed run's table goes on from the rows before the checkpoint.
+        if learn.isResuming {
+            for (e, v) in learn.recorder.values.enumerated() { write(row(cells(epoch: e, v, learn.recorder.epochTimes[e])) + "\n") }
+        }
+    }
+
+    private func cells(epoch: Int, _ v: [Double], _ time: Double) -> [String] {
+        [String(epoch)] + v.map { $0.isNaN ? "nan" : String(format: "%.6f", $0) } + [formatTime(time)]
     }
 
     private func row(_ cells: [String]) -> String {
@@ -55,10 +63,7 @@ public final class ProgressCallback: Callback {
 
     public override func afterEpoch(_ learn: Learner) {
         if live { write("\r\u{1B}[K") }
-        let v = learn.recorder.values.last ?? []
-        let cells = [String(learn.epoch)] + v.map { $0.isNaN ? "nan" : String(format: "%.6f", $0) }
-            + [formatTime(learn.recorder.epochTimes.last ?? 0)]
-        write(row(cells) + "\n")
+        write(row(cells(epoch: learn.epoch, learn.recorder.values.last ?? [], learn.recorder.epochTimes.last ?? 0)) + "\n")
     }
 
     public override func afterCancelFit(_ learn: Learner) {

@@ -156,7 +156,8 @@ public final class Tanh: Module, ActivationModule {
 
 // MARK: Pooling and reshaping
 
-public final class AvgPool2d: Module {
+/// What 2-D max and average pooling share: PyTorch's arguments (`stride` defaults to the kernel size).
+public class Pool2d: Module {
     public let kernelSize: Int, stride: Int?, padding: Int, ceilMode: Bool
     public init(_ kernelSize: Int, stride: Int? = nil, padding: Int = 0, ceilMode: Bool = false) {
         self.kernelSize = kernelSize
@@ -165,20 +166,15 @@ public final class AvgPool2d: Module {
         self.ceilMode = ceilMode
         super.init()
     }
+}
+
+public final class AvgPool2d: Pool2d {
     public override func forward(_ x: Tensor) -> Tensor {
         x.avgPool2d(kernel: kernelSize, stride: stride, padding: padding, ceilMode: ceilMode)
     }
 }
 
-public final class MaxPool2d: Module {
-    public let kernelSize: Int, stride: Int?, padding: Int, ceilMode: Bool
-    public init(_ kernelSize: Int, stride: Int? = nil, padding: Int = 0, ceilMode: Bool = false) {
-        self.kernelSize = kernelSize
-        self.stride = stride
-        self.padding = padding
-        self.ceilMode = ceilMode
-        super.init()
-    }
+public final class MaxPool2d: Pool2d {
     public override func forward(_ x: Tensor) -> Tensor {
         x.maxPool2d(kernel: kernelSize, stride: stride, padding: padding, ceilMode: ceilMode)
     }

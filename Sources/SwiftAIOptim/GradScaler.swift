@@ -8,12 +8,12 @@ import SwiftAINN
 /// multiplied by ``growthFactor``.
 public final class GradScaler {
     /// The current loss scale.
-    public private(set) var scale: Double
+    public var scale: Double
     public let growthFactor: Double
     public let backoffFactor: Double
     public let growthInterval: Int
     /// Good steps since the scale last changed.
-    public private(set) var growthTracker = 0
+    public var growthTracker = 0
 
     /// PyTorch's defaults: initial scale 2¹⁶, growth ×2 every 2000 good steps, back-off ×0.5.
     public init(initScale: Double = 65536, growthFactor: Double = 2, backoffFactor: Double = 0.5, growthInterval: Int = 2000) {

@@ -6,7 +6,7 @@ import SwiftAITestSupport
 /// Fast paths chosen by timing on the CPU at hand: the choice itself, and that every path computes the same.
 @Suite struct PathChoiceTests {
     @Test func theFasterCandidateIsChosenOnceAndKept() {
-        let choice = PathChoice<String>(rounds: 2)
+        let choice = PathChoice<String>("test", rounds: 2)
         var calls = [0, 0]
         let slow = { calls[0] += 1; usleep(2_000) }, fast = { calls[1] += 1 }
         #expect(choice.choice("k") == nil)

@@ -7,12 +7,6 @@ import SwiftAINN
 import SwiftAIOptim
 import SwiftAITestSupport
 
-func tempDir(_ name: String) -> String {
-    let d = NSTemporaryDirectory() + "swiftai-\(name)-\(getpid())"
-    try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
-    return d
-}
-
 func isPNG(_ path: String) -> Bool {
     guard let d = FileManager.default.contents(atPath: path), d.count > 100 else { return false }
     return Array(d.prefix(8)) == [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import SwiftAICore
 import SwiftAINN
+import SwiftAIData
 
 /// `../shared/fixtures` next to the package (or `SWIFTAI_FIXTURES`), if present.
 public let fixturesDirectory: String? = {
@@ -107,5 +108,21 @@ public func randomiseBatchNorms(_ model: Module, seed: UInt64) {
         variance.value = (randn([n], seed: s + 1, scale: 0.3).abs() + 0.5).to(.float32)
         bn.weight?.setData(randn([n], seed: s + 2, scale: 0.3) + 1)
         bn.bias?.setData(randn([n], seed: s + 3, scale: 0.1))
+    }
+}
+
+/// A folder in the temporary directory for this process's test files named `name`.
+public func tempDir(_ name: String) -> String {
+    let d = NSTemporaryDirectory() + "swiftai-\(name)-\(getpid())"
+    try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+    return d
+}
+
+/// Training-only Gaussian noise drawn from the batch's generator.
+public struct Noise: BatchTransform {
+    public init() {}
+    public var order: Int { 50 }
+    public func apply(_ batch: Batch, generator: Generator, training: Bool) -> Batch {
+        training ? (batch.x + Tensor.randn(batch.x.shape, std: 0.05, generator: generator), batch.y) : batch
     }
 }
