@@ -55,7 +55,7 @@ let package = Package(
         .testTarget(name: "SwiftAICoreTests", dependencies: ["SwiftAICore", "SwiftAITestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "SwiftAINNTests", dependencies: ["SwiftAINN", "SwiftAITestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "SwiftAIOptimTests",
-                    dependencies: ["SwiftAIOptim", "SwiftAINN", "SwiftAIData", "SwiftAITestSupport"]),
+                    dependencies: ["SwiftAIOptim", "SwiftAINN", "SwiftAIData", "SwiftAITestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "SwiftAILearnerTests", dependencies: ["SwiftAILearner", "SwiftAITestSupport"]),
         .testTarget(name: "SwiftAIVisionTests", dependencies: ["SwiftAIVision", "SwiftAINN", "SwiftAILearner", "SwiftAITestSupport"],
                     exclude: ["Fixtures"]),
