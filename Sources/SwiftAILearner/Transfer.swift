@@ -51,7 +51,7 @@ extension Learner {
         for (i, g) in groups.enumerated() {
             for p in g { p.requiresGrad = i >= cut || norm.contains(ObjectIdentifier(p)) }
         }
-        opt?.state = [:]
+        opt?.resetState()
     }
 
     /// Freezes all layer groups but the last (the head), fastai's `freeze`.

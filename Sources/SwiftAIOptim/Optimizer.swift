@@ -56,17 +56,22 @@ public func weightDecaySplit(_ model: Module) -> (decay: [Parameter], noDecay: [
 
 /// Base optimizer: parameter groups, per-parameter state, `step()` and `zeroGrad()`.
 ///
-/// Subclasses implement ``update(_:_:_:_:)`` for one parameter. Parameters without a gradient (frozen, or
+/// Optimizers subclass ``StatefulOptimizer`` with their state type. Parameters without a gradient (frozen, or
 /// unused in the last forward) are skipped. Updates run under `noGrad` and replace parameter values in place.
+/// State is kept by parameter identity, as PyTorch's (regrouping parameters keeps it); ``stateDict()`` numbers
+/// parameters over the groups in order.
 open class Optimizer {
-    public var paramGroups: [ParamGroup]
-    /// Per-parameter state (momentum buffers, moving averages, step counts).
-    public var state: [ObjectIdentifier: [String: Tensor]] = [:]
+    /// The groups; parameters removed from them lose their state.
+    public var paramGroups: [ParamGroup] { didSet { forgetRemovedParameters() } }
     /// Steps taken.
-    public private(set) var stepCount = 0
+    public internal(set) var stepCount = 0
+    /// Per-parameter state, by parameter identity (every value is a `stateType`).
+    var perParameter: [ObjectIdentifier: any OptimizerState] = [:]
+    let stateType: any OptimizerState.Type
 
-    public init(_ groups: [ParamGroup]) {
+    init(_ groups: [ParamGroup], stateType: any OptimizerState.Type) {
         paramGroups = groups
+        self.stateType = stateType
     }
 
     /// Runs one update of every parameter that has a gradient.
@@ -76,20 +81,16 @@ open class Optimizer {
             for group in paramGroups {
                 for p in group.params {
                     guard let g = p.grad else { continue }
-                    let id = ObjectIdentifier(p)
-                    var st = state[id] ?? [:]
-                    let new = update(p.value.detached(), g, &st, group.hyper)
-                    state[id] = st
-                    p.setData(new)
+                    update(p, g, group.hyper)
                 }
             }
         }
         didStep()
     }
 
-    /// New value of a parameter `w` with gradient `g` (state is this parameter's, kept between steps).
-    open func update(_ w: Tensor, _ g: Tensor, _ state: inout [String: Tensor], _ h: Hyper) -> Tensor {
-        fatalError("\(type(of: self)) must override update")
+    /// Updates one parameter and its state (``StatefulOptimizer`` implements it).
+    func update(_ p: Parameter, _ g: Tensor, _ h: Hyper) {
+        fatalError("\(type(of: self)) must subclass StatefulOptimizer")
     }
 
     /// Called after every ``step()``.
@@ -102,48 +103,173 @@ open class Optimizer {
 
     /// Sets a hyper-parameter in every group (the learning rate scaled by each group's ``ParamGroup/lrMult``).
     public func set(_ key: WritableKeyPath<Hyper, Double>, _ value: Double) {
-        for i in paramGroups.indices { paramGroups[i].hyper[keyPath: key] = key == \Hyper.lr ? value * paramGroups[i].lrMult : value }
+        for i in paramGroups.indices {
+            paramGroups[i].hyper[keyPath: key] = key == \Hyper.lr ? value * paramGroups[i].lrMult : value
+        }
     }
 
     /// All parameters.
     public var parameters: [Parameter] { paramGroups.flatMap(\.params) }
 
-    /// The per-parameter state (keyed by parameter identity), each group's hyper-parameters and the step count,
-    /// to restore later in this process (`lrFind` uses it to leave the optimizer as it found it).
-    public func stateSnapshot() -> (state: [ObjectIdentifier: [String: Tensor]], hypers: [Hyper], steps: Int) {
-        (state, paramGroups.map(\.hyper), stepCount)
+    /// Whether any parameter has state (momentum buffers, moving averages, step counts).
+    public var hasState: Bool { !perParameter.isEmpty }
+
+    /// Forgets every parameter's state (the next step starts as the first did); hyper-parameters stay.
+    public func resetState() { perParameter = [:] }
+
+    /// The per-parameter state (by parameter identity), each group's hyper-parameters and the step count, to
+    /// restore later in this process (`lrFind` uses it to leave the optimizer as it found it).
+    public func stateSnapshot() -> OptimizerSnapshot {
+        OptimizerSnapshot(state: perParameter, hypers: paramGroups.map(\.hyper), steps: stepCount, extra: extraState)
     }
 
     /// Restores a snapshot taken with ``stateSnapshot()``.
-    public func restore(_ s: (state: [ObjectIdentifier: [String: Tensor]], hypers: [Hyper], steps: Int)) {
-        state = s.state
+    public func restore(_ s: OptimizerSnapshot) {
         for (i, h) in s.hypers.enumerated() where i < paramGroups.count { paramGroups[i].hyper = h }
+        perParameter = s.state
+        forgetRemovedParameters()
         stepCount = s.steps
+        restoreExtra(s.extra)
+    }
+
+    /// The optimizer's name in saved state (its type's: `AdamW`, `SGD`, …); loading checks it.
+    public var kind: String { String(describing: type(of: self)) }
+
+    /// Writes the hyper-parameters other than `lr` and `weight_decay` under PyTorch's names (here every
+    /// ``Hyper`` field, with RMSProp's names for `mom` and `sqrMom`; the optimizers write their own).
+    func encode(_ h: Hyper, into g: inout OptimizerMetadata.Group) {
+        g.momentum = h.mom
+        g.alpha = h.sqrMom
+        g.eps = h.eps
+        g.dampening = h.dampening
+        g.nesterov = h.nesterov
+    }
+
+    /// Reads back what ``encode(_:into:)`` wrote; throws naming a missing or unusable entry.
+    func decode(_ g: OptimizerMetadata.Group, index: Int, into h: inout Hyper) throws {
+        h.mom = try g.required(\.momentum, "momentum", group: index)
+        h.sqrMom = try g.required(\.alpha, "alpha", group: index)
+        h.eps = try g.required(\.eps, "eps", group: index)
+        h.dampening = try g.required(\.dampening, "dampening", group: index)
+        h.nesterov = try g.required(\.nesterov, "nesterov", group: index)
+    }
+
+    /// Optimizer-specific numbers saved with the state (``AutoAnnealAdam``'s mark).
+    var extraState: [String: Double] { [:] }
+
+    /// Takes back ``extraState`` (absent entries reset).
+    func restoreExtra(_ extra: [String: Double]) {}
+
+    private func forgetRemovedParameters() {
+        guard !perParameter.isEmpty else { return }
+        let live = Set(parameters.map(ObjectIdentifier.init))
+        if perParameter.keys.contains(where: { !live.contains($0) }) {
+            perParameter = perParameter.filter { live.contains($0.key) }
+        }
+    }
+}
+
+/// What ``Optimizer/stateSnapshot()`` returns: state by parameter identity, for ``Optimizer/restore(_:)``.
+public struct OptimizerSnapshot {
+    let state: [ObjectIdentifier: any OptimizerState]
+    let hypers: [Hyper]
+    let steps: Int
+    let extra: [String: Double]
+}
+
+/// An optimizer whose per-parameter state is a `State`: subclasses implement ``update(_:_:_:_:)``.
+open class StatefulOptimizer<State: OptimizerState>: Optimizer {
+    public init(_ groups: [ParamGroup]) { super.init(groups, stateType: State.self) }
+
+    /// `p`'s state (nil before its first update).
+    public func state(for p: Parameter) -> State? { perParameter[ObjectIdentifier(p)] as? State }
+
+    /// New value of a parameter `w` with gradient `g` (state is this parameter's, kept between steps).
+    open func update(_ w: Tensor, _ g: Tensor, _ state: inout State, _ h: Hyper) -> Tensor {
+        fatalError("\(type(of: self)) must override update")
+    }
+
+    override func update(_ p: Parameter, _ g: Tensor, _ h: Hyper) {
+        let id = ObjectIdentifier(p)
+        var st = perParameter[id] as? State ?? State()
+        let new = update(p.value.detached(), g, &st, h)
+        perParameter[id] = st
+        p.setData(new)
+    }
+}
+
+/// SGD's state for one parameter.
+public struct SGDState: OptimizerState {
+    /// PyTorch's `momentum_buffer` (nil without momentum).
+    public var momentumBuffer: Tensor?
+
+    public init() {}
+
+    public init(from saved: inout SavedOptimizerState) { momentumBuffer = saved.take("momentum_buffer") }
+
+    public var saved: SavedOptimizerState {
+        SavedOptimizerState(tensors: momentumBuffer.map { ["momentum_buffer": $0] } ?? [:])
     }
 }
 
 /// Stochastic gradient descent with PyTorch's momentum, dampening, Nesterov and (L2) weight decay.
-public final class SGD: Optimizer {
+public final class SGD: StatefulOptimizer<SGDState> {
     public override init(_ groups: [ParamGroup]) { super.init(groups) }
 
     public convenience init(_ params: [Parameter], lr: Double, momentum: Double = 0, dampening: Double = 0,
                             weightDecay: Double = 0, nesterov: Bool = false) {
-        self.init([ParamGroup(params, Hyper(lr: lr, mom: momentum, wd: weightDecay, dampening: dampening, nesterov: nesterov))])
+        self.init([ParamGroup(params, Hyper(lr: lr, mom: momentum, wd: weightDecay, dampening: dampening,
+                                            nesterov: nesterov))])
     }
 
-    public override func update(_ w: Tensor, _ g: Tensor, _ st: inout [String: Tensor], _ h: Hyper) -> Tensor {
+    public override func update(_ w: Tensor, _ g: Tensor, _ st: inout SGDState, _ h: Hyper) -> Tensor {
         var d = h.wd != 0 ? g + w * h.wd : g
         if h.mom != 0 {
-            let buf = st["momentum_buffer"].map { $0 * h.mom + d * (1 - h.dampening) } ?? d
-            st["momentum_buffer"] = buf
+            let buf = st.momentumBuffer.map { $0 * h.mom + d * (1 - h.dampening) } ?? d
+            st.momentumBuffer = buf
             d = h.nesterov ? d + buf * h.mom : buf
         }
         return w - d * h.lr
     }
+
+    override func encode(_ h: Hyper, into g: inout OptimizerMetadata.Group) {
+        g.momentum = h.mom
+        g.dampening = h.dampening
+        g.nesterov = h.nesterov
+    }
+
+    override func decode(_ g: OptimizerMetadata.Group, index: Int, into h: inout Hyper) throws {
+        h.mom = try g.required(\.momentum, "momentum", group: index)
+        h.dampening = try g.required(\.dampening, "dampening", group: index)
+        h.nesterov = try g.required(\.nesterov, "nesterov", group: index)
+    }
+}
+
+/// RMSProp's state for one parameter.
+public struct RMSPropState: OptimizerState {
+    /// Updates made (PyTorch's `step`).
+    public var step = 0
+    /// The squared-gradient moving average (`square_avg`).
+    public var squareAvg: Tensor?
+    /// PyTorch's `momentum_buffer` (nil without momentum).
+    public var momentumBuffer: Tensor?
+
+    public init() {}
+
+    public init(from saved: inout SavedOptimizerState) throws {
+        step = try saved.requiredStep()
+        squareAvg = try saved.required("square_avg")
+        momentumBuffer = saved.take("momentum_buffer")
+    }
+
+    public var saved: SavedOptimizerState {
+        let tensors = ["square_avg": squareAvg, "momentum_buffer": momentumBuffer].compactMapValues { $0 }
+        return SavedOptimizerState(tensors: tensors, step: step)
+    }
 }
 
 /// RMSProp (PyTorch's, without centring): v = α·v + (1−α)·g²; w −= lr·g/(√v + ε), with optional momentum.
-public final class RMSProp: Optimizer {
+public final class RMSProp: StatefulOptimizer<RMSPropState> {
     public override init(_ groups: [ParamGroup]) { super.init(groups) }
 
     public convenience init(_ params: [Parameter], lr: Double = 0.01, alpha: Double = 0.99, eps: Double = 1e-8,
@@ -151,22 +277,57 @@ public final class RMSProp: Optimizer {
         self.init([ParamGroup(params, Hyper(lr: lr, mom: momentum, sqrMom: alpha, eps: eps, wd: weightDecay))])
     }
 
-    public override func update(_ w: Tensor, _ g: Tensor, _ st: inout [String: Tensor], _ h: Hyper) -> Tensor {
+    public override func update(_ w: Tensor, _ g: Tensor, _ st: inout RMSPropState, _ h: Hyper) -> Tensor {
+        st.step += 1
         let d = h.wd != 0 ? g + w * h.wd : g
-        let v = (st["square_avg"] ?? Tensor.zeros(like: w)) * h.sqrMom + d * d * (1 - h.sqrMom)
-        st["square_avg"] = v
+        let v = (st.squareAvg ?? Tensor.zeros(like: w)) * h.sqrMom + d * d * (1 - h.sqrMom)
+        st.squareAvg = v
         let step = d / (v.sqrt() + h.eps)
         if h.mom > 0 {
-            let buf = (st["momentum_buffer"] ?? Tensor.zeros(like: w)) * h.mom + step
-            st["momentum_buffer"] = buf
+            let buf = (st.momentumBuffer ?? Tensor.zeros(like: w)) * h.mom + step
+            st.momentumBuffer = buf
             return w - buf * h.lr
         }
         return w - step * h.lr
     }
+
+    override func encode(_ h: Hyper, into g: inout OptimizerMetadata.Group) {
+        g.alpha = h.sqrMom
+        g.eps = h.eps
+        g.momentum = h.mom
+    }
+
+    override func decode(_ g: OptimizerMetadata.Group, index: Int, into h: inout Hyper) throws {
+        h.sqrMom = try g.required(\.alpha, "alpha", group: index)
+        h.eps = try g.required(\.eps, "eps", group: index)
+        h.mom = try g.required(\.momentum, "momentum", group: index)
+    }
+}
+
+/// Adam's (and AdamW's) state for one parameter.
+public struct AdamState: OptimizerState {
+    /// Updates made (PyTorch's `step`; the bias corrections use it).
+    public var step = 0
+    /// The gradient moving average (`exp_avg`).
+    public var expAvg: Tensor?
+    /// The squared-gradient moving average (`exp_avg_sq`).
+    public var expAvgSq: Tensor?
+
+    public init() {}
+
+    public init(from saved: inout SavedOptimizerState) throws {
+        step = try saved.requiredStep()
+        expAvg = try saved.required("exp_avg")
+        expAvgSq = try saved.required("exp_avg_sq")
+    }
+
+    public var saved: SavedOptimizerState {
+        SavedOptimizerState(tensors: ["exp_avg": expAvg, "exp_avg_sq": expAvgSq].compactMapValues { $0 }, step: step)
+    }
 }
 
 /// Adam (PyTorch's formula with bias correction). `decoupledWeightDecay` makes it AdamW.
-public class Adam: Optimizer {
+public class Adam: StatefulOptimizer<AdamState> {
     let decoupled: Bool
 
     public init(_ groups: [ParamGroup], decoupledWeightDecay: Bool = false) {
@@ -179,16 +340,16 @@ public class Adam: Optimizer {
         self.init([ParamGroup(params, Hyper(lr: lr, mom: betas.0, sqrMom: betas.1, eps: eps, wd: weightDecay))])
     }
 
-    public override func update(_ w: Tensor, _ g: Tensor, _ st: inout [String: Tensor], _ h: Hyper) -> Tensor {
-        let t = (st["step"]?.item() ?? 0) + 1
-        st["step"] = Tensor(scalar: t)
+    public override func update(_ w: Tensor, _ g: Tensor, _ st: inout AdamState, _ h: Hyper) -> Tensor {
+        st.step += 1
+        let t = Double(st.step)
         let bc1 = 1 - Glibc.pow(h.mom, t), bc2 = 1 - Glibc.pow(h.sqrMom, t)
-        if let r = Tensor.fusedAdamStep(weight: w, grad: g, expAvg: st["exp_avg"] ?? Tensor.zeros(like: w),
-                                        expAvgSq: st["exp_avg_sq"] ?? Tensor.zeros(like: w), lr: h.lr,
+        if let r = Tensor.fusedAdamStep(weight: w, grad: g, expAvg: st.expAvg ?? Tensor.zeros(like: w),
+                                        expAvgSq: st.expAvgSq ?? Tensor.zeros(like: w), lr: h.lr,
                                         beta1: h.mom, beta2: h.sqrMom, eps: h.eps, weightDecay: h.wd,
                                         decoupled: decoupled, biasCorrection1: bc1, biasCorrection2: bc2) {
-            st["exp_avg"] = r.expAvg
-            st["exp_avg_sq"] = r.expAvgSq
+            st.expAvg = r.expAvg
+            st.expAvgSq = r.expAvgSq
             return r.weight
         }
         var w = w
@@ -196,12 +357,33 @@ public class Adam: Optimizer {
         if h.wd != 0 {
             if decoupled { w = w * (1 - h.lr * h.wd) } else { grad = g + w * h.wd }
         }
-        let m = (st["exp_avg"] ?? Tensor.zeros(like: w)) * h.mom + grad * (1 - h.mom)
-        let v = (st["exp_avg_sq"] ?? Tensor.zeros(like: w)) * h.sqrMom + grad * grad * (1 - h.sqrMom)
-        st["exp_avg"] = m
-        st["exp_avg_sq"] = v
+        let m = (st.expAvg ?? Tensor.zeros(like: w)) * h.mom + grad * (1 - h.mom)
+        let v = (st.expAvgSq ?? Tensor.zeros(like: w)) * h.sqrMom + grad * grad * (1 - h.sqrMom)
+        st.expAvg = m
+        st.expAvgSq = v
         let denom = v.sqrt() / bc2.squareRoot() + h.eps
         return w - m / denom * (h.lr / bc1)
+    }
+
+    override func encode(_ h: Hyper, into g: inout OptimizerMetadata.Group) {
+        g.betas = [h.mom, h.sqrMom]
+        g.eps = h.eps
+        g.decoupledWeightDecay = decoupled
+    }
+
+    override func decode(_ g: OptimizerMetadata.Group, index: Int, into h: inout Hyper) throws {
+        let betas = try g.required(\.betas, "betas", group: index)
+        guard betas.count == 2 else {
+            throw OptimizerStateError.invalidHyperParameter(group: index, name: "betas",
+                                                            reason: "\(betas.count) values, not 2")
+        }
+        let saved = try g.required(\.decoupledWeightDecay, "decoupled_weight_decay", group: index)
+        guard saved == decoupled else {
+            throw OptimizerStateError.invalidHyperParameter(group: index, name: "decoupled_weight_decay",
+                                                            reason: "saved \(saved), this optimizer's is \(decoupled)")
+        }
+        (h.mom, h.sqrMom) = (betas[0], betas[1])
+        h.eps = try g.required(\.eps, "eps", group: index)
     }
 }
 
@@ -246,8 +428,9 @@ public final class AutoAnnealAdam: Adam {
         var total = 0.0, n = 0
         for group in paramGroups {
             for p in group.params {
-                guard let st = state[ObjectIdentifier(p)], let v = st["exp_avg_sq"], let t = st["step"]?.item() else { continue }
-                total += v.sum().item() / (1 - Glibc.pow(group.hyper.sqrMom, t))  // bias-corrected, as Adam's step uses it
+                guard let st = state(for: p), let v = st.expAvgSq else { continue }
+                // bias-corrected, as Adam's step uses it
+                total += v.sum().item() / (1 - Glibc.pow(group.hyper.sqrMom, Double(st.step)))
                 n += v.count
             }
         }
@@ -258,5 +441,16 @@ public final class AutoAnnealAdam: Adam {
             for i in paramGroups.indices { paramGroups[i].hyper.lr /= factor }
             mark = lastAverage
         }
+    }
+
+    override var extraState: [String: Double] {
+        var e = ["last_average": lastAverage]
+        e["mark"] = mark
+        return e
+    }
+
+    override func restoreExtra(_ extra: [String: Double]) {
+        mark = extra["mark"]
+        lastAverage = extra["last_average"] ?? 0
     }
 }

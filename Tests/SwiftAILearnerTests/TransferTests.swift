@@ -39,9 +39,9 @@ final class GroupLRs: Callback {
         let w0 = body.weight.value.doubles, bn0 = bn.weight!.value.doubles, h0 = head.weight.value.doubles
         try learn.fit(1)
         #expect(body.weight.value.doubles == w0 && bn.weight!.value.doubles != bn0 && head.weight.value.doubles != h0)
-        #expect(!learn.opt!.state.isEmpty)
+        #expect(learn.opt!.hasState)
         learn.unfreeze()
-        #expect(learn.model.parameters().allSatisfy { $0.requiresGrad } && learn.opt!.state.isEmpty)
+        #expect(learn.model.parameters().allSatisfy { $0.requiresGrad } && !learn.opt!.hasState)
         learn.freezeTo(5)  // more groups than there are: everything but BatchNorm frozen
         #expect(head.parameters().allSatisfy { !$0.requiresGrad } && bn.parameters().allSatisfy { $0.requiresGrad })
     }

@@ -28,11 +28,11 @@ import SwiftAIOptim
         s.scaled((w.value * w.value).sum()).backward()
         #expect(s.step(opt))
         opt.zeroGrad()
-        let before = w.value.floats, buffer = opt.state[ObjectIdentifier(w)]!["momentum_buffer"]!.floats
+        let before = w.value.floats, buffer = opt.state(for: w)!.momentumBuffer!.floats
         w.grad = Tensor([Float.infinity, 1])
         #expect(!s.step(opt))
         #expect(w.value.floats == before)
-        #expect(opt.state[ObjectIdentifier(w)]!["momentum_buffer"]!.floats == buffer)
+        #expect(opt.state(for: w)!.momentumBuffer!.floats == buffer)
         #expect(opt.stepCount == 1)
         #expect(s.scale == 2)
     }

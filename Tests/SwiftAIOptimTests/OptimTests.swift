@@ -143,7 +143,7 @@ import SwiftAITestSupport
         opt.step()
         opt.restore(snap)
         w.setData(Tensor(value))
-        #expect(opt.state.isEmpty && opt.stepCount == 0)
+        #expect(!opt.hasState && opt.stepCount == 0)
     }
 }
 
