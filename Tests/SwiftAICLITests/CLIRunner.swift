@@ -42,7 +42,7 @@ enum CLI {
 
     /// Runs `swiftai arguments` in `directory`, stopped (and reported as timed out) after `timeout` seconds.
     /// One OpenMP thread per run: the tests run side by side.
-    static func run(_ arguments: [String], in directory: URL, timeout: Double = 60) async throws -> CLIRun {
+    static func run(_ arguments: [String], in directory: URL, timeout: Double = 120) async throws -> CLIRun {
         let process = Process()
         process.executableURL = binary
         process.arguments = arguments
