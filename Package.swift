@@ -62,6 +62,8 @@ let package = Package(
                     exclude: ["Fixtures"]),
         .testTarget(name: "SwiftAIDeployTests", dependencies: ["SwiftAIDeploy", "SwiftAIVision", "SwiftAINN", "SwiftAILearner",
                                                                "SwiftAITestSupport"]),
+        // Runs the built `swiftai` binary (the dependency makes sure it is built) as a subprocess.
+        .testTarget(name: "SwiftAICLITests", dependencies: ["swiftai"]),
     ],
     swiftLanguageModes: [.v5]
 )

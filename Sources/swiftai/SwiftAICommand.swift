@@ -1,49 +1,56 @@
 import ArgumentParser
 import Foundation
-import SwiftAICore
 
 @main
 struct SwiftAICommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "swiftai",
         abstract: "SwiftAI: fastai-style deep learning in Swift.",
-        subcommands: [Train.self, Ensemble.self, LRFind.self, Summary.self, Predict.self, Evaluate.self, Export.self, Serve.self, Prune.self, QuantizeCommand.self, DataCommand.self,
-                      Bench.self])
+        subcommands: [
+            TrainCommand.self,
+            EnsembleCommand.self,
+            LRFindCommand.self,
+            SummaryCommand.self,
+            PredictCommand.self,
+            EvaluateCommand.self,
+            ExportCommand.self,
+            ServeCommand.self,
+            PruneCommand.self,
+            QuantizeCommand.self,
+            DataCommand.self,
+            BenchCommand.self,
+        ])
 }
 
-/// A number printed with a fixed count of decimals in JSON.
-struct Rounded {
-    let value: Double, digits: Int
-    init(_ value: Double, _ digits: Int) { self.value = value; self.digits = digits }
-}
-
-/// A number printed in scientific notation (3 significant digits) in JSON.
-struct Scientific {
-    let value: Double
-    init(_ value: Double) { self.value = value }
-}
-
-/// Formats one JSON object per line with keys in the given order (the output contract other tools read).
-/// Plain `Double`s get one decimal.
-func jsonLine(_ pairs: KeyValuePairs<String, Any>) -> String { jsonLine(pairs.map { ($0.key, $0.value) }) }
-
-/// ``jsonLine(_:)`` for keys built at run time.
-func jsonLine(_ pairs: [(String, Any)]) -> String {
-    func encode(_ v: Any) -> String {
-        switch v {
-        case let s as String:
-            return "\"" + jsonEscaped(s) + "\""
-        case let r as Rounded:
-            return r.value.isFinite ? String(format: "%.\(r.digits)f", r.value) : "null"
-        case let e as Scientific:
-            return e.value.isFinite ? String(format: "%.3g", e.value) : "null"
-        case let d as Double:
-            return d.isFinite ? String((d * 10).rounded() / 10) : "null"
-        case let i as Int: return String(i)
-        case let b as Bool: return b ? "true" : "false"
-        case let a as [Any]: return "[" + a.map(encode).joined(separator: ",") + "]"
-        default: return "\"\(v)\""
+extension SwiftAICommand {
+    /// Parses the command line and runs the command; the one place errors become messages and exit codes.
+    ///
+    /// Parsing and `validate()` errors, `--help` and the like are ArgumentParser's: its message and usage, exit code
+    /// 64 (0 for help). An error thrown while one of SwiftAI's commands runs is printed once as `error: …` on stderr,
+    /// after what the command printed on stdout, with exit code 1. A command that reported its failure itself (e.g.
+    /// `predict`'s JSON error lines) throws `ExitCode`, which sets the exit code and prints nothing.
+    static func main() {
+        var command: ParsableCommand
+        do { command = try parseAsRoot() } catch { exit(withError: error) }
+        do { try command.run() } catch {
+            // ArgumentParser's own commands (`help`) report through it.
+            exit(withError: commandTypes.contains(ObjectIdentifier(type(of: command))) ? reported(error) : error)
         }
     }
-    return "{" + pairs.map { "\"\($0.0)\":" + encode($0.1) }.joined(separator: ",") + "}"
+
+    /// A run-time error written to stderr (unless it is an exit code or a clean exit), and what to exit with.
+    static func reported(_ error: Error) -> Error {
+        if error is ExitCode || error is CleanExit { return error }
+        fflush(stdout)
+        FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+        return ExitCode.failure
+    }
+
+    /// The types of every command under `swiftai`.
+    static let commandTypes: Set<ObjectIdentifier> = {
+        func tree(_ command: ParsableCommand.Type) -> [ParsableCommand.Type] {
+            [command] + command.configuration.subcommands.flatMap(tree)
+        }
+        return Set(tree(SwiftAICommand.self).map(ObjectIdentifier.init))
+    }()
 }

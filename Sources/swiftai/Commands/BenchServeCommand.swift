@@ -4,13 +4,16 @@ import Foundation
 import Glibc
 #endif
 
-extension Bench {
+extension BenchCommand {
     /// `swiftai bench serve`: a load test of `swiftai serve` on loopback.
     struct ServeLoad: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "serve",
-            abstract: "Load test: starts `swiftai serve MODEL` on a free loopback port, then N clients POST an image over keep-alive connections; one JSON line with p50/p99 latency, requests/s and errors.")
-        @Argument(help: "Export bundle.") var model: String
+            abstract: """
+                Load test: starts `swiftai serve MODEL` on a free loopback port, then N clients POST an image over \
+                keep-alive connections; one JSON line with p50/p99 latency, requests/s and errors.
+                """)
+        @OptionGroup var bundle: BundleArgument
         @Option(help: "Image each request uploads.") var image: String
         @Option(help: "Concurrent clients.") var clients = 8
         @Option(help: "Requests in all (after one warm-up request per client).") var requests = 400
@@ -20,7 +23,7 @@ extension Bench {
             let body = try Data(contentsOf: URL(fileURLWithPath: image))
             let server = Process()
             server.executableURL = URL(fileURLWithPath: CommandLine.arguments[0])
-            server.arguments = ["serve", model, "--port", "0", "--max-batch", String(maxBatch)]
+            server.arguments = ["serve", bundle.model, "--port", "0", "--max-batch", String(maxBatch)]
             let out = Pipe()
             server.standardOutput = out
             server.standardError = FileHandle.nullDevice
@@ -30,14 +33,16 @@ extension Bench {
             var pending = ""
             while port == nil {
                 let chunk = out.fileHandleForReading.availableData
-                guard !chunk.isEmpty else { throw fail(ValidationError("the server exited before listening")) }
+                guard !chunk.isEmpty else { throw ValidationError("the server exited before listening") }
                 pending += String(decoding: chunk, as: UTF8.self)
                 if let line = pending.split(separator: "\n").first(where: { $0.contains("\"url\"") }),
                    let p = line.split(separator: ":").last?.filter(\.isNumber) {
                     port = UInt16(p)
                 }
             }
-            let request = Array("POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\nContent-Length: \(body.count)\r\n\r\n".utf8) + Array(body)
+            let head = "POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+                + "Content-Length: \(body.count)\r\n\r\n"
+            let request = Array(head.utf8) + Array(body)
             let state = LoadState(requests: requests), serverPort = port!
             let warm = DispatchGroup(), ready = DispatchSemaphore(value: 0), all = DispatchGroup()
             for _ in 0..<clients {
@@ -56,7 +61,8 @@ extension Bench {
                     while state.claim() {
                         let t0 = DispatchTime.now()
                         let status = try? conn.roundTrip(request)
-                        state.record(status == 200 ? Double(DispatchTime.now().uptimeNanoseconds - t0.uptimeNanoseconds) / 1e6 : nil)
+                        let ms = Double(DispatchTime.now().uptimeNanoseconds - t0.uptimeNanoseconds) / 1e6
+                        state.record(status == 200 ? ms : nil)
                     }
                 }
             }
@@ -66,8 +72,11 @@ extension Bench {
             all.wait()
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - began.uptimeNanoseconds) / 1e9
             let (latencies, errors) = state.result
-            func pct(_ p: Double) -> Double { latencies.isEmpty ? .nan : latencies[min(latencies.count - 1, Int(p * Double(latencies.count)))] }
-            print(jsonLine(["bench": "serve", "model": model, "clients": clients, "max_batch": maxBatch, "requests": latencies.count,
+            func pct(_ p: Double) -> Double {
+                latencies.isEmpty ? .nan : latencies[min(latencies.count - 1, Int(p * Double(latencies.count)))]
+            }
+            print(jsonLine(["bench": "serve", "model": bundle.model, "clients": clients, "max_batch": maxBatch,
+                            "requests": latencies.count,
                             "errors": errors, "p50_ms": Rounded(pct(0.5), 1), "p99_ms": Rounded(pct(0.99), 1),
                             "requests_per_s": Rounded(Double(latencies.count) / seconds, 1)]))
         }
@@ -102,7 +111,11 @@ final class LoopbackConnection {
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_port = port.bigEndian
         addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let ok = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        let ok = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
         if ok != 0 { close(fd); return nil }
     }
 

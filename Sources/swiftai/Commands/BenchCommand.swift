@@ -8,8 +8,9 @@ import SwiftAIData
 import SwiftAIVision
 
 /// `swiftai bench …`: kernel and training-step figures, one JSON line each.
-struct Bench: ParsableCommand {
+struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "bench",
         abstract: "Benchmarks: one JSON line per figure.",
         subcommands: [Gemm.self, Conv.self, Step.self, Infer.self, Pipeline.self, Decode.self, ServeLoad.self])
 
@@ -34,7 +35,7 @@ struct Bench: ParsableCommand {
         func run() {
             for n in n {
                 let a = Tensor.randn([n, n]), b = Tensor.randn([n, n])
-                let t = Bench.median(reps: reps) { _ = a.matmul(b) }
+                let t = BenchCommand.median(reps: reps) { _ = a.matmul(b) }
                 print(jsonLine(["bench": "gemm", "n": n, "gflops": 2 * Double(n * n) * Double(n) / t / 1e9]))
             }
         }
@@ -42,7 +43,9 @@ struct Bench: ParsableCommand {
 
     struct Conv: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Convolution passes on channels-last activations (the engine's layout), weight reorders included.")
+            abstract: """
+                Convolution passes on channels-last activations (the engine's layout), weight reorders included.
+                """)
         @Option(help: "Timed repetitions.") var reps = 10
 
         func run() {
@@ -57,11 +60,17 @@ struct Bench: ParsableCommand {
                 let shape = "\(n)x\(c)x\(h)x\(h)->\(oc),k\(k),s\(s),p\(p)"
                 let passes: [(String, () -> Void)] = [
                     ("forward", { _ = x.conv2d(weight: w, stride: s, padding: p) }),
-                    ("backward_data", { _ = Tensor.conv2dInputGrad(gradOutput: dy, weight: w, inputShape: x.shape, stride: s, padding: p) }),
-                    ("backward_weights", { _ = Tensor.conv2dWeightGrad(input: x, gradOutput: dy, weightShape: w.shape, stride: s, padding: p) }),
+                    ("backward_data", {
+                        _ = Tensor.conv2dInputGrad(gradOutput: dy, weight: w, inputShape: x.shape, stride: s,
+                                                   padding: p)
+                    }),
+                    ("backward_weights", {
+                        _ = Tensor.conv2dWeightGrad(input: x, gradOutput: dy, weightShape: w.shape, stride: s,
+                                                    padding: p)
+                    }),
                 ]
                 for (name, body) in passes {
-                    let t = Bench.median(reps: reps, body)
+                    let t = BenchCommand.median(reps: reps, body)
                     print(jsonLine(["bench": "conv", "shape": shape, "pass": name, "gflops": flops / t / 1e9]))
                 }
             }
@@ -70,8 +79,12 @@ struct Bench: ParsableCommand {
 
     struct Step: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "One training step: forward + backward of a lesson model on Fashion-MNIST-sized input, or forward + backward + AdamW step of a torchvision ResNet (as fastai_pets.py --train-batches).")
-        @Option(name: [.customLong("arch"), .customLong("model")], help: "cnn, resnet, wide or resnet18…resnet152.") var arch: Arch = .lesson(.resnet)
+            abstract: """
+                One training step: forward + backward of a lesson model on Fashion-MNIST-sized input, or forward + \
+                backward + AdamW step of a torchvision ResNet (as fastai_pets.py --train-batches).
+                """)
+        @Option(name: [.customLong("arch"), .customLong("model")], help: "cnn, resnet, wide or resnet18…resnet152.")
+        var arch: Arch = .lesson(.resnet)
         @Option(help: "Batch size (default 1024; 64 for torchvision archs).") var bs: Int?
         @Option(help: "Image size of a torchvision arch.") var size = 224
         @Option(help: "Classes of a torchvision arch.") var nOut = 10
@@ -96,11 +109,9 @@ struct Bench: ParsableCommand {
                 opt = AdamW.fastai(net, lr: 1e-3)
             }
             let dtype = precision.dtype
-            if dtype != .float32, let why = CPUFeatures.lowPrecisionUnavailable(dtype) {
-                throw fail(ValidationError(why))
-            }
+            if dtype != .float32, let why = CPUFeatures.lowPrecisionUnavailable(dtype) { throw ValidationError(why) }
             let t = autocast(dtype) {
-                Bench.median(reps: reps) {
+                BenchCommand.median(reps: reps) {
                     let loss = crossEntropy(net(x), y)
                     loss.backward()
                     opt?.step()
@@ -114,22 +125,24 @@ struct Bench: ParsableCommand {
     }
 
     struct Infer: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Inference of a torchvision ResNet (evaluation mode, no gradients).")
+        static let configuration = CommandConfiguration(
+            abstract: "Inference of a torchvision ResNet (evaluation mode, no gradients).")
         @Option(help: "resnet18…resnet152.") var arch: ResNetArch = .resnet34
         @Option(help: "Batch size.") var bs = 1
         @Option(help: "Image size.") var size = 224
         @Option(help: "Timed repetitions.") var reps = 7
-        @Flag(help: "Run the model fused for inference (BatchNorm folded, ReLU and residual add in the convolutions).") var fused = false
+        @Flag(help: "Run the model fused for inference (BatchNorm folded, ReLU and residual add in the convolutions).")
+        var fused = false
 
-        @Option(help: "An export bundle to time instead of --arch (its own input size; fused unless --unfused).") var bundle: String?
+        @Option(help: "An export bundle to time instead of --arch (its own input size; fused unless --unfused).")
+        var bundle: String?
         @Flag(help: "With --bundle: the trainable model, not the fused one.") var unfused = false
 
         func run() throws {
             let net: Module, shape: [Int], name: String
             if let bundle {
-                let b: ExportBundle
-                do { b = try ExportBundle(path: bundle) } catch { throw fail(error) }
-                guard let s = b.inputSize else { throw fail(ValidationError("the bundle's input size depends on the image")) }
+                let b = try ExportBundle(path: bundle)
+                guard let s = b.inputSize else { throw ValidationError("the bundle's input size depends on the image") }
                 b.model.eval()
                 (net, shape, name) = (unfused ? b.model : b.model.fusedForInference(), s, bundle)
             } else {
@@ -138,49 +151,53 @@ struct Bench: ParsableCommand {
                 (net, shape, name) = (fused ? model.fusedForInference() : model, [3, size, size], arch.rawValue)
             }
             let x = Tensor.randn([bs] + shape).contiguous(.channelsLast)
-            let t = Bench.median(reps: reps) { _ = noGrad { net(x) } }
-            print(jsonLine(["bench": "infer", "model": name, "bs": bs, "fused": bundle == nil ? fused : !unfused, "ms": Rounded(t * 1e3, 2),
+            let t = BenchCommand.median(reps: reps) { _ = noGrad { net(x) } }
+            print(jsonLine(["bench": "infer", "model": name, "bs": bs, "fused": bundle == nil ? fused : !unfused,
+                            "ms": Rounded(t * 1e3, 2),
                             "images_per_s": Double(bs) / t]))
         }
     }
 
     struct Pipeline: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Training batches of an image folder: decode → Resize(presize) → augTransforms(size, minScale) → Normalize, as fastbook's pets DataBlock.")
+            abstract: """
+                Training batches of an image folder: decode → Resize(presize) → augTransforms(size, minScale) → \
+                Normalize, as fastbook's pets DataBlock.
+                """)
         @OptionGroup var opts: ImageFolderOptions
-        @Option(help: "Timed batches, after one untimed batch (as the fastai reference script); 0: a whole epoch.") var batches = 20
+        @Option(help: "Timed batches, after one untimed batch (as the fastai reference script); 0: a whole epoch.")
+        var batches = 20
 
         func run() throws {
-            do {
-                let (_, dls) = try opts.dataloaders()
-                let it = dls.train.makeIterator()
-                _ = it.next()
-                var n = 0, done = 0
-                let t = Bench.seconds {
-                    while batches == 0 || done < batches, let b = it.next() {
-                        n += b.x.shape[0]
-                        done += 1
-                    }
+            let (_, dls) = try opts.dataloaders()
+            let it = dls.train.makeIterator()
+            _ = it.next()
+            var n = 0, done = 0
+            let t = BenchCommand.seconds {
+                while batches == 0 || done < batches, let b = it.next() {
+                    n += b.x.shape[0]
+                    done += 1
                 }
-                if let e = it.error { throw e }
-                print(jsonLine(["bench": "pipeline", "images_per_s": n > 0 ? Double(n) / t : 0, "batches": done, "bs": dls.train.batchSize,
-                                "workers": dls.train.numWorkers, "peak_rss_mb": Double(peakRSSKiB()) / 1024]))
-            } catch { throw fail(error) }
+            }
+            if let e = it.error { throw e }
+            print(jsonLine(["bench": "pipeline", "images_per_s": n > 0 ? Double(n) / t : 0, "batches": done,
+                            "bs": dls.train.batchSize, "workers": dls.train.numWorkers,
+                            "peak_rss_mb": Double(peakRSSKiB()) / 1024]))
         }
     }
 
     struct Decode: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Per-image decode time (one thread, full size, RGB) over a folder's images.")
+        static let configuration = CommandConfiguration(
+            abstract: "Per-image decode time (one thread, full size, RGB) over a folder's images.")
         @Option(help: "Image folder.") var data: String
         @Option(help: "Images to decode (the first N, sorted).") var n = 200
 
         func run() throws {
-            do {
-                let files = Array(try getImageFiles(Path(data)).prefix(n))
-                var decoded = 0
-                let t = Bench.seconds { for f in files where (try? Image.read(f.string)) != nil { decoded += 1 } }
-                print(jsonLine(["bench": "decode", "images": decoded, "ms_per_image": Rounded(t * 1e3 / Double(Swift.max(decoded, 1)), 3)]))
-            } catch { throw fail(error) }
+            let files = Array(try getImageFiles(Path(data)).prefix(n))
+            var decoded = 0
+            let t = BenchCommand.seconds { for f in files where (try? Image.read(f.string)) != nil { decoded += 1 } }
+            print(jsonLine(["bench": "decode", "images": decoded,
+                            "ms_per_image": Rounded(t * 1e3 / Double(Swift.max(decoded, 1)), 3)]))
         }
     }
 }
@@ -191,5 +208,3 @@ func peakRSSKiB() -> Int {
           let line = s.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }) else { return 0 }
     return Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0
 }
-
-extension ResNetArch: ExpressibleByArgument {}
