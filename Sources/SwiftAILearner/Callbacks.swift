@@ -403,7 +403,11 @@ public final class Interrupt: Callback {
         }
     }
 
-    public override func cleanupFit(_ learn: Learner) { signal(SIGINT, SIG_DFL) }
+    /// The Ctrl-C is spent: the passes after the fit (predictions, exports) run.
+    public override func cleanupFit(_ learn: Learner) {
+        signal(SIGINT, SIG_DFL)
+        Interrupt.requested = 0
+    }
 }
 
 /// `mm:ss` as fastai prints epoch times.

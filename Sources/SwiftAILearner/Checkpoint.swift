@@ -225,10 +225,11 @@ public final class Checkpoint: Callback {
     }
 
     public override func afterEpoch(_ learn: Learner) throws {
+        guard !learn.isExploring else { return }
         if (learn.epoch + 1) % every == 0 || learn.epoch + 1 == learn.nEpochs { try learn.saveCheckpoint(to: path) }
     }
 
     public override func afterCancelFit(_ learn: Learner) throws {
-        if learn.interrupted { try learn.saveCheckpoint(to: path) }
+        if learn.interrupted && !learn.isExploring { try learn.saveCheckpoint(to: path) }
     }
 }

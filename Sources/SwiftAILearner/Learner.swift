@@ -147,7 +147,10 @@ public final class Learner {
     /// True during the `beforeFit` of a fit that continues a checkpoint (``resume(from:)``): callbacks whose state
     /// was restored keep it.
     public internal(set) var isResuming = false
-    /// Fits started since the learner was built (a resumed run counts those it skips).
+    /// True inside ``preservingState(_:)`` (`lrFind`, `summary`): fits whose effects are undone, which are not part
+    /// of the run a checkpoint records.
+    public internal(set) var isExploring = false
+    /// The run's fits started since the learner was built (a resumed run counts those it skips).
     var fitsStarted = 0
     /// Training batches done in the current epoch, and whether the epoch's passes are done.
     var trainBatchesDone = 0, epochComplete = false
@@ -277,9 +280,9 @@ public final class Learner {
     public func fit(_ nEpochs: Int, lr: Double? = nil, train: Bool = true, valid: Bool = true,
                     callbacks extra: [Callback] = [], resetOpt: Bool = false) throws {
         let index = fitsStarted
-        fitsStarted += 1
+        if !isExploring { fitsStarted += 1 }
         var resume: PendingResume?
-        if let pending = pendingResume {
+        if let pending = pendingResume, !isExploring {
             if index < pending.position.fit { return }  // the checkpointed run had finished this fit
             guard nEpochs == pending.position.nEpochs else {
                 throw CheckpointError.mismatch(path: pending.path, what: "its fit \(index) ran \(pending.position.nEpochs) "
@@ -417,12 +420,24 @@ public final class Learner {
             callbacks = saved
             dls.valid = savedValid
         }
-        try fit(1, train: false, valid: true, callbacks: [capture])
+        add(capture)
+        try dryRun(dls.valid)
+        // A validation pass only (fastai's `get_preds`): its events, none of a fit's or an epoch's.
+        var run = { try self.oneEpoch(training: false) }
+        for cb in callbacks {
+            let inner = run
+            run = { try cb.fitScope(inner) }
+        }
+        try run()
         return capture
     }
 
     /// Runs `body` with the model's parameters and buffers, and the optimizer, restored afterwards.
+    /// Fits inside are exploratory (``isExploring``): they are not the run's, so checkpoints ignore them.
     public func preservingState<R>(_ body: () throws -> R) rethrows -> R {
+        let wasExploring = isExploring
+        isExploring = true
+        defer { isExploring = wasExploring }
         let weights = model.stateDict().mapValues { $0.clone() }
         let optState = opt?.stateSnapshot()
         let hadOpt = opt != nil

@@ -40,9 +40,11 @@ enum CLI {
         return dir.appendingPathComponent("swiftai")
     }()
 
-    /// Runs `swiftai arguments` in `directory`, stopped (and reported as timed out) after `timeout` seconds.
+    /// Runs `swiftai arguments` in `directory`, stopped (and reported as timed out) after `timeout` seconds; with
+    /// `signal`, sends it `signal.number` as soon as the file `signal.when` (relative to `directory`) exists.
     /// One OpenMP thread per run: the tests run side by side.
-    static func run(_ arguments: [String], in directory: URL, timeout: Double = 120) async throws -> CLIRun {
+    static func run(_ arguments: [String], in directory: URL, timeout: Double = 120,
+                    signal: (number: Int32, when: String)? = nil) async throws -> CLIRun {
         let process = Process()
         process.executableURL = binary
         process.arguments = arguments
@@ -73,6 +75,13 @@ enum CLI {
             do {
                 try process.run()
                 DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: timer)
+                if let signal {
+                    let file = directory.appendingPathComponent(signal.when).path, pid = process.processIdentifier
+                    Thread.detachNewThread {
+                        while process.isRunning && !FileManager.default.fileExists(atPath: file) { usleep(2000) }
+                        if process.isRunning { kill(pid, signal.number) }
+                    }
+                }
             } catch {
                 process.terminationHandler = nil
                 done.resume(throwing: error)

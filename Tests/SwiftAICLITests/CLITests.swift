@@ -88,6 +88,40 @@ let tinyImages = ["--presize", "32", "--size", "32", "--valid-pct", "0.25"]
         #expect(!FileManager.default.fileExists(atPath: path("run/model.safetensors")))
     }
 
+    /// A run killed (`kill -9`) after its first checkpoint, or stopped by Ctrl-C mid-epoch, and continued with
+    /// `--resume` ends with the uninterrupted run's weights, bit for bit; changed arguments are refused.
+    @Test(arguments: [SIGKILL, SIGINT])
+    func resumeEndsAsTheUninterruptedRun(_ signal: Int32) async throws {
+        try CLI.writeImageFolder(at: dir.appendingPathComponent("images"))
+        // Ctrl-C between fine_tune's two fits would find no fit to stop: that run has no frozen phase.
+        let args = ["train", "--data", "images", "--arch", "resnet18", "--no-pretrained", "--fine-tune", "2",
+                    "--freeze-epochs", signal == SIGINT ? "0" : "1"] + tinyImages + ["--bs", "2"]
+        let full = try await CLI.run(args + ["--out", "full"], in: dir, timeout: 300)
+        try #require(full.status == 0, "\(full)")
+        let cut = try await CLI.run(args + ["--out", "cut"], in: dir, timeout: 300,
+                                    signal: (signal, "cut/checkpoint.safetensors"))
+        if signal == SIGKILL {
+            #expect(cut.status == SIGKILL && !cut.timedOut, "\(cut)")
+        } else {
+            #expect(cut.status == 0 && cut.stdout.contains("stopped: interrupted"), "\(cut)")
+        }
+        let refused = try await swiftai(["train", "--resume", "cut", "--epochs", "7"])
+        expectFailure(refused, 1, "the run started with no --epochs; this asks for --epochs 7")
+        let resumed = try await CLI.run(["train", "--resume", "cut", "--fine-tune", "2", "--out", "cut"], in: dir,
+                                        timeout: 300)
+        try #require(resumed.status == 0, "\(resumed)\n\(cut)")
+        #expect(resumed.json["epochs"] as? Int == full.json["epochs"] as? Int, "\(resumed)")
+        let a = try Data(contentsOf: dir.appendingPathComponent("full/model.safetensors"))
+        let b = try Data(contentsOf: dir.appendingPathComponent("cut/model.safetensors"))
+        #expect(weightBytes(a) == weightBytes(b), "resumed weights differ from the uninterrupted run's")
+    }
+
+    /// A safetensors file's tensor bytes without its header (whose metadata names the run).
+    func weightBytes(_ file: Data) -> Data {
+        let n = file.prefix(8).enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) }
+        return file.dropFirst(8 + n)
+    }
+
     @Test func predict() async throws {
         let model = try await Trained.model()
         let images = Trained.images

@@ -46,8 +46,19 @@ struct TrainCommand: ParsableCommand {
         weights; fp16 with loss scaling). Where the CPU has no native support, says so and stays fp32.
         """)
     var precision: TrainPrecision = .fp32
+    @Option(help: """
+        Save a checkpoint (checkpoint.safetensors in --out) every N epochs and when Ctrl-C stops the run, for \
+        --resume; 0: never.
+        """)
+    var checkpointEvery = 1
+    @Option(help: """
+        Continue the run whose --out folder is RUN from its last checkpoint, with the arguments it started with \
+        (repeating them is allowed; different ones are refused). Ends as the uninterrupted run would, bit for bit.
+        """)
+    var resume: String?
 
     func validate() throws {
+        guard checkpointEvery >= 0 else { throw ValidationError("--checkpoint-every must not be negative") }
         guard ["fastai", "pytorch"].contains(sched) else { throw ValidationError("--sched must be fastai or pytorch") }
         guard epochs > 0, (fineTune ?? 1) > 0, freezeEpochs >= 0, recipe.batchSize > 0, recipe.weightDecay >= 0 else {
             throw ValidationError(
@@ -59,6 +70,14 @@ struct TrainCommand: ParsableCommand {
     var peakLR: LearningRate { lr ?? LearningRate(recipe.arch.trainDefaults.lr) }
 
     func run() throws {
+        guard let resume else { return try train() }
+        let given = Array(CommandLine.arguments.dropFirst(2))
+        let (command, checkpoint) = try RunArguments.resume(resume, given: given)
+        try command.train(resumingFrom: checkpoint)
+    }
+
+    /// The run: data and model, training (continuing `checkpoint` when given), then the run's files.
+    func train(resumingFrom checkpoint: String? = nil) throws {
         let learn = try recipe.prepare(lr: peakLR.stop, callbacks: try callbacks())
         switch precision {
         case .fp32: break
@@ -66,6 +85,11 @@ struct TrainCommand: ParsableCommand {
         case .fp16: learn.toFP16()
         }
         try output.create()
+        if let checkpoint {
+            try learn.resume(from: checkpoint)
+        } else {
+            try RunArguments.save(Array(CommandLine.arguments.dropFirst(2)), to: output.path(RunArguments.file))
+        }
         try fit(learn)
         let accuracies = try savePredictions(learn)
         try learn.export(to: output.path("model.safetensors"), pipeline: recipe.inferencePipeline)
@@ -76,9 +100,10 @@ struct TrainCommand: ParsableCommand {
         print(resultLine(learn, tta: accuracies.tta, flip: accuracies.flip))
     }
 
-    /// The run's callbacks: stop on a NaN loss, Ctrl-C, history.csv, and distillation with `--teacher`.
+    /// The run's callbacks: stop on a NaN loss, Ctrl-C, history.csv, checkpoints, and distillation with `--teacher`.
     func callbacks() throws -> [Callback] {
         [TerminateOnNaN(), Interrupt(), CSVLogger(path: output.path("history.csv"))] + (try distillation.callbacks())
+            + (checkpointEvery > 0 ? [Checkpoint(path: output.path(RunArguments.checkpoint), every: checkpointEvery)] : [])
     }
 
     /// Trains: fastai's fine_tune, PyTorch's OneCycleLR (`--sched pytorch`, lesson models) or fit_one_cycle.
