@@ -66,27 +66,55 @@ extension Tensor {
 
     /// Matrix product with NumPy/PyTorch semantics: 1-D operands are promoted and the added dimension
     /// removed; leading (batch) dimensions broadcast.
-    public func matmul(_ other: Tensor) -> Tensor {
+    ///
+    /// `precision` (default: ``Autocast/precision``) `.bfloat16` or `.float16` (float32 operands only): as in
+    /// ``linear(weight:bias:precision:)``, the products, forward and backward, take operands rounded to that type and
+    /// accumulate in float32; result and gradients stay float32.
+    public func matmul(_ other: Tensor, precision: DType? = nil) -> Tensor {
         requireCompute("matmul")
         require(dtype == other.dtype, "matmul: expected both operands to have the same dtype, got \(dtype) and \(other.dtype)")
         require(rank >= 1 && other.rank >= 1, "matmul: both arguments need at least 1 dimension, got \(shape) and \(other.shape)")
-        if rank == 1 && other.rank == 1 { return unsqueeze(0).matmul(other.unsqueeze(1)).reshape([]) }
-        if rank == 1 { return unsqueeze(0).matmul(other).squeeze(-2) }
-        if other.rank == 1 { return matmul(other.unsqueeze(1)).squeeze(-1) }
+        if rank == 1 && other.rank == 1 {
+            return unsqueeze(0).matmul(other.unsqueeze(1), precision: precision).reshape([])
+        }
+        if rank == 1 { return unsqueeze(0).matmul(other, precision: precision).squeeze(-2) }
+        if other.rank == 1 { return matmul(other.unsqueeze(1), precision: precision).squeeze(-1) }
         let m = shape[rank - 2], k = shape[rank - 1], k2 = other.shape[other.rank - 2], n = other.shape[other.rank - 1]
         require(k == k2, "matmul: mat1 and mat2 shapes cannot be multiplied (\(m)x\(k) and \(k2)x\(n)); shapes \(shape) and \(other.shape)")
         guard let batch = Tensor.broadcastShapes(Array(shape.dropLast(2)), Array(other.shape.dropLast(2))) else {
             fatalError("matmul: batch dimensions of \(shape) and \(other.shape) cannot be broadcast")
         }
-        var y = noGrad { Tensor.batchedProduct(self, other, batch: batch, m: m, k: k, n: n) }
+        let low = dtype == .float32 ? precision ?? Autocast.precision : .float32
+        if low != .float32 && LowPrecision.kernels(low, "matmul") == .reference {
+            return LowPrecision.reference(self, other, nil, low) { a, b, _ in a.matmul(b, precision: .float32) }
+        }
+        let a = detached(), b = other.detached()
+        var y = noGrad {
+            low == .float32 ? Tensor.batchedProduct(a, b, batch: batch, m: m, k: k, n: n)
+                : Tensor.lowPrecisionProduct(a, b, batch: batch, m: m, k: k, n: n, low)
+        }
         if Tensor.needsGrad(self, other) {
-            let a = detached(), b = other.detached(), needA = node != nil, needB = other.node != nil
+            let needA = node != nil, needB = other.node != nil
             y.recordGrad("matmul", [self, other]) { g in
-                [needA ? g.matmul(b.transpose(-1, -2)).sumToShape(a.shape) : nil,
-                 needB ? a.transpose(-1, -2).matmul(g).sumToShape(b.shape) : nil]
+                [needA ? g.matmul(b.transpose(-1, -2), precision: low).sumToShape(a.shape) : nil,
+                 needB ? a.transpose(-1, -2).matmul(g, precision: low).sumToShape(b.shape) : nil]
             }
         }
         return y
+    }
+
+    /// `a · b` (float32, batch dimensions broadcast to `batch`) on `dtype` copies with float32 accumulation.
+    private static func lowPrecisionProduct(_ a: Tensor, _ b: Tensor, batch: [Int], m: Int, k: Int, n: Int,
+                                            _ dtype: DType) -> Tensor {
+        let nb = batch.reduce(1, *)
+        if nb * m * n * k == 0 { return batchedProduct(a, b, batch: batch, m: m, k: k, n: n) }
+        // oneDNN takes no zero (broadcast) strides: such operands are copied.
+        func strided(_ t: Tensor) -> Tensor { t.strides.contains(0) ? t.contiguous() : t }
+        // One right-hand matrix: the batch folds into the rows.
+        let y = b.rank == 2 ? LowPrecision.matmul(strided(a.reshape([-1, k])), strided(b), dtype)
+            : LowPrecision.matmul(strided(a.expand(batch + [m, k]).reshape([nb, m, k])),
+                                  strided(b.expand(batch + [k, n]).reshape([nb, k, n])), dtype)
+        return y.reshape(batch + [m, n])
     }
 
     private static func batchedProduct(_ a: Tensor, _ b: Tensor, batch: [Int], m: Int, k: Int, n: Int) -> Tensor {
@@ -151,8 +179,8 @@ extension Tensor {
             let needX = node != nil, needW = weight.node != nil, needB = bias?.node != nil
             y.recordGrad("linear", inputs) { g in
                 let g2 = g.reshape([-1, outF])
-                var grads: [Tensor?] = [needX ? g2.matmul(w).reshape(inShape) : nil,
-                                        needW ? g2.transpose(0, 1).matmul(x) : nil]
+                var grads: [Tensor?] = [needX ? g2.matmul(w, precision: .float32).reshape(inShape) : nil,
+                                        needW ? g2.transpose(0, 1).matmul(x, precision: .float32) : nil]
                 if bias != nil { grads.append(needB ? g2.sum(dims: [0]) : nil) }
                 return grads
             }

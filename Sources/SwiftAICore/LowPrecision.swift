@@ -107,10 +107,10 @@ public enum CPUFeatures {
 }
 
 /// Mixed precision as a context the ops consult (PyTorch's `torch.autocast`): inside ``autocast(_:_:)`` convolutions
-/// and linear layers of float32 operands compute in ``precision`` where it measures faster (float32 accumulation,
-/// results and gradients), and under bfloat16 the activations ops keep for their backward pass after such a
-/// convolution are kept in bfloat16. Task- and thread-local, so a user-written module calling the ops gets it as the
-/// built-in layers do.
+/// of float32 operands compute in ``precision`` where it measures faster, linear layers and matrix products always
+/// (float32 accumulation, results and gradients), and under bfloat16 the activations ops keep for their backward pass
+/// after such a convolution are kept in bfloat16. Task- and thread-local, so a user-written module calling the ops
+/// gets it as the built-in layers do.
 public enum Autocast {
     /// One ``autocast(_:_:)`` scope: its precision, and what the last convolution ran in.
     final class Scope: @unchecked Sendable {
@@ -197,9 +197,9 @@ enum LowPrecision {
     private static let casts = KernelCache<DNNLPrimitive>()
     private static let products = KernelCache<DNNLPrimitive>()
 
-    /// A contiguous `dtype` copy of the float32 matrix `t` (any strides).
+    /// A contiguous `dtype` copy of the float32 matrix (or batch of matrices) `t` (any non-zero strides).
     static func cast(_ t: Tensor, to dtype: DType) -> Tensor {
-        precondition(t.dtype == .float32 && t.rank == 2)
+        precondition(t.dtype == .float32 && (t.rank == 2 || t.rank == 3))
         let out = Tensor(empty: t.shape, dtype: dtype)
         let from = DNNL.desc(t.shape, strides: t.strides), to = DNNL.desc(t.shape, strides: Tensor.contiguousStrides(t.shape), dnnlType(dtype))
         let r = casts.get("\(t.shape)|\(t.strides)|\(dtype)") { DNNLPrimitive(reorderFrom: from, to: to) }
@@ -207,16 +207,19 @@ enum LowPrecision {
         return out
     }
 
-    /// `a · b (+ bias)` for float32 matrices `a` `[m, k]` and `b` `[k, n]` (any strides), computed on `dtype` copies
-    /// with float32 accumulation; the result is a contiguous float32 `[m, n]`.
+    /// `a · b (+ bias)` for float32 matrices `a` `[m, k]` and `b` `[k, n]`, or batches of them (`[batch, m, k]`,
+    /// `[batch, k, n]`, no bias), of any non-zero strides, computed on `dtype` copies with float32 accumulation; the
+    /// result is a contiguous float32 `[m, n]` (`[batch, m, n]`).
     static func matmul(_ a: Tensor, _ b: Tensor, bias: Tensor? = nil, _ dtype: DType) -> Tensor {
-        let m = a.shape[0], k = a.shape[1], n = b.shape[1]
+        precondition(a.rank == b.rank && a.shape.dropLast(2) == b.shape.dropLast(2) && (a.rank == 2 || bias == nil))
+        let batch = Array(a.shape.dropLast(2))
+        let m = a.shape[a.rank - 2], k = a.shape[a.rank - 1], n = b.shape[b.rank - 1]
         let la = cast(a, to: dtype), lb = cast(b, to: dtype)
-        let y = Tensor(empty: [m, n], dtype: .float32)
-        let t = dnnlType(dtype)
-        let (ad, bd, yd, biasd) = (DNNL.desc([m, k], tag: dnnl_ab, t), DNNL.desc([k, n], tag: dnnl_ab, t),
-                                   DNNL.desc([m, n], tag: dnnl_ab), DNNL.desc([1, n], tag: dnnl_ab))
-        let p = products.get("\(m),\(k),\(n)|\(dtype)|\(bias != nil)") {
+        let y = Tensor(empty: batch + [m, n], dtype: .float32)
+        let t = dnnlType(dtype), tag = batch.isEmpty ? dnnl_ab : dnnl_abc
+        let (ad, bd, yd, biasd) = (DNNL.desc(batch + [m, k], tag: tag, t), DNNL.desc(batch + [k, n], tag: tag, t),
+                                   DNNL.desc(batch + [m, n], tag: tag), DNNL.desc([1, n], tag: dnnl_ab))
+        let p = products.get("\(batch)\(m),\(k),\(n)|\(dtype)|\(bias != nil)") {
             var (sa, sb, sy, sbias) = (ad, bd, yd, biasd)
             var desc = dnnl_matmul_desc_t()
             withUnsafePointer(to: &sbias) { bp in

@@ -73,4 +73,38 @@ import SwiftAITestSupport
         expectClose(w.grad!, rr.reshape([-1, 7]).transpose(0, 1).matmul(xr.reshape([-1, 12])), rtol: 1e-4, atol: 1e-3, "dw")
         expectClose(b.grad!, rr.reshape([-1, 7]).sum(dims: [0]), rtol: 1e-4, atol: 1e-4, "db")
     }
+
+    @Test(.enabled(if: CPUFeatures.lowPrecisionKernels(.bfloat16) != nil, skipReason))
+    func bf16MatmulMatchesFloat32OnRoundedOperands() {
+        // Broadcast batches, one right-hand matrix (a transposed view), a broadcast row.
+        let cases = [([2, 3, 5, 12], [3, 12, 7], false), ([4, 5, 12], [7, 12], true), ([1, 12], [3, 12, 7], false)]
+        for (sa, sb, tb) in cases {
+            let a = randn32(sa, seed: 9).requiringGrad(), b0 = randn32(sb, seed: 10, scale: 0.3).requiringGrad()
+            let b = tb ? b0.transpose(0, 1) : b0, y = a.matmul(b, precision: .bfloat16)
+            let r = randn32(y.shape, seed: 11)
+            (y * r).sum().backward()
+            let ar = rounded(a.detached()), br = rounded(b.detached()), rr = rounded(r)
+            expectClose(y, ar.matmul(br), rtol: 1e-4, atol: 1e-4, "forward \(sa)·\(sb)")
+            expectClose(a.grad!, rr.matmul(br.transpose(-1, -2)).sumToShape(sa), rtol: 1e-4, atol: 1e-4, "da \(sa)")
+            let db = ar.transpose(-1, -2).matmul(rr).sumToShape(b.shape)
+            expectClose(b0.grad!, tb ? db.transpose(0, 1) : db, rtol: 1e-4, atol: 1e-3, "db \(sb)")
+        }
+    }
+
+    @Test(.enabled(if: CPUFeatures.lowPrecisionKernels(.bfloat16) != nil, skipReason))
+    func matmulConsultsAutocastAndObeysAnExplicitPrecision() {
+        let a = randn32([3, 4, 16], seed: 12), b = randn32([16, 5], seed: 13), v = randn32([16], seed: 14)
+        let (auto, vector, explicit, double) = autocast(.bfloat16) {
+            (a.matmul(b), v.matmul(b), a.matmul(b, precision: .float32), a.to(.float64).matmul(b.to(.float64)))
+        }
+        expectClose(auto, a.matmul(b, precision: .bfloat16), rtol: 0, atol: 0, "autocast")
+        expectClose(vector, v.matmul(b, precision: .bfloat16), rtol: 0, atol: 0, "vector")
+        expectClose(explicit, a.matmul(b), rtol: 0, atol: 0, "explicit float32")
+        expectClose(double, a.to(.float64).matmul(b.to(.float64)), rtol: 0, atol: 0, "float64")
+        #expect(!closeness(auto, explicit, rtol: 1e-5, atol: 1e-5).ok)
+        // An explicit float32 product keeps float32 gradients under autocast.
+        let x = a.requiringGrad(), w = b.requiringGrad()
+        autocast(.bfloat16) { x.matmul(w, precision: .float32).sum().backward() }
+        expectClose(x.grad!, Tensor.ones([3, 4, 5]).matmul(b.transpose(0, 1)), rtol: 1e-6, atol: 1e-6, "float32 grad")
+    }
 }
