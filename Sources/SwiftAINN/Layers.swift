@@ -7,8 +7,6 @@ public protocol ActivationModule: Module {}
 public final class Linear: Module {
     public let weight: Parameter
     public let bias: Parameter?
-    /// Quantization-aware training: the forward uses per-channel int8-rounded weights (``Module/prepareQAT(qmax:)``).
-    public var fakeQuantizeWeight = false
 
     public init(_ inFeatures: Int, _ outFeatures: Int, bias: Bool = true, generator: Generator = .default) {
         weight = Parameter(Tensor.zeros([outFeatures, inFeatures]))
@@ -20,7 +18,7 @@ public final class Linear: Module {
     }
 
     public override func forward(_ x: Tensor) -> Tensor {
-        x.linear(weight: fakeQuantizeWeight ? weight.value.fakeQuantizedPerChannel() : weight.value, bias: bias?.value)
+        x.linear(weight: weight.value, bias: bias?.value)
     }
 }
 
@@ -29,8 +27,6 @@ public final class Conv2d: Module {
     public let weight: Parameter
     public let bias: Parameter?
     public let stride: Int, padding: Int, groups: Int
-    /// Quantization-aware training: the forward uses per-channel int8-rounded weights (``Module/prepareQAT(qmax:)``).
-    public var fakeQuantizeWeight = false
 
     public init(_ inChannels: Int, _ outChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0,
                 groups: Int = 1, bias: Bool = true, generator: Generator = .default) {
@@ -48,8 +44,7 @@ public final class Conv2d: Module {
     }
 
     public override func forward(_ x: Tensor) -> Tensor {
-        x.conv2d(weight: fakeQuantizeWeight ? weight.value.fakeQuantizedPerChannel() : weight.value, bias: bias?.value,
-                 stride: stride, padding: padding, groups: groups)
+        x.conv2d(weight: weight.value, bias: bias?.value, stride: stride, padding: padding, groups: groups)
     }
 }
 

@@ -68,6 +68,8 @@ open class Module {
     public private(set) var training = true
     private var hooks: [(id: Int, fn: (Module, Tensor, Tensor) -> Tensor?)] = []
     private var nextHookID = 0
+    /// The module standing in for this one (``replaceModules(_:)``).
+    private var _replacement: Module?
 
     public init() {}
 
@@ -76,9 +78,10 @@ open class Module {
         fatalError("\(type(of: self)) must override forward(_:)")
     }
 
-    /// Runs ``forward(_:)`` and then the forward hooks.
+    /// Runs ``forward(_:)`` (or calls the module replacing this one, ``replaceModules(_:)``) and then the forward
+    /// hooks.
     public func callAsFunction(_ x: Tensor) -> Tensor {
-        var y = forward(x)
+        var y = _replacement.map { $0(x) } ?? forward(x)
         for h in hooks { if let replaced = h.fn(self, x, y) { y = replaced } }
         return y
     }
@@ -146,19 +149,25 @@ open class Module {
         return out
     }
 
-    /// This module and all descendants with dotted names (`""` for self), depth first.
+    /// This module and all descendants with dotted names (`""` for self), depth first. A replaced module
+    /// (``replaceModules(_:)``) is listed as its replacement, under its own name.
     public func namedModules(prefix: String = "") -> [(String, Module)] {
-        var out: [(String, Module)] = [(prefix, self)]
-        var seen: Set<ObjectIdentifier> = [ObjectIdentifier(self)]
-        func walk(_ m: Module, _ pre: String) {
-            for (name, child) in m.namedChildren where seen.insert(ObjectIdentifier(child)).inserted {
-                let full = pre.isEmpty ? name : pre + "." + name
-                out.append((full, child))
-                walk(child, full)
-            }
-        }
-        walk(self, prefix)
+        var out: [(String, Module)] = []
+        walk(prefix) { name, m, _ in out.append((name, m)) }
         return out
+    }
+
+    /// Calls `visit(name, module, replaced)` for this module and each descendant, depth first, each once: `module`
+    /// is the one in the tree, `replaced` the module it stands in for (``replaceModules(_:)``), if any.
+    private func walk(_ prefix: String, _ visit: (String, Module, Module?) -> Void) {
+        var seen: Set<ObjectIdentifier> = []
+        func go(_ stored: Module, _ name: String) {
+            let m = stored._replacement ?? stored
+            guard seen.insert(ObjectIdentifier(m)).inserted else { return }
+            visit(name, m, m === stored ? nil : stored)
+            for (child, c) in m.namedChildren { go(c, name.isEmpty ? child : name + "." + child) }
+        }
+        go(self, prefix)
     }
 
     /// This module and all descendants.
@@ -193,9 +202,12 @@ open class Module {
 
     // MARK: Modes and traversal
 
-    /// Sets training mode on this module and all descendants.
+    /// Sets training mode on this module and all descendants (and on the modules they replace).
     public func train(_ on: Bool = true) {
-        for m in modules() { m.training = on }
+        walk("") { _, m, replaced in
+            m.training = on
+            replaced?.training = on
+        }
     }
 
     /// Evaluation mode (``train(_:)`` with `false`).
@@ -229,6 +241,29 @@ open class Module {
 
     /// Number of elements in all parameters.
     public var parameterCount: Int { parameters().reduce(0) { $0 + $1.value.count } }
+
+    // MARK: Replacing modules
+
+    /// Puts `replacement(m)` in place of each module `m` of this tree for which it returns a module (this one
+    /// included): PyTorch's `setattr(parent, name, new)` swaps, wherever `m` is stored, in built-in and user-written
+    /// modules alike. Calling `m` (`m(x)`) runs the new module and then `m`'s hooks; ``modules()``, the parameters,
+    /// ``stateDict()`` and ``train(_:)`` see the new module under `m`'s name. `m`'s own properties do not change (a
+    /// replacement that shares `m`'s ``Parameter``s keeps optimizers, names and saved weights). Returning the module
+    /// that `m` replaces puts it back. Replacements are not searched further. Returns the (replaced, new) pairs.
+    @discardableResult
+    public func replaceModules(_ replacement: (Module) -> Module?) -> [(Module, Module)] {
+        var done: [(Module, Module)] = [], seen: Set<ObjectIdentifier> = []
+        func go(_ stored: Module) {
+            guard seen.insert(ObjectIdentifier(stored)).inserted else { return }
+            let m = stored._replacement ?? stored
+            guard let new = replacement(m), new !== m else { return m.namedChildren.forEach { go($0.1) } }
+            new.train(m.training)
+            stored._replacement = new === stored ? nil : new
+            done.append((m, new))
+        }
+        go(self)
+        return done
+    }
 
     // MARK: Hooks
 

@@ -2,7 +2,9 @@ import SwiftAICore
 
 // Quantization-aware training (issue #12): the float model trains while simulating the int8 model — weights rounded
 // per channel as the int8 kernels will hold them, and each activation the int8 model stores rounded to its 8 (or 7)
-// bits over a moving-average range — with straight-through gradients; then it converts with those ranges.
+// bits over a moving-average range — with straight-through gradients; then it converts with those ranges. The
+// weights are rounded by swapping every Conv2d and Linear, wherever it sits, for a fake-quantized module sharing its
+// parameters (``Module/replaceModules(_:)``, PyTorch's eager-mode `prepare_qat`); the conversion swaps them back.
 // Per-channel symmetric rounding commutes with folding BatchNorm (a positive or negative factor per output channel),
 // so rounding the unfolded weights simulates the folded int8 weights exactly.
 
@@ -29,8 +31,12 @@ public final class QuantizationAwareTraining {
     private var outputs: [ObjectIdentifier: MovingRange] = [:]
     private var inputs: [ObjectIdentifier: MovingRange] = [:]
     private var handles: [HookHandle] = []
+    /// The float layers and the fake-quantized modules standing in for them until ``convert()``.
+    private var swaps: [(float: Module, qat: Module)] = []
 
     init(_ model: Module, qmax: Int32) {
+        require(!model.modules().contains { $0 is QATConv2d || $0 is QATLinear },
+                "prepareQAT: the model is already prepared for quantization-aware training")
         self.model = model
         self.qmax = qmax
         let fused = model.fusedForInference()
@@ -51,10 +57,20 @@ public final class QuantizationAwareTraining {
             }
         }
         if let id = firstInput, let m = byID[id] { watchInput(of: m) }
-        for m in model.modules() {
-            (m as? Conv2d)?.fakeQuantizeWeight = true
-            (m as? Linear)?.fakeQuantizeWeight = true
-        }
+        swaps = model.replaceModules { m in
+            switch m {
+            case let c as Conv2d: return QATConv2d(c)
+            case let l as Linear: return QATLinear(l)
+            default: return nil
+            }
+        }.map { ($0, $1) }
+    }
+
+    /// Puts the fake-quantized modules in place of the float layers (`true`) or the float layers back.
+    private func swap(toQAT: Bool) {
+        let by = Dictionary(uniqueKeysWithValues: swaps.map { toQAT ? (ObjectIdentifier($0.float), $0.qat)
+                                                                     : (ObjectIdentifier($0.qat), $0.float) })
+        model.replaceModules { by[ObjectIdentifier($0)] }
     }
 
     private func watchOutput(of id: ObjectIdentifier, _ byID: [ObjectIdentifier: Module]) {
@@ -75,18 +91,22 @@ public final class QuantizationAwareTraining {
     }
 
     /// The int8 model with the ranges learned in training (the model itself goes back to plain float32 training:
-    /// hooks removed, weights no longer rounded). Throws if an activation was never seen in training mode.
+    /// hooks removed, its own Conv2d and Linear layers back). Throws if an activation was never seen in training
+    /// mode, leaving the model prepared.
     public func convert() throws -> QuantizedModel {
         let wasTraining = model.training
         model.eval()
         defer { model.train(wasTraining) }
-        let q = try quantize(model, scheme: .static, values: QATValues(qat: self))
-        handles.forEach { $0.remove() }
-        for m in model.modules() {
-            (m as? Conv2d)?.fakeQuantizeWeight = false
-            (m as? Linear)?.fakeQuantizeWeight = false
+        swap(toQAT: false)
+        do {
+            let q = try quantize(model, scheme: .static, values: QATValues(qat: self))
+            handles.forEach { $0.remove() }
+            swaps = []
+            return q
+        } catch {
+            swap(toQAT: true)
+            throw error
         }
-        return q
     }
 
     fileprivate func range(_ id: ObjectIdentifier, output: Bool) -> MovingRange? { output ? outputs[id] : inputs[id] }
@@ -111,9 +131,51 @@ private struct QATValues: QuantizationValues {
     }
 }
 
+/// Quantization-aware training's stand-in for a ``Conv2d`` (``Module/prepareQAT(qmax:)``; PyTorch's
+/// `torch.ao.nn.qat.Conv2d`): the same ``Parameter``s under the same names, convolving with the weight rounded per
+/// output channel as the int8 kernels will hold it; gradients pass the rounding straight through.
+public final class QATConv2d: Module {
+    public let weight: Parameter
+    public let bias: Parameter?
+    public let stride: Int, padding: Int, groups: Int
+
+    /// Shares `conv`'s parameters.
+    public init(_ conv: Conv2d) {
+        weight = conv.weight
+        bias = conv.bias
+        (stride, padding, groups) = (conv.stride, conv.padding, conv.groups)
+        super.init()
+    }
+
+    public override func forward(_ x: Tensor) -> Tensor {
+        x.conv2d(weight: weight.value.fakeQuantizedPerChannel(), bias: bias?.value, stride: stride, padding: padding,
+                 groups: groups)
+    }
+}
+
+/// Quantization-aware training's stand-in for a ``Linear`` (PyTorch's `torch.ao.nn.qat.Linear`): the same
+/// ``Parameter``s, the weight rounded per output feature as the int8 kernels will hold it (straight-through).
+public final class QATLinear: Module {
+    public let weight: Parameter
+    public let bias: Parameter?
+
+    /// Shares `linear`'s parameters.
+    public init(_ linear: Linear) {
+        weight = linear.weight
+        bias = linear.bias
+        super.init()
+    }
+
+    public override func forward(_ x: Tensor) -> Tensor {
+        x.linear(weight: weight.value.fakeQuantizedPerChannel(), bias: bias?.value)
+    }
+}
+
 extension Module {
-    /// Prepares this model for quantization-aware training: per-channel int8 weight rounding in every Conv2d and
-    /// Linear, and fake quantization (straight-through gradients) of the activations the int8 model stores.
+    /// Prepares this model for quantization-aware training: every Conv2d and Linear in the tree (inside user-written
+    /// modules too) is swapped for a ``QATConv2d``/``QATLinear`` sharing its parameters, whose weights are rounded
+    /// per channel to int8, and the activations the int8 model stores are fake-quantized (straight-through
+    /// gradients). Optimizers, parameter names and saved weights are unchanged.
     public func prepareQAT(qmax: Int32 = Quantization.activationQMax) -> QuantizationAwareTraining {
         QuantizationAwareTraining(self, qmax: qmax)
     }

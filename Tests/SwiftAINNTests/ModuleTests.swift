@@ -138,4 +138,46 @@ func fashionResNet(generator: Generator = .default) -> Sequential { FashionMNIST
         #expect(model.parameters().count == 2)
         #expect(model.namedParameters().map(\.0) == ["0.weight", "0.bias"])
     }
+
+    @Test func replacedModulesRunWhereverTheyAreStoredAndCanBePutBack() {
+        let block = Block(), model = Sequential(block, Linear(2, 2))
+        let x = Tensor.randn([4, 3]), names = model.namedParameters().map(\.0), before = noGrad { model(x) }
+        var hooked = 0
+        block.linear.registerForwardHook { m, _, _ in if m.training { hooked += 1 } }
+        let swapped = model.replaceModules { m in
+            (m as? Linear).flatMap { $0.weight.shape == [2, 3] ? Doubled($0) : nil }
+        }
+        #expect(swapped.count == 1 && swapped[0].0 === block.linear && swapped[0].1 is Doubled)
+        // Calls to the stored layer run its replacement (then the layer's hooks); the tree lists it under its name.
+        let doubled = noGrad {
+            model[1](x.linear(weight: block.linear.weight.value * 2, bias: block.linear.bias!.value).relu())
+        }
+        expectClose(noGrad { model(x) }, doubled, rtol: 0, atol: 0, "replaced")
+        #expect(hooked == 1 && model.modules().contains { $0 === swapped[0].1 })
+        #expect(!model.modules().contains { $0 === block.linear })
+        #expect(model.namedParameters().map(\.0) == names)
+        model.eval()
+        _ = model(x)
+        #expect(hooked == 1 && !swapped[0].1.training)  // train(_:) reaches the replaced layer too
+        model.replaceModules { $0 === swapped[0].1 ? block.linear : nil }
+        expectClose(noGrad { model(x) }, before, rtol: 0, atol: 0, "put back")
+        #expect(model.modules().contains { $0 === block.linear } && !model.modules().contains { $0 is Doubled })
+    }
+}
+
+/// A user-written module with a layer in its own property.
+private final class Block: Module {
+    let linear = Linear(3, 2)
+    let relu = ReLU()
+    override func forward(_ x: Tensor) -> Tensor { relu(linear(x)) }
+}
+
+/// A stand-in for a Linear sharing its parameters, doubling the weight.
+private final class Doubled: Module {
+    let weight: Parameter, bias: Parameter?
+    init(_ l: Linear) {
+        (weight, bias) = (l.weight, l.bias)
+        super.init()
+    }
+    override func forward(_ x: Tensor) -> Tensor { x.linear(weight: weight.value * 2, bias: bias?.value) }
 }

@@ -260,7 +260,50 @@ private func cosine(_ a: Tensor, _ b: Tensor) -> Double {
         // The simulation is far closer to the int8 model than the float model is (the input itself is not rounded).
         let dSim = ((simulated - int8) * (simulated - int8)).mean().item(), dFloat = ((float - int8) * (float - int8)).mean().item()
         #expect(dSim < 0.2 * dFloat, "simulation \(dSim) vs float \(dFloat)")
-        #expect(!model.modules().contains { ($0 as? Conv2d)?.fakeQuantizeWeight ?? false } && model.modules().allSatisfy { $0.forwardHookCount == 0 })
+        #expect(!model.modules().contains { $0 is QATConv2d || $0 is QATLinear })
+        #expect(model.modules().allSatisfy { $0.forwardHookCount == 0 })
+    }
+
+    @Test func qatSwapsTheLayersOfUserModulesSharingTheirParameters() throws {
+        func layers() -> (Conv2d, Linear) {
+            let g = Generator(seed: 21)
+            return (Conv2d(2, 4, kernelSize: 3, padding: 1, generator: g), Linear(4 * 6 * 6, 3, generator: g))
+        }
+        let user = UserNet(layers()), (conv, head) = layers()
+        let builtIn = Sequential(conv, ReLU(), Flatten(), head)
+        let model = Sequential(user)
+        let x = randn([5, 2, 6, 6], seed: 22).to(.float32)
+        let (names, params, float) = (model.namedParameters().map(\.0), model.parameters(), noGrad { model(x) })
+        let qat = model.prepareQAT(qmax: 127)
+        let simulated = builtIn.prepareQAT(qmax: 127)
+        #expect(model.modules().contains { $0 is QATConv2d } && model.modules().contains { $0 is QATLinear })
+        #expect(model.modules().allSatisfy { !($0 is Conv2d || $0 is Linear) })
+        // The same parameter objects under PyTorch's names: optimizers, state dicts and saved weights are unchanged.
+        #expect(model.namedParameters().map(\.0) == names && zip(model.parameters(), params).allSatisfy { $0 === $1 })
+        #expect(Set(model.stateDict().keys) == Set(names))
+        let resnet = FashionMNISTModel.resnet.make(generator: Generator(seed: 23)), state = Set(resnet.stateDict().keys)
+        _ = resnet.prepareQAT()
+        #expect(Set(resnet.stateDict().keys) == state)  // PyTorch's names (ModuleTests)
+        // Weights rounded per channel as in the built-in model (evaluation mode: no activation range seen yet).
+        model.eval()
+        builtIn.eval()
+        let y = noGrad { model(x) }
+        let want = x.conv2d(weight: user.conv.weight.value.fakeQuantizedPerChannel(), bias: user.conv.bias!.value,
+                            padding: 1).relu().flatten(startDim: 1)
+            .linear(weight: user.head.weight.value.fakeQuantizedPerChannel(), bias: user.head.bias!.value)
+        expectClose(y, noGrad { builtIn(x) }, rtol: 0, atol: 0, "user module vs built-in")
+        expectClose(y, want, rtol: 1e-6, atol: 1e-6, "fake-quantized weights")
+        #expect(!closeness(y, float, rtol: 1e-6, atol: 1e-6).ok)
+        model.train()
+        model(x).sum().backward()
+        #expect(user.conv.weight.grad != nil && user.head.weight.grad != nil)  // straight through
+        _ = try qat.convert()
+        // The built-in model saw no activation in training mode: its conversion fails and it stays prepared.
+        #expect(throws: QuantizationError.self) { try simulated.convert() }
+        #expect(builtIn.modules().contains { $0 is QATConv2d } && builtIn.modules().contains { $0 is QATLinear })
+        #expect(model.modules().contains { $0 === user.conv } && !model.modules().contains { $0 is QATLinear })
+        model.eval()
+        expectClose(noGrad { model(x) }, float, rtol: 0, atol: 0, "float again")
     }
 
     @Test func fakeQuantizationRoundsAndPassesGradientsInsideTheRange() {
@@ -271,4 +314,17 @@ private func cosine(_ a: Tensor, _ b: Tensor) -> Double {
         y.sum().backward()
         #expect(x.grad!.floats == [0, 1, 1, 1, 0])
     }
+}
+
+/// A user-written module holding built-in layers in its own properties.
+private final class UserNet: Module {
+    let conv: Conv2d
+    let head: Linear
+
+    init(_ layers: (Conv2d, Linear)) {
+        (conv, head) = layers
+        super.init()
+    }
+
+    override func forward(_ x: Tensor) -> Tensor { head(conv(x).relu().flatten(startDim: 1)) }
 }
