@@ -3,10 +3,11 @@ import SwiftAICore
 import SwiftAINN
 import SwiftAIOptim
 
-/// fastai's `MixedPrecision`, on the CPU: during a fit, convolutions and linear layers compute in bfloat16 (or
-/// float16) through oneDNN, with float32 accumulation, outputs and gradients; the parameters (the master weights),
-/// losses, normalisation and reductions stay float32. With float16 a ``GradScaler`` scales the loss before the
-/// backward pass and unscales the gradients before the step, skipping steps whose gradients overflow.
+/// fastai's `MixedPrecision`, on the CPU: during a fit, convolutions, linear layers and matrix products compute in
+/// bfloat16 (or float16) through oneDNN, with float32 accumulation, outputs and gradients (in user-written modules
+/// too: the ops consult ``Autocast``); the parameters (the master weights), losses, normalisation and reductions stay
+/// float32. With float16 a ``GradScaler`` scales the loss before the backward pass and unscales the gradients before
+/// the step, skipping steps whose gradients overflow.
 ///
 /// Where the CPU has no native support (``CPUFeatures/lowPrecisionUnavailable(_:)``) the callback does nothing:
 /// emulated low precision would be several times slower than float32. ``Learner/toBF16(note:)`` says so once.
