@@ -30,9 +30,13 @@ final class PathChoice<Key: Hashable>: RecordedChoices, @unchecked Sendable {
             lock.withLock { chosen[key] = c }
             return c
         }
-        let c = Self.fastest(count, rounds: rounds, run)
-        lock.withLock { chosen[key] = c }
-        return c
+        // One trial at a time in the process: trials running side by side would time each other's load.
+        return PathChoices.trialLock.withLock {
+            if let c = lock.withLock({ chosen[key] }) { return c }
+            let c = Self.fastest(count, rounds: rounds, run)
+            lock.withLock { chosen[key] = c }
+            return c
+        }
     }
 
     func recorded() -> [String: Int] {
@@ -73,6 +77,8 @@ public enum PathChoices {
     private nonisolated(unsafe) static var all: [RecordedChoices] = []
     private nonisolated(unsafe) static var reusable: [String: Int] = [:]
     private static let lock = Mutex()
+    /// Held while a choice is timed.
+    static let trialLock = Mutex()
 
     static func register(_ c: RecordedChoices) { lock.withLock { all.append(c) } }
 
