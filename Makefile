@@ -3,7 +3,7 @@ SWIFT_TEST_FLAGS ?= -c release -Xswiftc -enable-testing
 export OMP_NUM_THREADS ?= 2
 FUZZ_RUNS ?= 1000000
 
-.PHONY: setup build test demo bench fuzz
+.PHONY: setup build lint test demo bench fuzz
 
 setup:
 	@./scripts/setup.sh
@@ -19,7 +19,11 @@ ISA_SUITES = LowPrecisionTests|MixedPrecisionTests|QuantizationTests|QuantizedBu
 # Tests run optimised: numeric loops in debug builds are 10-100x slower. Then `swiftai serve` end to end (real
 # requests, a stalled client, concurrent clients, headless Chromium uploading through the page) on a bundle of a
 # few training batches.
-test: setup
+# Formatting and style (.swift-format: 120-character lines); generated protobuf code is left as protoc wrote it.
+lint:
+	@swift format lint --strict $(shell find Sources Tests -name '*.swift' ! -name '*.pb.swift') Package.swift
+
+test: setup lint
 	swift build $(SWIFT_TEST_FLAGS) --build-tests
 	swift test $(SWIFT_TEST_FLAGS) --skip-build
 	DNNL_MAX_CPU_ISA=AVX2 SWIFTAI_LOW_PRECISION=reference swift test $(SWIFT_TEST_FLAGS) --skip-build --filter "$(ISA_SUITES)"

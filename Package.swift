@@ -21,12 +21,12 @@ let package = Package(
         .library(name: "SwiftAILearner", targets: ["SwiftAILearner"]),
         .library(name: "SwiftAIVision", targets: ["SwiftAIVision"]),
         .library(name: "SwiftAIDeploy", targets: ["SwiftAIDeploy"]),
-        .executable(name: "swiftai", targets: ["swiftai"]),
+        .executable(name: "swiftai", targets: ["swiftai"])
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
-        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1")
     ],
     targets: [
         .systemLibrary(name: "CDNNL", path: "Sources/CDNNL"),
@@ -38,32 +38,50 @@ let package = Package(
         .target(name: "SwiftAINN", dependencies: ["SwiftAICore"], swiftSettings: vectorise),
         .target(name: "SwiftAIOptim", dependencies: ["SwiftAINN"], swiftSettings: vectorise),
         .target(name: "SwiftAIData", dependencies: ["SwiftAICore", "CZlib"], swiftSettings: vectorise),
-        .target(name: "SwiftAILearner", dependencies: ["SwiftAICore", "SwiftAINN", "SwiftAIOptim", "SwiftAIData", "CCairo"],
-                swiftSettings: vectorise),
-        .target(name: "SwiftAIVision", dependencies: ["SwiftAICore", "SwiftAIData", "SwiftAILearner", "CTurboJPEG", "CPNG", "CCairo"],
-                swiftSettings: vectorise),
-        .target(name: "SwiftAIDeploy", dependencies: [
-            "SwiftAICore", "SwiftAINN", "SwiftAIData", "SwiftAILearner", "SwiftAIVision",
-            .product(name: "SwiftProtobuf", package: "swift-protobuf"),
-        ], exclude: ["ONNX/onnx.proto"], swiftSettings: vectorise),
-        .executableTarget(name: "swiftai", dependencies: [
-            "SwiftAICore", "SwiftAINN", "SwiftAIOptim", "SwiftAIData", "SwiftAILearner", "SwiftAIVision", "SwiftAIDeploy",
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            .product(name: "Hummingbird", package: "hummingbird"),
-        ]),
-        .target(name: "SwiftAITestSupport", dependencies: ["SwiftAICore", "SwiftAINN", "SwiftAIData"], path: "Tests/SwiftAITestSupport"),
-        .testTarget(name: "SwiftAICoreTests", dependencies: ["SwiftAICore", "SwiftAITestSupport"], exclude: ["Fixtures"]),
+        .target(
+            name: "SwiftAILearner", dependencies: ["SwiftAICore", "SwiftAINN", "SwiftAIOptim", "SwiftAIData", "CCairo"],
+            swiftSettings: vectorise),
+        .target(
+            name: "SwiftAIVision",
+            dependencies: ["SwiftAICore", "SwiftAIData", "SwiftAILearner", "CTurboJPEG", "CPNG", "CCairo"],
+            swiftSettings: vectorise),
+        .target(
+            name: "SwiftAIDeploy",
+            dependencies: [
+                "SwiftAICore", "SwiftAINN", "SwiftAIData", "SwiftAILearner", "SwiftAIVision",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf")
+            ], exclude: ["ONNX/onnx.proto"], swiftSettings: vectorise),
+        .executableTarget(
+            name: "swiftai",
+            dependencies: [
+                "SwiftAICore", "SwiftAINN", "SwiftAIOptim", "SwiftAIData", "SwiftAILearner", "SwiftAIVision",
+                "SwiftAIDeploy",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Hummingbird", package: "hummingbird")
+            ]),
+        .target(
+            name: "SwiftAITestSupport", dependencies: ["SwiftAICore", "SwiftAINN", "SwiftAIData"],
+            path: "Tests/SwiftAITestSupport"),
+        .testTarget(
+            name: "SwiftAICoreTests", dependencies: ["SwiftAICore", "SwiftAITestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "SwiftAINNTests", dependencies: ["SwiftAINN", "SwiftAITestSupport"], exclude: ["Fixtures"]),
-        .testTarget(name: "SwiftAIOptimTests",
-                    dependencies: ["SwiftAIOptim", "SwiftAINN", "SwiftAIData", "SwiftAITestSupport"], exclude: ["Fixtures"]),
+        .testTarget(
+            name: "SwiftAIOptimTests",
+            dependencies: ["SwiftAIOptim", "SwiftAINN", "SwiftAIData", "SwiftAITestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "SwiftAIDataTests", dependencies: ["SwiftAIData", "SwiftAITestSupport"]),
         .testTarget(name: "SwiftAILearnerTests", dependencies: ["SwiftAILearner", "SwiftAITestSupport"]),
-        .testTarget(name: "SwiftAIVisionTests", dependencies: ["SwiftAIVision", "SwiftAINN", "SwiftAILearner", "SwiftAITestSupport"],
-                    exclude: ["Fixtures"]),
-        .testTarget(name: "SwiftAIDeployTests", dependencies: ["SwiftAIDeploy", "SwiftAIVision", "SwiftAINN", "SwiftAILearner",
-                                                               "SwiftAITestSupport"]),
+        .testTarget(
+            name: "SwiftAIVisionTests",
+            dependencies: ["SwiftAIVision", "SwiftAINN", "SwiftAILearner", "SwiftAITestSupport"],
+            exclude: ["Fixtures"]),
+        .testTarget(
+            name: "SwiftAIDeployTests",
+            dependencies: [
+                "SwiftAIDeploy", "SwiftAIVision", "SwiftAINN", "SwiftAILearner",
+                "SwiftAITestSupport"
+            ]),
         // Runs the built `swiftai` binary (the dependency makes sure it is built) as a subprocess.
-        .testTarget(name: "SwiftAICLITests", dependencies: ["swiftai"]),
+        .testTarget(name: "SwiftAICLITests", dependencies: ["swiftai"])
     ],
     swiftLanguageModes: [.v5]
 )

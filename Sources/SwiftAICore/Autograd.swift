@@ -56,7 +56,9 @@ extension Tensor {
         get { node != nil }
         set {
             if newValue {
-                require(dtype.isFloatingPoint, "requiresGrad: only floating-point tensors can require gradients, got \(dtype)")
+                require(
+                    dtype.isFloatingPoint,
+                    "requiresGrad: only floating-point tensors can require gradients, got \(dtype)")
                 if node == nil { node = GradNode(leaf: ()) }
             } else {
                 node = nil
@@ -128,11 +130,13 @@ extension Tensor {
         }
         let seed: Tensor
         if let gradient {
-            require(gradient.shape == shape,
-                         "backward(): gradient shape \(gradient.shape) does not match tensor shape \(shape)")
+            require(
+                gradient.shape == shape,
+                "backward(): gradient shape \(gradient.shape) does not match tensor shape \(shape)")
             seed = gradient.detached().to(dtype)
         } else {
-            require(count == 1, "backward(): grad can be implicitly created only for scalar outputs, got shape \(shape)")
+            require(
+                count == 1, "backward(): grad can be implicitly created only for scalar outputs, got shape \(shape)")
             seed = Tensor.ones(shape, dtype: dtype)
         }
         // Topological order by iterative depth-first search (post-order, then reversed).

@@ -32,25 +32,39 @@ struct ConvGeometry: Hashable {
 
     /// oneDNN descriptors: channels-last source and destination, contiguous user weights (`[OC, C, KH, KW]`, or
     /// `[G, OC/G, C/G, KH, KW]` with groups), bias; float32 unless other element types are given (int8 kernels).
-    func memoryDescs(src st: dnnl_data_type_t = dnnl_f32, weights wt: dnnl_data_type_t = dnnl_f32, dst dt: dnnl_data_type_t = dnnl_f32)
-        -> (src: dnnl_memory_desc_t, dst: dnnl_memory_desc_t, weights: dnnl_memory_desc_t, bias: dnnl_memory_desc_t, weightDims: [Int]) {
+    func memoryDescs(
+        src st: dnnl_data_type_t = dnnl_f32, weights wt: dnnl_data_type_t = dnnl_f32,
+        dst dt: dnnl_data_type_t = dnnl_f32
+    )
+        -> (
+            src: dnnl_memory_desc_t, dst: dnnl_memory_desc_t, weights: dnnl_memory_desc_t, bias: dnnl_memory_desc_t,
+            weightDims: [Int]
+        )
+    {
         let wDims = groups == 1 ? [oc, c, kh, kw] : [groups, oc / groups, c / groups, kh, kw]
-        return (DNNL.desc([n, c, h, w], strides: Tensor.channelsLastStrides([n, c, h, w]), st),
-                DNNL.desc([n, oc, oh, ow], strides: Tensor.channelsLastStrides([n, oc, oh, ow]), dt),
-                DNNL.desc(wDims, strides: Tensor.contiguousStrides(wDims), wt), DNNL.desc([oc], strides: [1]), wDims)
+        return (
+            DNNL.desc([n, c, h, w], strides: Tensor.channelsLastStrides([n, c, h, w]), st),
+            DNNL.desc([n, oc, oh, ow], strides: Tensor.channelsLastStrides([n, oc, oh, ow]), dt),
+            DNNL.desc(wDims, strides: Tensor.contiguousStrides(wDims), wt), DNNL.desc([oc], strides: [1]), wDims
+        )
     }
 
     /// A forward convolution descriptor (`kind`: training or inference) whose weights take the primitive's layout.
-    func forwardDesc(_ kind: dnnl_prop_kind_t, bias: Bool, src st: dnnl_data_type_t = dnnl_f32, weights wt: dnnl_data_type_t = dnnl_f32,
-                     dst dt: dnnl_data_type_t = dnnl_f32) -> dnnl_convolution_desc_t {
+    func forwardDesc(
+        _ kind: dnnl_prop_kind_t, bias: Bool, src st: dnnl_data_type_t = dnnl_f32,
+        weights wt: dnnl_data_type_t = dnnl_f32,
+        dst dt: dnnl_data_type_t = dnnl_f32
+    ) -> dnnl_convolution_desc_t {
         let m = memoryDescs(src: st, weights: wt, dst: dt)
         var anyW = DNNL.desc(m.weightDims, tag: dnnl_format_tag_any, wt)
         var s = m.src, d = m.dst, b = m.bias
         var st: [Int64] = [Int64(sh), Int64(sw)], pad: [Int64] = [Int64(ph), Int64(pw)]
         var desc = dnnl_convolution_desc_t()
         withUnsafePointer(to: &b) { bp in
-            DNNL.check(dnnl_convolution_forward_desc_init(&desc, kind, dnnl_convolution_direct, &s, &anyW, bias ? bp : nil, &d,
-                                                          &st, &pad, &pad), "conv forward desc")
+            DNNL.check(
+                dnnl_convolution_forward_desc_init(
+                    &desc, kind, dnnl_convolution_direct, &s, &anyW, bias ? bp : nil, &d,
+                    &st, &pad, &pad), "conv forward desc")
         }
         return desc
     }
@@ -111,13 +125,17 @@ final class ConvKernel {
 
     /// y = conv(x, w) + b; all pointers to channels-last activations (`x` in the kernel's precision) / contiguous
     /// float32 weights.
-    func forward(x: UnsafeMutableRawPointer, w: UnsafeMutableRawPointer, b: UnsafeMutableRawPointer?,
-                 y: UnsafeMutableRawPointer) {
+    func forward(
+        x: UnsafeMutableRawPointer, w: UnsafeMutableRawPointer, b: UnsafeMutableRawPointer?,
+        y: UnsafeMutableRawPointer
+    ) {
         lock.lock(); defer { lock.unlock() }
         userWeights.bind(w)
         if let r = fwdWeightReorder { r.execute([(DNNL_ARG_FROM, userWeights), (DNNL_ARG_TO, fwdWeights)]) }
-        var args: [(Int32, DNNLMemory)] = [(DNNL_ARG_SRC, source(x)), (DNNL_ARG_WEIGHTS, fwdWeights),
-                                           (DNNL_ARG_DST, dst.bind(y))]
+        var args: [(Int32, DNNLMemory)] = [
+            (DNNL_ARG_SRC, source(x)), (DNNL_ARG_WEIGHTS, fwdWeights),
+            (DNNL_ARG_DST, dst.bind(y))
+        ]
         if let b { args.append((DNNL_ARG_BIAS, bias.bind(b))) }
         fwd.execute(args)
     }
@@ -127,8 +145,9 @@ final class ConvKernel {
         var anyW = DNNL.desc(weightDims, tag: dnnl_format_tag_any, low)
         var st: [Int64] = [Int64(g.sh), Int64(g.sw)], pad: [Int64] = [Int64(g.ph), Int64(g.pw)]
         var desc = dnnl_convolution_desc_t()
-        DNNL.check(dnnl_convolution_backward_data_desc_init(&desc, dnnl_convolution_direct, &s, &anyW, &d, &st, &pad, &pad),
-                   "conv bwd-data desc")
+        DNNL.check(
+            dnnl_convolution_backward_data_desc_init(&desc, dnnl_convolution_direct, &s, &anyW, &d, &st, &pad, &pad),
+            "conv bwd-data desc")
         let p = DNNLPrimitive(&desc, hint: fwd.pd, "conv backward-data")
         let wmd = p.md(dnnl_query_weights_md)
         let r = DNNL.equal(wmd, userWeightDesc) ? nil : DNNLPrimitive(reorderFrom: userWeightDesc, to: wmd)
@@ -141,8 +160,10 @@ final class ConvKernel {
         let k = bwdData
         userWeights.bind(w)
         if let r = k.reorder { r.execute([(DNNL_ARG_FROM, userWeights), (DNNL_ARG_TO, k.weights)]) }
-        k.prim.execute([(DNNL_ARG_DIFF_DST, gradient(dy)), (DNNL_ARG_WEIGHTS, k.weights),
-                        (DNNL_ARG_DIFF_SRC, src.bind(dx))])
+        k.prim.execute([
+            (DNNL_ARG_DIFF_DST, gradient(dy)), (DNNL_ARG_WEIGHTS, k.weights),
+            (DNNL_ARG_DIFF_SRC, src.bind(dx))
+        ])
     }
 
     private lazy var bwdWeights: (prim: DNNLPrimitive, reorder: DNNLPrimitive?, diffWeights: DNNLMemory) = {
@@ -152,8 +173,10 @@ final class ConvKernel {
         var st: [Int64] = [Int64(g.sh), Int64(g.sw)], pad: [Int64] = [Int64(g.ph), Int64(g.pw)]
         var desc = dnnl_convolution_desc_t()
         withUnsafePointer(to: &b) { bp in
-            DNNL.check(dnnl_convolution_backward_weights_desc_init(&desc, dnnl_convolution_direct, &s, &anyW, hasBias ? bp : nil,
-                                                                   &d, &st, &pad, &pad), "conv bwd-weights desc")
+            DNNL.check(
+                dnnl_convolution_backward_weights_desc_init(
+                    &desc, dnnl_convolution_direct, &s, &anyW, hasBias ? bp : nil,
+                    &d, &st, &pad, &pad), "conv bwd-weights desc")
         }
         let p = DNNLPrimitive(&desc, hint: fwd.pd, "conv backward-weights")
         let wmd = p.md(dnnl_query_diff_weights_md)
@@ -162,13 +185,17 @@ final class ConvKernel {
     }()
 
     /// dw (contiguous OIHW) and db from x and dy (both in the kernel's precision).
-    func backwardWeights(x: UnsafeMutableRawPointer, dy: UnsafeMutableRawPointer, dw: UnsafeMutableRawPointer,
-                         db: UnsafeMutableRawPointer?) {
+    func backwardWeights(
+        x: UnsafeMutableRawPointer, dy: UnsafeMutableRawPointer, dw: UnsafeMutableRawPointer,
+        db: UnsafeMutableRawPointer?
+    ) {
         lock.lock(); defer { lock.unlock() }
         let k = bwdWeights
         userWeights.bind(dw)
-        var args: [(Int32, DNNLMemory)] = [(DNNL_ARG_SRC, source(x)), (DNNL_ARG_DIFF_DST, gradient(dy)),
-                                           (DNNL_ARG_DIFF_WEIGHTS, k.diffWeights)]
+        var args: [(Int32, DNNLMemory)] = [
+            (DNNL_ARG_SRC, source(x)), (DNNL_ARG_DIFF_DST, gradient(dy)),
+            (DNNL_ARG_DIFF_WEIGHTS, k.diffWeights)
+        ]
         if let db { args.append((DNNL_ARG_DIFF_BIAS, bias.bind(db))) }
         k.prim.execute(args)
         if let r = k.reorder { r.execute([(DNNL_ARG_FROM, k.diffWeights), (DNNL_ARG_TO, userWeights)]) }
@@ -190,30 +217,53 @@ extension Tensor {
     /// `precision` (default: ``Autocast/precision``) `.bfloat16` or `.float16` (float32 operands only): forward and
     /// backward take the input, weight and output gradient rounded to that type and accumulate in float32; result
     /// and gradients stay float32. Check ``CPUFeatures/lowPrecisionUnavailable(_:)`` first.
-    public func conv2d(weight: Tensor, bias: Tensor? = nil, stride: Int = 1, padding: Int = 0, groups: Int = 1,
-                       precision: DType? = nil) -> Tensor {
-        conv2d(weight: weight, bias: bias, stride: (stride, stride), padding: (padding, padding), groups: groups, precision: precision)
+    public func conv2d(
+        weight: Tensor, bias: Tensor? = nil, stride: Int = 1, padding: Int = 0, groups: Int = 1,
+        precision: DType? = nil
+    ) -> Tensor {
+        conv2d(
+            weight: weight, bias: bias, stride: (stride, stride), padding: (padding, padding), groups: groups,
+            precision: precision)
     }
 
     /// 2-D convolution with separate vertical and horizontal stride and padding.
-    public func conv2d(weight: Tensor, bias: Tensor?, stride: (Int, Int), padding: (Int, Int), groups: Int = 1,
-                       precision: DType? = nil) -> Tensor {
+    public func conv2d(
+        weight: Tensor, bias: Tensor?, stride: (Int, Int), padding: (Int, Int), groups: Int = 1,
+        precision: DType? = nil
+    ) -> Tensor {
         requireCompute("conv2d")
         require(rank == 4, "conv2d: expected 4-D input [N, C, H, W], got shape \(shape)")
         require(weight.rank == 4, "conv2d: expected 4-D weight [OC, C/groups, KH, KW], got shape \(weight.shape)")
-        require(weight.dtype == dtype && (bias?.dtype ?? dtype) == dtype,
-                     "conv2d: input (\(dtype)), weight (\(weight.dtype)) and bias should have the same dtype")
-        require(groups >= 1 && shape[1] % groups == 0 && weight.shape[0] % groups == 0,
-                     "conv2d: channels \(shape[1]) and out channels \(weight.shape[0]) must be divisible by groups \(groups)")
-        require(weight.shape[1] * groups == shape[1],
-                     "conv2d: given groups=\(groups), weight of size \(weight.shape), expected input \(shape) to have \(weight.shape[1] * groups) channels, but got \(shape[1]) channels instead")
-        if let bias { require(bias.shape == [weight.shape[0]], "conv2d: bias shape \(bias.shape) should be [\(weight.shape[0])]") }
-        let g = ConvGeometry(n: shape[0], c: shape[1], h: shape[2], w: shape[3], oc: weight.shape[0],
-                             kh: weight.shape[2], kw: weight.shape[3], sh: stride.0, sw: stride.1,
-                             ph: padding.0, pw: padding.1, groups: groups)
-        require(stride.0 > 0 && stride.1 > 0 && padding.0 >= 0 && padding.1 >= 0, "conv2d: invalid stride \(stride) or padding \(padding)")
-        require(g.oh > 0 && g.ow > 0,
-                     "conv2d: calculated output size (\(g.oh)x\(g.ow)) is too small for input \(shape) and kernel \(weight.shape) with padding \(padding)")
+        require(
+            weight.dtype == dtype && (bias?.dtype ?? dtype) == dtype,
+            "conv2d: input (\(dtype)), weight (\(weight.dtype)) and bias should have the same dtype")
+        require(
+            groups >= 1 && shape[1] % groups == 0 && weight.shape[0] % groups == 0,
+            "conv2d: channels \(shape[1]) and out channels \(weight.shape[0]) must be divisible by groups \(groups)")
+        require(
+            weight.shape[1] * groups == shape[1],
+            """
+            conv2d: given groups=\(groups), weight of size \(weight.shape), expected input \(shape) to have \
+            \(weight.shape[1] * groups) channels, but got \(shape[1]) channels instead
+            """
+        )
+        if let bias {
+            require(bias.shape == [weight.shape[0]], "conv2d: bias shape \(bias.shape) should be [\(weight.shape[0])]")
+        }
+        let g = ConvGeometry(
+            n: shape[0], c: shape[1], h: shape[2], w: shape[3], oc: weight.shape[0],
+            kh: weight.shape[2], kw: weight.shape[3], sh: stride.0, sw: stride.1,
+            ph: padding.0, pw: padding.1, groups: groups)
+        require(
+            stride.0 > 0 && stride.1 > 0 && padding.0 >= 0 && padding.1 >= 0,
+            "conv2d: invalid stride \(stride) or padding \(padding)")
+        require(
+            g.oh > 0 && g.ow > 0,
+            """
+            conv2d: calculated output size (\(g.oh)x\(g.ow)) is too small for input \(shape) and kernel \
+            \(weight.shape) with padding \(padding)
+            """
+        )
         let low = dtype == .float32 ? precision ?? Autocast.precision : .float32
         if low != .float32 && LowPrecision.kernels(low, "conv2d") == .reference {
             return LowPrecision.reference(self, weight, bias, low) {
@@ -244,8 +294,9 @@ extension Tensor {
         if inputs.contains(where: { $0.node != nil }) && GradMode.isEnabled {
             let needX = node != nil, needW = weight.node != nil, needB = bias?.node != nil
             out.recordGrad("conv2d", inputs) { gy in
-                let (dx, dw, db) = Tensor.convBackward(saved.tensor, w, gy, g, needX: needX, needW: needW, needB: needB,
-                                                       path: path)
+                let (dx, dw, db) = Tensor.convBackward(
+                    saved.tensor, w, gy, g, needX: needX, needW: needW, needB: needB,
+                    path: path)
                 return bias == nil ? [dx, dw] : [dx, dw, db]
             }
         }
@@ -254,8 +305,10 @@ extension Tensor {
 
     /// The forward convolution of the channels-last float32 `xc` on `path`: the output and the source the backward
     /// pass needs (`xc`, or its low-precision cast).
-    static func convForward(_ xc: Tensor, _ w: Tensor, _ b: Tensor?, _ g: ConvGeometry,
-                            _ path: ConvPath) -> (Tensor, Tensor) {
+    static func convForward(
+        _ xc: Tensor, _ w: Tensor, _ b: Tensor?, _ g: ConvGeometry,
+        _ path: ConvPath
+    ) -> (Tensor, Tensor) {
         if path == .smallMap { return (SmallMapConv(g).forward(xc, w, bias: b), xc) }
         let k = ConvKernel.get(g, hasBias: b != nil, precision: path.precision)
         let source = path.precision == .float32 ? xc : k.cast(xc)
@@ -278,47 +331,68 @@ extension Tensor {
     /// admits them. Low precision does not always pay for its casts, nor the GEMMs on every ISA (BENCHMARKS.md). The
     /// low-precision candidate is charged what it switches on downstream: BatchNorm's and the activation's saved
     /// inputs, each the output's size, cast to bfloat16 and back (``SavedActivation``).
-    static func convPath(_ g: ConvGeometry, _ xc: Tensor, _ w: Tensor, _ b: Tensor?, _ low: DType,
-                         grad: (x: Bool, w: Bool, b: Bool)) -> ConvPath {
+    static func convPath(
+        _ g: ConvGeometry, _ xc: Tensor, _ w: Tensor, _ b: Tensor?, _ low: DType,
+        grad: (x: Bool, w: Bool, b: Bool)
+    ) -> ConvPath {
         var options: [ConvPath] = low == .float32 ? [] : [.dnnl(low)]
         if SmallMapConv.applies(g) { options.append(.smallMap) }
         options.append(.dnnl(.float32))
         guard options.count > 1 else { return options[0] }
         let key = PathKey(g: g, bias: b != nil, low: low, gx: grad.x, gw: grad.w, gb: grad.b)
-        return options[pathChoice.choose(key, count: options.count) { i in
-            let (y, source) = convForward(xc, w, b, g, options[i])
-            if grad.x || grad.w || grad.b {
-                _ = convBackward(source, w, y, g, needX: grad.x, needW: grad.w, needB: grad.b, path: options[i])
-            }
-            if options[i].precision == .bfloat16 { for _ in 0..<2 { _ = y.to(.bfloat16).to(.float32) } }
-        }]
+        return options[
+            pathChoice.choose(key, count: options.count) { i in
+                let (y, source) = convForward(xc, w, b, g, options[i])
+                if grad.x || grad.w || grad.b {
+                    _ = convBackward(source, w, y, g, needX: grad.x, needW: grad.w, needB: grad.b, path: options[i])
+                }
+                if options[i].precision == .bfloat16 { for _ in 0..<2 { _ = y.to(.bfloat16).to(.float32) } }
+            }]
     }
 
     /// Gradient of `conv2d` with respect to its input (PyTorch's `torch.nn.grad.conv2d_input`).
-    public static func conv2dInputGrad(gradOutput: Tensor, weight: Tensor, inputShape: [Int], stride: Int = 1,
-                                       padding: Int = 0, groups: Int = 1) -> Tensor {
-        let g = ConvGeometry(n: inputShape[0], c: inputShape[1], h: inputShape[2], w: inputShape[3], oc: weight.shape[0],
-                             kh: weight.shape[2], kw: weight.shape[3], sh: stride, sw: stride, ph: padding, pw: padding, groups: groups)
-        require(gradOutput.shape == [g.n, g.oc, g.oh, g.ow], "conv2d_input: grad_output \(gradOutput.shape) does not match [\(g.n), \(g.oc), \(g.oh), \(g.ow)]")
-        let like = Tensor(empty: inputShape, dtype: gradOutput.dtype, strides: gradOutput.dtype == .float32 ? channelsLastStrides(inputShape) : nil)
-        return convBackward(like, weight.detached().contiguous(), gradOutput.detached(), g, needX: true, needW: false,
-                            needB: false, path: SmallMapConv.applies(g) ? .smallMap : .dnnl(.float32)).0!
+    public static func conv2dInputGrad(
+        gradOutput: Tensor, weight: Tensor, inputShape: [Int], stride: Int = 1,
+        padding: Int = 0, groups: Int = 1
+    ) -> Tensor {
+        let g = ConvGeometry(
+            n: inputShape[0], c: inputShape[1], h: inputShape[2], w: inputShape[3], oc: weight.shape[0],
+            kh: weight.shape[2], kw: weight.shape[3], sh: stride, sw: stride, ph: padding, pw: padding, groups: groups)
+        require(
+            gradOutput.shape == [g.n, g.oc, g.oh, g.ow],
+            "conv2d_input: grad_output \(gradOutput.shape) does not match [\(g.n), \(g.oc), \(g.oh), \(g.ow)]")
+        let like = Tensor(
+            empty: inputShape, dtype: gradOutput.dtype,
+            strides: gradOutput.dtype == .float32 ? channelsLastStrides(inputShape) : nil)
+        return convBackward(
+            like, weight.detached().contiguous(), gradOutput.detached(), g, needX: true, needW: false,
+            needB: false, path: SmallMapConv.applies(g) ? .smallMap : .dnnl(.float32)
+        ).0!
     }
 
     /// Gradient of `conv2d` with respect to its weight (PyTorch's `torch.nn.grad.conv2d_weight`).
-    public static func conv2dWeightGrad(input: Tensor, gradOutput: Tensor, weightShape: [Int], stride: Int = 1,
-                                        padding: Int = 0, groups: Int = 1) -> Tensor {
-        let g = ConvGeometry(n: input.shape[0], c: input.shape[1], h: input.shape[2], w: input.shape[3], oc: weightShape[0],
-                             kh: weightShape[2], kw: weightShape[3], sh: stride, sw: stride, ph: padding, pw: padding, groups: groups)
-        require(gradOutput.shape == [g.n, g.oc, g.oh, g.ow], "conv2d_weight: grad_output \(gradOutput.shape) does not match [\(g.n), \(g.oc), \(g.oh), \(g.ow)]")
+    public static func conv2dWeightGrad(
+        input: Tensor, gradOutput: Tensor, weightShape: [Int], stride: Int = 1,
+        padding: Int = 0, groups: Int = 1
+    ) -> Tensor {
+        let g = ConvGeometry(
+            n: input.shape[0], c: input.shape[1], h: input.shape[2], w: input.shape[3], oc: weightShape[0],
+            kh: weightShape[2], kw: weightShape[3], sh: stride, sw: stride, ph: padding, pw: padding, groups: groups)
+        require(
+            gradOutput.shape == [g.n, g.oc, g.oh, g.ow],
+            "conv2d_weight: grad_output \(gradOutput.shape) does not match [\(g.n), \(g.oc), \(g.oh), \(g.ow)]")
         let x = input.detached()
         let saved = x.dtype == .float32 ? x.contiguous(.channelsLast) : x.contiguous()
-        return convBackward(saved, Tensor(empty: weightShape, dtype: x.dtype), gradOutput.detached(), g, needX: false,
-                            needW: true, needB: false, path: SmallMapConv.applies(g) ? .smallMap : .dnnl(.float32)).1!
+        return convBackward(
+            saved, Tensor(empty: weightShape, dtype: x.dtype), gradOutput.detached(), g, needX: false,
+            needW: true, needB: false, path: SmallMapConv.applies(g) ? .smallMap : .dnnl(.float32)
+        ).1!
     }
 
-    static func convBackward(_ x: Tensor, _ w: Tensor, _ gy: Tensor, _ g: ConvGeometry, needX: Bool, needW: Bool,
-                             needB: Bool, path: ConvPath) -> (Tensor?, Tensor?, Tensor?) {
+    static func convBackward(
+        _ x: Tensor, _ w: Tensor, _ gy: Tensor, _ g: ConvGeometry, needX: Bool, needW: Bool,
+        needB: Bool, path: ConvPath
+    ) -> (Tensor?, Tensor?, Tensor?) {
         if x.dtype == .float64 {
             return referenceConvBackward(x, w, gy.contiguous(), g, needX: needX, needW: needW, needB: needB)
         }
@@ -326,8 +400,10 @@ extension Tensor {
         let precision = path.precision
         if path == .smallMap {
             let s = SmallMapConv(g)
-            return (needX ? s.backwardData(dy, w) : nil, needW ? s.backwardWeights(x, dy) : nil,
-                    needB ? dy.sum(dims: [0, 2, 3]) : nil)
+            return (
+                needX ? s.backwardData(dy, w) : nil, needW ? s.backwardWeights(x, dy) : nil,
+                needB ? dy.sum(dims: [0, 2, 3]) : nil
+            )
         }
         let k = ConvKernel.get(g, hasBias: needB, precision: precision)
         let dyk = precision == .float32 ? dy : k.cast(dy)  // one cast for both passes
@@ -354,54 +430,67 @@ extension Tensor {
         let px = x.pointer(Double.self), pw = w.pointer(Double.self), po = out.pointer(Double.self)
         let bv = b?.doubles
         let cg = g.c / g.groups, og = g.oc / g.groups
-        for n in 0..<g.n { for o in 0..<g.oc {
-            let grp = o / og
-            for i in 0..<g.oh { for j in 0..<g.ow {
-                var acc = bv?[o] ?? 0
-                for c in 0..<cg {
-                    let ci = grp * cg + c
-                    for ki in 0..<g.kh {
-                        let yi = i * g.sh - g.ph + ki
-                        if yi < 0 || yi >= g.h { continue }
-                        for kj in 0..<g.kw {
-                            let xj = j * g.sw - g.pw + kj
-                            if xj < 0 || xj >= g.w { continue }
-                            acc += px[((n * g.c + ci) * g.h + yi) * g.w + xj] * pw[((o * cg + c) * g.kh + ki) * g.kw + kj]
+        for n in 0..<g.n {
+            for o in 0..<g.oc {
+                let grp = o / og
+                for i in 0..<g.oh {
+                    for j in 0..<g.ow {
+                        var acc = bv?[o] ?? 0
+                        for c in 0..<cg {
+                            let ci = grp * cg + c
+                            for ki in 0..<g.kh {
+                                let yi = i * g.sh - g.ph + ki
+                                if yi < 0 || yi >= g.h { continue }
+                                for kj in 0..<g.kw {
+                                    let xj = j * g.sw - g.pw + kj
+                                    if xj < 0 || xj >= g.w { continue }
+                                    acc +=
+                                        px[((n * g.c + ci) * g.h + yi) * g.w + xj]
+                                        * pw[((o * cg + c) * g.kh + ki) * g.kw + kj]
+                                }
+                            }
                         }
+                        po[((n * g.oc + o) * g.oh + i) * g.ow + j] = acc
                     }
                 }
-                po[((n * g.oc + o) * g.oh + i) * g.ow + j] = acc
-            } }
-        } }
+            }
+        }
         return out
     }
 
-    static func referenceConvBackward(_ x: Tensor, _ w: Tensor, _ gy: Tensor, _ g: ConvGeometry, needX: Bool,
-                                      needW: Bool, needB: Bool) -> (Tensor?, Tensor?, Tensor?) {
+    static func referenceConvBackward(
+        _ x: Tensor, _ w: Tensor, _ gy: Tensor, _ g: ConvGeometry, needX: Bool,
+        needW: Bool, needB: Bool
+    ) -> (Tensor?, Tensor?, Tensor?) {
         let dx = Tensor.zeros(x.shape, dtype: .float64), dw = Tensor.zeros(w.shape, dtype: .float64)
         let px = x.pointer(Double.self), pw = w.pointer(Double.self), pg = gy.pointer(Double.self)
         let pdx = dx.pointer(Double.self), pdw = dw.pointer(Double.self)
         let cg = g.c / g.groups, og = g.oc / g.groups
-        for n in 0..<g.n { for o in 0..<g.oc {
-            let grp = o / og
-            for i in 0..<g.oh { for j in 0..<g.ow {
-                let gv = pg[((n * g.oc + o) * g.oh + i) * g.ow + j]
-                for c in 0..<cg {
-                    let ci = grp * cg + c
-                    for ki in 0..<g.kh {
-                        let yi = i * g.sh - g.ph + ki
-                        if yi < 0 || yi >= g.h { continue }
-                        for kj in 0..<g.kw {
-                            let xj = j * g.sw - g.pw + kj
-                            if xj < 0 || xj >= g.w { continue }
-                            let xo = ((n * g.c + ci) * g.h + yi) * g.w + xj, wo = ((o * cg + c) * g.kh + ki) * g.kw + kj
-                            pdx[xo] += gv * pw[wo]
-                            pdw[wo] += gv * px[xo]
+        for n in 0..<g.n {
+            for o in 0..<g.oc {
+                let grp = o / og
+                for i in 0..<g.oh {
+                    for j in 0..<g.ow {
+                        let gv = pg[((n * g.oc + o) * g.oh + i) * g.ow + j]
+                        for c in 0..<cg {
+                            let ci = grp * cg + c
+                            for ki in 0..<g.kh {
+                                let yi = i * g.sh - g.ph + ki
+                                if yi < 0 || yi >= g.h { continue }
+                                for kj in 0..<g.kw {
+                                    let xj = j * g.sw - g.pw + kj
+                                    if xj < 0 || xj >= g.w { continue }
+                                    let xo = ((n * g.c + ci) * g.h + yi) * g.w + xj,
+                                        wo = ((o * cg + c) * g.kh + ki) * g.kw + kj
+                                    pdx[xo] += gv * pw[wo]
+                                    pdw[wo] += gv * px[xo]
+                                }
+                            }
                         }
                     }
                 }
-            } }
-        } }
+            }
+        }
         return (needX ? dx : nil, needW ? dw : nil, needB ? gy.sum(dims: [0, 2, 3]) : nil)
     }
 }

@@ -44,8 +44,9 @@ extension Tensor {
     public static func zeros(_ shape: [Int], dtype: DType = .float32) -> Tensor {
         let n = shape.reduce(1, *)
         require(shape.allSatisfy { $0 >= 0 }, "zeros: negative dimension in shape \(shape)")
-        return Tensor(storage: Storage(zeroedByteCount: Swift.max(n, 1) * dtype.byteSize), shape: shape,
-                      strides: contiguousStrides(shape), offset: 0, dtype: dtype)
+        return Tensor(
+            storage: Storage(zeroedByteCount: Swift.max(n, 1) * dtype.byteSize), shape: shape,
+            strides: contiguousStrides(shape), offset: 0, dtype: dtype)
     }
 
     /// Ones.
@@ -64,7 +65,8 @@ extension Tensor {
 
     /// `start, start+step, …` below `end` (PyTorch's `arange`).
     public static func arange(_ start: Double = 0, _ end: Double, step: Double = 1, dtype: DType = .int64) -> Tensor {
-        require(step != 0 && (end - start) / step >= 0, "arange: upper bound and larger bound inconsistent with step sign")
+        require(
+            step != 0 && (end - start) / step >= 0, "arange: upper bound and larger bound inconsistent with step sign")
         let n = Int(((end - start) / step).rounded(.up))
         return Tensor((0..<n).map { start + Double($0) * step }, shape: [n]).to(dtype)
     }
@@ -74,7 +76,8 @@ extension Tensor {
         require(count >= 0, "linspace: number of steps must be non-negative")
         let step = count > 1 ? (end - start) / Double(count - 1) : 0
         // PyTorch fills the second half backwards from `end` so both ends are exact.
-        let vals = (0..<count).map { i in i < count / 2 ? start + step * Double(i) : end - step * Double(count - 1 - i) }
+        let vals = (0..<count).map { i in i < count / 2 ? start + step * Double(i) : end - step * Double(count - 1 - i)
+        }
         return Tensor(vals, shape: [count]).to(dtype)
     }
 
@@ -94,35 +97,50 @@ extension Tensor {
     }
 
     /// Uniform in [low, high).
-    public static func uniform(_ shape: [Int], low: Double, high: Double, dtype: DType = .float32,
-                               generator: Generator = .default) -> Tensor {
+    public static func uniform(
+        _ shape: [Int], low: Double, high: Double, dtype: DType = .float32,
+        generator: Generator = .default
+    ) -> Tensor {
         let n = shape.reduce(1, *)
         if dtype == .float32 {
             let lo = Float(low), w = Float(high - low)
             return Tensor(generator.withLock { (0..<n).map { _ in lo + w * generator.nextFloat() } }, shape: shape)
         }
-        return Tensor(generator.withLock { (0..<n).map { _ in low + (high - low) * generator.nextDouble() } }, shape: shape).to(dtype)
+        return Tensor(
+            generator.withLock { (0..<n).map { _ in low + (high - low) * generator.nextDouble() } }, shape: shape
+        ).to(dtype)
     }
 
     /// Standard normal values scaled by `std` and shifted by `mean`.
-    public static func randn(_ shape: [Int], mean: Double = 0, std: Double = 1, dtype: DType = .float32,
-                             generator: Generator = .default) -> Tensor {
+    public static func randn(
+        _ shape: [Int], mean: Double = 0, std: Double = 1, dtype: DType = .float32,
+        generator: Generator = .default
+    ) -> Tensor {
         let n = shape.reduce(1, *)
-        return Tensor(generator.withLock { (0..<n).map { _ in mean + std * generator.nextNormal() } }, shape: shape).to(dtype)
+        return Tensor(generator.withLock { (0..<n).map { _ in mean + std * generator.nextNormal() } }, shape: shape).to(
+            dtype)
     }
 
     /// Uniform integers in `low..<high`.
-    public static func randint(_ low: Int, _ high: Int, _ shape: [Int], dtype: DType = .int64,
-                               generator: Generator = .default) -> Tensor {
+    public static func randint(
+        _ low: Int, _ high: Int, _ shape: [Int], dtype: DType = .int64,
+        generator: Generator = .default
+    ) -> Tensor {
         let n = shape.reduce(1, *)
-        return Tensor(generator.withLock { (0..<n).map { _ in Int64(generator.nextInt(in: low..<high)) } }, shape: shape).to(dtype)
+        return Tensor(
+            generator.withLock { (0..<n).map { _ in Int64(generator.nextInt(in: low..<high)) } }, shape: shape
+        ).to(dtype)
     }
 
     /// 1 with probability `p`, else 0.
-    public static func bernoulli(_ shape: [Int], p: Double, dtype: DType = .float32, generator: Generator = .default) -> Tensor {
+    public static func bernoulli(_ shape: [Int], p: Double, dtype: DType = .float32, generator: Generator = .default)
+        -> Tensor
+    {
         require(p >= 0 && p <= 1, "bernoulli: p must be in [0, 1], got \(p)")
         let n = shape.reduce(1, *)
-        return Tensor(generator.withLock { (0..<n).map { _ in generator.nextDouble() < p ? Float(1) : 0 } }, shape: shape).to(dtype)
+        return Tensor(
+            generator.withLock { (0..<n).map { _ in generator.nextDouble() < p ? Float(1) : 0 } }, shape: shape
+        ).to(dtype)
     }
 
     // MARK: Conversion

@@ -1,6 +1,6 @@
 import CDNNL
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Thin ownership wrappers over oneDNN's C API. Everything here is internal to the kernels layer.
@@ -59,7 +59,10 @@ final class DNNLPrimitive {
     ///   - opDesc: pointer to an initialised op descriptor (`dnnl_convolution_desc_t`, ...).
     ///   - hint: the forward primitive descriptor, for backward primitives.
     ///   - attr: primitive attributes (post-ops), if any.
-    init(_ opDesc: UnsafeRawPointer, hint: dnnl_primitive_desc_t? = nil, attr: dnnl_primitive_attr_t? = nil, _ what: String) {
+    init(
+        _ opDesc: UnsafeRawPointer, hint: dnnl_primitive_desc_t? = nil, attr: dnnl_primitive_attr_t? = nil,
+        _ what: String
+    ) {
         var pd: dnnl_primitive_desc_t? = nil
         DNNL.check(dnnl_primitive_desc_create(&pd, opDesc, attr, DNNL.engine, hint), "\(what) primitive_desc_create")
         var p: dnnl_primitive_t? = nil
@@ -72,7 +75,9 @@ final class DNNLPrimitive {
     init(reorderFrom src: dnnl_memory_desc_t, to dst: dnnl_memory_desc_t) {
         var s = src, d = dst
         var pd: dnnl_primitive_desc_t? = nil
-        DNNL.check(dnnl_reorder_primitive_desc_create(&pd, &s, DNNL.engine, &d, DNNL.engine, nil), "reorder primitive_desc_create")
+        DNNL.check(
+            dnnl_reorder_primitive_desc_create(&pd, &s, DNNL.engine, &d, DNNL.engine, nil),
+            "reorder primitive_desc_create")
         var p: dnnl_primitive_t? = nil
         DNNL.check(dnnl_primitive_create(&p, pd), "reorder primitive_create")
         self.pd = pd!
@@ -92,7 +97,9 @@ final class DNNLPrimitive {
         if DNNL.equal(wmd, user) {
             packed.pointer.copyMemory(from: w, byteCount: DNNL.bytes(user))
         } else {
-            DNNLPrimitive(reorderFrom: user, to: wmd).execute([(DNNL_ARG_FROM, DNNLMemory(user).bind(w)), (DNNL_ARG_TO, packed)])
+            DNNLPrimitive(reorderFrom: user, to: wmd).execute([
+                (DNNL_ARG_FROM, DNNLMemory(user).bind(w)), (DNNL_ARG_TO, packed)
+            ])
         }
         return packed
     }
@@ -203,7 +210,8 @@ final class DNNLWindows: @unchecked Sendable {
 
         init(_ arguments: [(Int32, dnnl_memory_desc_t)], fixed: Int) {
             windows = arguments.map { DNNLMemory($0.1) }
-            args = zip(arguments, windows).map { dnnl_exec_arg_t(arg: $0.0.0, memory: $0.1.memory) }
+            args =
+                zip(arguments, windows).map { dnnl_exec_arg_t(arg: $0.0.0, memory: $0.1.memory) }
                 + Array(repeating: dnnl_exec_arg_t(), count: fixed)
         }
     }
@@ -214,10 +222,13 @@ final class DNNLWindows: @unchecked Sendable {
     /// Runs `primitive` with the windows pointed at `pointers` (in the order given at init) and the `fixed` memories.
     func execute(_ primitive: DNNLPrimitive, _ pointers: [UnsafeMutableRawPointer], fixed: [(Int32, DNNLMemory)]) {
         let set = lock.withLock { free.popLast() } ?? WindowSet(arguments, fixed: fixed.count)
-        require(pointers.count == arguments.count && set.args.count == arguments.count + fixed.count,
-                "DNNLWindows: \(pointers.count) buffers and \(fixed.count) fixed memories for \(arguments.count) windows")
+        require(
+            pointers.count == arguments.count && set.args.count == arguments.count + fixed.count,
+            "DNNLWindows: \(pointers.count) buffers and \(fixed.count) fixed memories for \(arguments.count) windows")
         for (window, p) in zip(set.windows, pointers) { window.bind(p) }
-        for (i, f) in fixed.enumerated() { set.args[arguments.count + i] = dnnl_exec_arg_t(arg: f.0, memory: f.1.memory) }
+        for (i, f) in fixed.enumerated() {
+            set.args[arguments.count + i] = dnnl_exec_arg_t(arg: f.0, memory: f.1.memory)
+        }
         primitive.execute(&set.args)
         lock.withLock { free.append(set) }
     }

@@ -3,8 +3,10 @@
 extension Tensor {
     /// Unary op with autograd. `grad(x, y, g)` maps the saved input, output and upstream gradient to the
     /// input's gradient.
-    func unary<F: UnaryMap>(_ op: String, _ f: F, saveInput: Bool = false, saveOutput: Bool = false,
-                            grad: @escaping (Tensor, Tensor, Tensor) -> Tensor) -> Tensor {
+    func unary<F: UnaryMap>(
+        _ op: String, _ f: F, saveInput: Bool = false, saveOutput: Bool = false,
+        grad: @escaping (Tensor, Tensor, Tensor) -> Tensor
+    ) -> Tensor {
         var y = map(f, op)
         if Tensor.needsGrad(self) {
             let x = SavedActivation(saveInput ? self : Tensor.placeholder)
@@ -18,8 +20,10 @@ extension Tensor {
     /// shape (reduced to the operand's shape here); `nil` where unused. Operands are kept for the backward
     /// pass only when `saveInputs` (addition and subtraction need none, and keeping them would hold two
     /// activations per residual block until backward).
-    static func binary<F: BinaryMap>(_ op: String, _ a: Tensor, _ b: Tensor, _ f: F, saveInputs: Bool = true,
-                                     grad: @escaping (Tensor, Tensor, Tensor, Bool, Bool) -> (Tensor?, Tensor?)) -> Tensor {
+    static func binary<F: BinaryMap>(
+        _ op: String, _ a: Tensor, _ b: Tensor, _ f: F, saveInputs: Bool = true,
+        grad: @escaping (Tensor, Tensor, Tensor, Bool, Bool) -> (Tensor?, Tensor?)
+    ) -> Tensor {
         var y = zipMap(a, b, f, op)
         if needsGrad(a, b) {
             let ad = saveInputs ? a.detached() : placeholder, bd = saveInputs ? b.detached() : placeholder
@@ -34,7 +38,8 @@ extension Tensor {
     }
 
     /// An empty stand-in for tensors a backward rule does not need.
-    static let placeholder = Tensor(storage: Storage(byteCount: 64), shape: [0], strides: [1], offset: 0, dtype: .float32)
+    static let placeholder = Tensor(
+        storage: Storage(byteCount: 64), shape: [0], strides: [1], offset: 0, dtype: .float32)
 
     // MARK: Arithmetic
 
@@ -96,14 +101,18 @@ extension Tensor {
     }
     /// `self ** p`.
     public func pow(_ p: Double) -> Tensor {
-        unary("pow", PowScalar(p: p), saveInput: true) { x, _, g in Tensor.zipMap(x, g, PowScalarGrad(p: p), "pow_backward") }
+        unary("pow", PowScalar(p: p), saveInput: true) { x, _, g in
+            Tensor.zipMap(x, g, PowScalarGrad(p: p), "pow_backward")
+        }
     }
     /// `self ** exponent`, broadcast.
     public func pow(_ exponent: Tensor) -> Tensor {
         Tensor.binary("pow", self, exponent, PowMap()) { a, b, g, na, nb in
             let y = Tensor.zipMap(a, b, PowMap(), "pow")
-            return (na ? g * b * Tensor.zipMap(a, b - 1, PowMap(), "pow") : nil,
-                    nb ? g * Tensor.zipMap(y, a, XLogY(), "pow_backward") : nil)
+            return (
+                na ? g * b * Tensor.zipMap(a, b - 1, PowMap(), "pow") : nil,
+                nb ? g * Tensor.zipMap(y, a, XLogY(), "pow_backward") : nil
+            )
         }
     }
     /// Elementwise square.
@@ -121,7 +130,9 @@ extension Tensor {
 
     /// Logistic sigmoid.
     public func sigmoid() -> Tensor {
-        unary("sigmoid", Sigmoid(), saveOutput: true) { _, y, g in Tensor.zipMap(y, g, SigmoidGrad(), "sigmoid_backward") }
+        unary("sigmoid", Sigmoid(), saveOutput: true) { _, y, g in
+            Tensor.zipMap(y, g, SigmoidGrad(), "sigmoid_backward")
+        }
     }
     /// Hyperbolic tangent.
     public func tanh() -> Tensor {
@@ -129,7 +140,9 @@ extension Tensor {
     }
     /// Swift.max(x, 0).
     public func relu() -> Tensor {
-        unary("relu", LeakyRelu(slope: 0), saveInput: true) { x, _, g in Tensor.zipMap(x, g, ReluGrad(), "relu_backward") }
+        unary("relu", LeakyRelu(slope: 0), saveInput: true) { x, _, g in
+            Tensor.zipMap(x, g, ReluGrad(), "relu_backward")
+        }
     }
     /// x for x > 0, else `slope`·x.
     public func leakyRelu(_ slope: Double = 0.01) -> Tensor {
@@ -164,13 +177,16 @@ extension Tensor {
         let mask = condition.dtype == a.dtype ? (condition .!= 0) : condition.to(.bool)
         let m = mask.to(a.dtype)
         // a·m + b·(1−m) would turn inf·0 into NaN; select instead.
-        var y = Tensor.zipMap(Tensor.zipMap(a, m, SelectIfNonzero(), "where"), Tensor.zipMap(b, m, SelectIfZero(), "where"),
-                              Add(), "where")
+        var y = Tensor.zipMap(
+            Tensor.zipMap(a, m, SelectIfNonzero(), "where"), Tensor.zipMap(b, m, SelectIfZero(), "where"),
+            Add(), "where")
         if needsGrad(a, b) {
             let ashape = a.shape, bshape = b.shape, needA = a.node != nil, needB = b.node != nil
             y.recordGrad("where", [a, b]) { g in
-                [needA ? Tensor.zipMap(g, m, SelectIfNonzero(), "where_backward").sumToShape(ashape) : nil,
-                 needB ? Tensor.zipMap(g, m, SelectIfZero(), "where_backward").sumToShape(bshape) : nil]
+                [
+                    needA ? Tensor.zipMap(g, m, SelectIfNonzero(), "where_backward").sumToShape(ashape) : nil,
+                    needB ? Tensor.zipMap(g, m, SelectIfZero(), "where_backward").sumToShape(bshape) : nil
+                ]
             }
         }
         return y

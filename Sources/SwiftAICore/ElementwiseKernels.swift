@@ -55,17 +55,25 @@ extension Tensor {
     /// `f` applied to broadcast pairs (no autograd).
     static func zipMap<F: BinaryMap>(_ a: Tensor, _ b: Tensor, _ f: F, _ op: String) -> Tensor {
         a.requireCompute(op)
-        require(a.dtype == b.dtype, "\(op): expected both operands to have the same dtype, got \(a.dtype) and \(b.dtype)")
+        require(
+            a.dtype == b.dtype, "\(op): expected both operands to have the same dtype, got \(a.dtype) and \(b.dtype)")
         switch a.dtype {
         case .float32: return zipKernel(a, b, f, op, Float.self)
         default: return zipKernel(a, b, f, op, Double.self)
         }
     }
 
-    private static func zipKernel<T: FloatElement, F: BinaryMap>(_ a: Tensor, _ b: Tensor, _ f: F, _ op: String,
-                                                                 _: T.Type) -> Tensor {
+    private static func zipKernel<T: FloatElement, F: BinaryMap>(
+        _ a: Tensor, _ b: Tensor, _ f: F, _ op: String,
+        _: T.Type
+    ) -> Tensor {
         guard let shape = broadcastShapes(a.shape, b.shape) else {
-            fatalError("\(op): the size of tensor a \(a.shape) must match the size of tensor b \(b.shape) at non-singleton dimensions")
+            fatalError(
+                """
+                \(op): the size of tensor a \(a.shape) must match the size of tensor b \(b.shape) at non-singleton \
+                dimensions
+                """
+            )
         }
         let n = shape.reduce(1, *)
         // Same layout, dense: one flat loop.
@@ -95,8 +103,12 @@ extension Tensor {
             return out
         }
         let out = Tensor(empty: shape, dtype: a.dtype, strides: stridesFollowing([a, b], shape: shape))
-        let plan = LoopPlan(shape: shape, operands: [(out.strides, 0), (a.broadcastStrides(to: shape), a.offset),
-                                                     (b.broadcastStrides(to: shape), b.offset)])
+        let plan = LoopPlan(
+            shape: shape,
+            operands: [
+                (out.strides, 0), (a.broadcastStrides(to: shape), a.offset),
+                (b.broadcastStrides(to: shape), b.offset)
+            ])
         let o0 = out.storage.data.assumingMemoryBound(to: T.self)
         let a0 = a.storage.data.assumingMemoryBound(to: T.self)
         let b0 = b.storage.data.assumingMemoryBound(to: T.self)
@@ -122,7 +134,8 @@ extension Tensor {
 
     /// Broadcast comparison producing a `bool` tensor (no autograd).
     static func compare<P: ComparePredicate>(_ a: Tensor, _ b: Tensor, _ p: P, _ op: String) -> Tensor {
-        require(a.dtype == b.dtype, "\(op): expected both operands to have the same dtype, got \(a.dtype) and \(b.dtype)")
+        require(
+            a.dtype == b.dtype, "\(op): expected both operands to have the same dtype, got \(a.dtype) and \(b.dtype)")
         switch a.dtype {
         case .float32: return compareKernel(a, b, p, op, Float.self)
         case .float64: return compareKernel(a, b, p, op, Double.self)
@@ -134,13 +147,23 @@ extension Tensor {
     }
 
     private static func compareKernel<T: TensorElement & Comparable, P: ComparePredicate>(
-        _ a: Tensor, _ b: Tensor, _ p: P, _ op: String, _: T.Type) -> Tensor {
+        _ a: Tensor, _ b: Tensor, _ p: P, _ op: String, _: T.Type
+    ) -> Tensor {
         guard let shape = broadcastShapes(a.shape, b.shape) else {
-            fatalError("\(op): the size of tensor a \(a.shape) must match the size of tensor b \(b.shape) at non-singleton dimensions")
+            fatalError(
+                """
+                \(op): the size of tensor a \(a.shape) must match the size of tensor b \(b.shape) at non-singleton \
+                dimensions
+                """
+            )
         }
         let out = Tensor(empty: shape, dtype: .bool, strides: stridesFollowing([a, b], shape: shape))
-        let plan = LoopPlan(shape: shape, operands: [(out.strides, 0), (a.broadcastStrides(to: shape), a.offset),
-                                                     (b.broadcastStrides(to: shape), b.offset)])
+        let plan = LoopPlan(
+            shape: shape,
+            operands: [
+                (out.strides, 0), (a.broadcastStrides(to: shape), a.offset),
+                (b.broadcastStrides(to: shape), b.offset)
+            ])
         let o0 = out.storage.data.assumingMemoryBound(to: Bool.self)
         let a0 = a.storage.data.assumingMemoryBound(to: T.self)
         let b0 = b.storage.data.assumingMemoryBound(to: T.self)
@@ -170,7 +193,11 @@ struct Cos: UnaryMap { func apply<T: FloatElement>(_ x: T) -> T { T.cos(x) } }
 struct Tanh: UnaryMap { func apply<T: FloatElement>(_ x: T) -> T { T.tanh(x) } }
 struct Sigmoid: UnaryMap {
     func apply<T: FloatElement>(_ x: T) -> T {
-        x >= 0 ? 1 / (1 + T.exp(-x)) : { let e = T.exp(x); return e / (1 + e) }()
+        x >= 0
+            ? 1 / (1 + T.exp(-x))
+            : {
+                let e = T.exp(x); return e / (1 + e)
+            }()
     }
 }
 struct PowScalar: UnaryMap {

@@ -10,12 +10,17 @@ extension Tensor {
     /// state, as `lrFind` takes, stay valid). The arithmetic follows PyTorch's `adam`/`adamw`:
     /// decay (`w·(1 − lr·wd)` when `decoupled`, else `g + w·wd`), `m = β₁m + (1 − β₁)g`,
     /// `v = β₂v + (1 − β₂)g²`, `w − lr/bc₁ · m / (√v/√bc₂ + eps)`.
-    public static func fusedAdamStep(weight: Tensor, grad: Tensor, expAvg: Tensor, expAvgSq: Tensor,
-                                     lr: Double, beta1: Double, beta2: Double, eps: Double, weightDecay: Double,
-                                     decoupled: Bool, biasCorrection1: Double, biasCorrection2: Double)
-        -> (weight: Tensor, expAvg: Tensor, expAvgSq: Tensor)? {
+    public static func fusedAdamStep(
+        weight: Tensor, grad: Tensor, expAvg: Tensor, expAvgSq: Tensor,
+        lr: Double, beta1: Double, beta2: Double, eps: Double, weightDecay: Double,
+        decoupled: Bool, biasCorrection1: Double, biasCorrection2: Double
+    )
+        -> (weight: Tensor, expAvg: Tensor, expAvgSq: Tensor)?
+    {
         let all = [weight, grad, expAvg, expAvgSq]
-        guard all.allSatisfy({ $0.dtype == .float32 && $0.isContiguous && $0.shape == weight.shape }) else { return nil }
+        guard all.allSatisfy({ $0.dtype == .float32 && $0.isContiguous && $0.shape == weight.shape }) else {
+            return nil
+        }
         let n = weight.count
         let w2 = Tensor(empty: weight.shape, dtype: .float32)
         let m2 = Tensor(empty: weight.shape, dtype: .float32)

@@ -14,9 +14,13 @@ extension Tensor {
     /// Storage offsets of `self` for every position of `index` (same rank), with dimension `d` replaced by
     /// the index value.
     private func gatherOffsets(_ d: Int, _ index: Tensor, _ op: String) -> [Int] {
-        require(index.rank == rank, "\(op): index tensor must have the same number of dimensions as input tensor (\(index.rank) vs \(rank))")
+        require(
+            index.rank == rank,
+            "\(op): index tensor must have the same number of dimensions as input tensor (\(index.rank) vs \(rank))")
         for i in 0..<rank where i != d {
-            require(index.shape[i] <= shape[i], "\(op): size does not match at dimension \(i): index \(index.shape) vs input \(shape)")
+            require(
+                index.shape[i] <= shape[i],
+                "\(op): size does not match at dimension \(i): index \(index.shape) vs input \(shape)")
         }
         let vals = index.indexValues(bound: shape[d], op)
         var out = [Int](repeating: 0, count: vals.count)
@@ -55,7 +59,9 @@ extension Tensor {
     /// A copy with `source` added at the positions `index` selects along `dim` (not recorded by autograd).
     public func scatterAdd(dim: Int, index: Tensor, source: Tensor) -> Tensor {
         let d = dimIndex(dim, "scatter_add")
-        require(source.shape == index.shape, "scatter_add: source shape \(source.shape) must match index shape \(index.shape)")
+        require(
+            source.shape == index.shape,
+            "scatter_add: source shape \(source.shape) must match index shape \(index.shape)")
         var out = self.detached().contiguous().to(.float64)
         out = out.clone()
         let offs = out.gatherOffsets(d, index, "scatter_add")
@@ -121,8 +127,9 @@ extension Tensor {
         let d = first.dimIndex(dim, "cat")
         for t in tensors {
             require(t.dtype == first.dtype, "cat: expected all tensors to have dtype \(first.dtype), got \(t.dtype)")
-            require(t.rank == first.rank && (0..<t.rank).allSatisfy { $0 == d || t.shape[$0] == first.shape[$0] },
-                         "cat: sizes of tensors must match except in dimension \(d); got \(first.shape) and \(t.shape)")
+            require(
+                t.rank == first.rank && (0..<t.rank).allSatisfy { $0 == d || t.shape[$0] == first.shape[$0] },
+                "cat: sizes of tensors must match except in dimension \(d); got \(first.shape) and \(t.shape)")
         }
         var outShape = first.shape
         outShape[d] = tensors.reduce(0) { $0 + $1.shape[d] }
@@ -155,7 +162,9 @@ extension Tensor {
     public static func stack(_ tensors: [Tensor], dim: Int = 0) -> Tensor {
         require(!tensors.isEmpty, "stack: expected a non-empty list of tensors")
         for t in tensors {
-            require(t.shape == tensors[0].shape, "stack: expects each tensor to be equal size, but got \(tensors[0].shape) and \(t.shape)")
+            require(
+                t.shape == tensors[0].shape,
+                "stack: expects each tensor to be equal size, but got \(tensors[0].shape) and \(t.shape)")
         }
         return cat(tensors.map { $0.unsqueeze(dim) }, dim: dim)
     }
@@ -163,7 +172,8 @@ extension Tensor {
     /// Views of consecutive pieces of `sizes` along `dim`.
     public func split(_ sizes: [Int], dim: Int = 0) -> [Tensor] {
         let d = dimIndex(dim, "split")
-        require(sizes.reduce(0, +) == shape[d], "split: sizes \(sizes) must sum to the size \(shape[d]) of dimension \(d)")
+        require(
+            sizes.reduce(0, +) == shape[d], "split: sizes \(sizes) must sum to the size \(shape[d]) of dimension \(d)")
         var start = 0
         return sizes.map { s in
             defer { start += s }
@@ -187,8 +197,9 @@ extension Tensor {
     /// Constant padding, PyTorch `F.pad` order: `[left, right]` for the last dimension, then
     /// `[top, bottom]` for the one before, and so on. Negative amounts crop.
     public func pad(_ amounts: [Int], value: Double = 0) -> Tensor {
-        require(amounts.count % 2 == 0 && amounts.count / 2 <= rank,
-                     "pad: padding length must be divisible by 2 and at most 2×rank, got \(amounts.count) for rank \(rank)")
+        require(
+            amounts.count % 2 == 0 && amounts.count / 2 <= rank,
+            "pad: padding length must be divisible by 2 and at most 2×rank, got \(amounts.count) for rank \(rank)")
         var outShape = shape
         var inner = [TensorIndex](repeating: .all, count: rank)
         var crop = [TensorIndex](repeating: .all, count: rank)
@@ -196,7 +207,9 @@ extension Tensor {
             let d = rank - 1 - k, lo = amounts[2 * k], hi = amounts[2 * k + 1]
             outShape[d] = shape[d] + lo + hi
             require(outShape[d] >= 0, "pad: resulting size of dimension \(d) is negative")
-            inner[d] = .slice(start: Swift.max(lo, 0), end: Swift.max(lo, 0) + shape[d] + Swift.min(lo, 0) + Swift.min(hi, 0), step: 1)
+            inner[d] = .slice(
+                start: Swift.max(lo, 0), end: Swift.max(lo, 0) + shape[d] + Swift.min(lo, 0) + Swift.min(hi, 0), step: 1
+            )
             crop[d] = .slice(start: Swift.max(-lo, 0), end: shape[d] - Swift.max(-hi, 0), step: 1)
         }
         var y = Tensor.full(outShape, value, dtype: dtype)

@@ -31,11 +31,18 @@ public final class InferenceConv: @unchecked Sendable {
     private var hwio: Tensor?
     private let lock = Mutex()
 
-    public init(weight: Tensor, bias: Tensor, stride: Int, padding: Int, groups: Int = 1, epilogue: [ConvEpilogue] = []) {
-        require(weight.dtype == .float32 && bias.dtype == .float32, "InferenceConv: float32 weight and bias needed, got \(weight.dtype), \(bias.dtype)")
-        require(weight.rank == 4 && bias.shape == [weight.shape[0]],
-                "InferenceConv: weight [OC, C/groups, KH, KW] and bias [OC] expected, got \(weight.shape) and \(bias.shape)")
-        require(epilogue.filter { $0 == .addResidual }.count <= 1, "InferenceConv: at most one residual add, got \(epilogue)")
+    public init(weight: Tensor, bias: Tensor, stride: Int, padding: Int, groups: Int = 1, epilogue: [ConvEpilogue] = [])
+    {
+        require(
+            weight.dtype == .float32 && bias.dtype == .float32,
+            "InferenceConv: float32 weight and bias needed, got \(weight.dtype), \(bias.dtype)")
+        require(
+            weight.rank == 4 && bias.shape == [weight.shape[0]],
+            "InferenceConv: weight [OC, C/groups, KH, KW] and bias [OC] expected, got \(weight.shape) and \(bias.shape)"
+        )
+        require(
+            epilogue.filter { $0 == .addResidual }.count <= 1,
+            "InferenceConv: at most one residual add, got \(epilogue)")
         self.weight = weight.detached().contiguous()
         self.bias = bias.detached().contiguous()
         self.stride = stride
@@ -49,13 +56,18 @@ public final class InferenceConv: @unchecked Sendable {
 
     /// `epilogue(conv(x) + bias [+ residual])`.
     public func callAsFunction(_ x: Tensor, residual: Tensor? = nil) -> Tensor {
-        require(x.dtype == .float32 && x.rank == 4 && x.shape[1] == weight.shape[1] * groups,
-                "InferenceConv: expected float32 [N, \(weight.shape[1] * groups), H, W] input, got \(x.dtype) \(x.shape)")
-        require((residual != nil) == addsResidual, "InferenceConv: a residual is needed exactly when the epilogue adds one")
-        let g = ConvGeometry(n: x.shape[0], c: x.shape[1], h: x.shape[2], w: x.shape[3], oc: weight.shape[0],
-                             kh: weight.shape[2], kw: weight.shape[3], sh: stride, sw: stride, ph: padding, pw: padding,
-                             groups: groups)
-        require(g.oh > 0 && g.ow > 0, "InferenceConv: input \(x.shape) too small for kernel \(weight.shape) with padding \(padding)")
+        require(
+            x.dtype == .float32 && x.rank == 4 && x.shape[1] == weight.shape[1] * groups,
+            "InferenceConv: expected float32 [N, \(weight.shape[1] * groups), H, W] input, got \(x.dtype) \(x.shape)")
+        require(
+            (residual != nil) == addsResidual, "InferenceConv: a residual is needed exactly when the epilogue adds one")
+        let g = ConvGeometry(
+            n: x.shape[0], c: x.shape[1], h: x.shape[2], w: x.shape[3], oc: weight.shape[0],
+            kh: weight.shape[2], kw: weight.shape[3], sh: stride, sw: stride, ph: padding, pw: padding,
+            groups: groups)
+        require(
+            g.oh > 0 && g.ow > 0,
+            "InferenceConv: input \(x.shape) too small for kernel \(weight.shape) with padding \(padding)")
         if SmallMapConv.applies(g) && g.kh * g.kw > 1 && prefersSmallMap(x, residual, g) {
             return smallMap(x, residual, g)
         }
@@ -89,7 +101,9 @@ public final class InferenceConv: @unchecked Sendable {
         let outShape = [g.n, g.oc, g.oh, g.ow]
         var y = Tensor(empty: outShape, dtype: .float32, strides: Tensor.channelsLastStrides(outShape))
         if let residual {
-            require(residual.shape == outShape, "InferenceConv: residual \(residual.shape) should be the output's shape \(outShape)")
+            require(
+                residual.shape == outShape,
+                "InferenceConv: residual \(residual.shape) should be the output's shape \(outShape)")
             y.copyElements(from: residual.detached())
         }
         kernel.run(x: xc.rawPointer, weights: w, bias: bias.rawPointer, y: y.rawPointer)
@@ -109,7 +123,9 @@ public final class InferenceConv: @unchecked Sendable {
         var y = Tensor(empty: outShape, dtype: .float32, strides: Tensor.channelsLastStrides(outShape))
         let py = y.pointer(Float.self), pb = bias.pointer(Float.self)
         if let residual {
-            require(residual.shape == outShape, "InferenceConv: residual \(residual.shape) should be the output's shape \(outShape)")
+            require(
+                residual.shape == outShape,
+                "InferenceConv: residual \(residual.shape) should be the output's shape \(outShape)")
             y.copyElements(from: residual.detached())
             for r in 0..<(g.n * g.oh * g.ow) { for c in 0..<g.oc { py[r * g.oc + c] += pb[c] } }
         } else {
@@ -144,10 +160,14 @@ final class InferenceConvKernel {
         for step in epilogue {
             switch step {
             case .addResidual: DNNL.check(dnnl_post_ops_append_sum(po, 1), "post_ops sum")
-            case .leakyRelu(let slope): DNNL.check(dnnl_post_ops_append_eltwise(po, 1, dnnl_eltwise_relu, Float(slope), 0), "post_ops relu")
-            case .add(let c): DNNL.check(dnnl_post_ops_append_eltwise(po, 1, dnnl_eltwise_linear, 1, Float(c)), "post_ops linear")
+            case .leakyRelu(let slope):
+                DNNL.check(dnnl_post_ops_append_eltwise(po, 1, dnnl_eltwise_relu, Float(slope), 0), "post_ops relu")
+            case .add(let c):
+                DNNL.check(dnnl_post_ops_append_eltwise(po, 1, dnnl_eltwise_linear, 1, Float(c)), "post_ops linear")
             case .clampMax(let c):
-                DNNL.check(dnnl_post_ops_append_eltwise(po, 1, dnnl_eltwise_clip, -.greatestFiniteMagnitude, Float(c)), "post_ops clip")
+                DNNL.check(
+                    dnnl_post_ops_append_eltwise(po, 1, dnnl_eltwise_clip, -.greatestFiniteMagnitude, Float(c)),
+                    "post_ops clip")
             }
         }
         var attr: dnnl_primitive_attr_t? = nil
@@ -164,7 +184,8 @@ final class InferenceConvKernel {
     func pack(_ w: Tensor) -> DNNLMemory { prim.packWeights(w.rawPointer, user: userWeightDesc) }
 
     /// Several threads may use one kernel at once (each call takes its own memory windows).
-    func run(x: UnsafeMutableRawPointer, weights: DNNLMemory, bias: UnsafeMutableRawPointer, y: UnsafeMutableRawPointer) {
+    func run(x: UnsafeMutableRawPointer, weights: DNNLMemory, bias: UnsafeMutableRawPointer, y: UnsafeMutableRawPointer)
+    {
         windows.execute(prim, [x, bias, y], fixed: [(DNNL_ARG_WEIGHTS, weights)])
     }
 

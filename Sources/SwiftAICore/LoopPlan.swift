@@ -29,7 +29,8 @@ struct LoopPlan {
         var st: [[Int]] = Array(repeating: [], count: operands.count)
         for d in dims {
             if let last = sh.last,
-               operands.indices.allSatisfy({ st[$0].last! == operands[$0].strides[d] * shape[d] }) {
+                operands.indices.allSatisfy({ st[$0].last! == operands[$0].strides[d] * shape[d] })
+            {
                 sh[sh.count - 1] = last * shape[d]
                 for k in operands.indices { st[k][st[k].count - 1] = operands[k].strides[d] }
             } else {

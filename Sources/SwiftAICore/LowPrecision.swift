@@ -9,7 +9,8 @@ public enum CPUFeatures {
     /// The CPU's instruction-set flags (`/proc/cpuinfo`), empty where they cannot be read.
     public static let flags: Set<String> = {
         guard let text = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
-              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return [] }
+            let line = text.split(separator: "\n").first(where: { $0.hasPrefix("flags") })
+        else { return [] }
         return Set(line.split(separator: ":").last!.split(separator: " ").map(String.init))
     }()
 
@@ -50,13 +51,18 @@ public enum CPUFeatures {
 
     /// Tries to create a small convolution and a matmul taking `type` operands.
     private static func probe(_ type: dnnl_data_type_t) -> Bool {
-        var s = DNNL.desc([2, 8, 6, 6], tag: dnnl_nhwc, type), w = DNNL.desc([8, 8, 3, 3], tag: dnnl_format_tag_any, type)
+        var s = DNNL.desc([2, 8, 6, 6], tag: dnnl_nhwc, type),
+            w = DNNL.desc([8, 8, 3, 3], tag: dnnl_format_tag_any, type)
         var d = DNNL.desc([2, 8, 6, 6], tag: dnnl_nhwc)
         var st: [Int64] = [1, 1], pad: [Int64] = [1, 1]
         var conv = dnnl_convolution_desc_t()
-        guard dnnl_convolution_forward_desc_init(&conv, dnnl_forward_training, dnnl_convolution_direct, &s, &w, nil, &d,
-                                                 &st, &pad, &pad) == dnnl_success else { return false }
-        var a = DNNL.desc([4, 8], tag: dnnl_ab, type), b = DNNL.desc([8, 4], tag: dnnl_ab, type), c = DNNL.desc([4, 4], tag: dnnl_ab)
+        guard
+            dnnl_convolution_forward_desc_init(
+                &conv, dnnl_forward_training, dnnl_convolution_direct, &s, &w, nil, &d,
+                &st, &pad, &pad) == dnnl_success
+        else { return false }
+        var a = DNNL.desc([4, 8], tag: dnnl_ab, type), b = DNNL.desc([8, 4], tag: dnnl_ab, type),
+            c = DNNL.desc([4, 4], tag: dnnl_ab)
         var mm = dnnl_matmul_desc_t()
         guard dnnl_matmul_desc_init(&mm, &a, &b, nil, &c) == dnnl_success else { return false }
         return creates(&conv) && creates(&mm)
@@ -92,12 +98,18 @@ public enum CPUFeatures {
         switch dtype {
         case .bfloat16:
             if !nativeBF16 { return "bf16 needs avx512_bf16 or AMX; this CPU (\(isa)) has neither" }
-            if !hasKernels(.bfloat16) { return "this CPU (\(isa)) has avx512_bf16 but the linked oneDNN has no bf16 convolution for it" }
+            if !hasKernels(.bfloat16) {
+                return "this CPU (\(isa)) has avx512_bf16 but the linked oneDNN has no bf16 convolution for it"
+            }
             return nil
         case .float16:
             if !nativeFP16 { return "fp16 needs avx512_fp16; this CPU (\(isa)) has none" }
             if !hasKernels(.float16) {
-                return "this CPU (\(isa)) has avx512_fp16 but the linked oneDNN (2.6) has no fp16 convolution for x86 (bf16 works here)"
+                return
+                    """
+                    this CPU (\(isa)) has avx512_fp16 but the linked oneDNN (2.6) has no fp16 convolution for x86 \
+                    (bf16 works here)
+                    """
             }
             return nil
         default:
@@ -144,7 +156,8 @@ struct SavedActivation {
     init(_ x: Tensor) {
         let d = x.detached()
         let scope = Autocast.scope
-        compressed = d.dtype == .float32 && d.count > 0 && scope?.precision == .bfloat16
+        compressed =
+            d.dtype == .float32 && d.count > 0 && scope?.precision == .bfloat16
             && scope!.lowPrecisionActivations
         stored = compressed ? d.to(.bfloat16) : d
     }
@@ -180,8 +193,9 @@ enum LowPrecision {
     /// The kernels `op` uses for `dtype`; asking for a precision that cannot run here is a programmer error.
     static func kernels(_ dtype: DType, _ op: String) -> LowPrecisionKernels {
         guard let k = CPUFeatures.lowPrecisionKernels(dtype) else {
-            fatalError("\(op): no \(dtype) kernels on this CPU (\(CPUFeatures.isa)); "
-                       + "check CPUFeatures.lowPrecisionUnavailable first")
+            fatalError(
+                "\(op): no \(dtype) kernels on this CPU (\(CPUFeatures.isa)); "
+                    + "check CPUFeatures.lowPrecisionUnavailable first")
         }
         return k
     }
@@ -189,8 +203,10 @@ enum LowPrecision {
     /// The reference path of a product `op(x, w, b)`: the operands rounded to `dtype` (gradients passed straight
     /// through) and the output gradient rounded on its way back, around float32 kernels — the arithmetic of the
     /// native kernels (float32 accumulation of `dtype` products), on any CPU.
-    static func reference(_ x: Tensor, _ w: Tensor, _ b: Tensor?, _ dtype: DType,
-                          _ op: (Tensor, Tensor, Tensor?) -> Tensor) -> Tensor {
+    static func reference(
+        _ x: Tensor, _ w: Tensor, _ b: Tensor?, _ dtype: DType,
+        _ op: (Tensor, Tensor, Tensor?) -> Tensor
+    ) -> Tensor {
         op(x.roundedStraightThrough(dtype), w.roundedStraightThrough(dtype), b).roundingGradient(dtype)
     }
 
@@ -201,9 +217,12 @@ enum LowPrecision {
     static func cast(_ t: Tensor, to dtype: DType) -> Tensor {
         precondition(t.dtype == .float32 && (t.rank == 2 || t.rank == 3))
         let out = Tensor(empty: t.shape, dtype: dtype)
-        let from = DNNL.desc(t.shape, strides: t.strides), to = DNNL.desc(t.shape, strides: Tensor.contiguousStrides(t.shape), dnnlType(dtype))
+        let from = DNNL.desc(t.shape, strides: t.strides),
+            to = DNNL.desc(t.shape, strides: Tensor.contiguousStrides(t.shape), dnnlType(dtype))
         let r = casts.get("\(t.shape)|\(t.strides)|\(dtype)") { DNNLPrimitive(reorderFrom: from, to: to) }
-        r.execute([(DNNL_ARG_FROM, DNNLMemory(from).bind(t.rawPointer)), (DNNL_ARG_TO, DNNLMemory(to).bind(out.rawPointer))])
+        r.execute([
+            (DNNL_ARG_FROM, DNNLMemory(from).bind(t.rawPointer)), (DNNL_ARG_TO, DNNLMemory(to).bind(out.rawPointer))
+        ])
         return out
     }
 
@@ -217,8 +236,10 @@ enum LowPrecision {
         let la = cast(a, to: dtype), lb = cast(b, to: dtype)
         let y = Tensor(empty: batch + [m, n], dtype: .float32)
         let t = dnnlType(dtype), tag = batch.isEmpty ? dnnl_ab : dnnl_abc
-        let (ad, bd, yd, biasd) = (DNNL.desc(batch + [m, k], tag: tag, t), DNNL.desc(batch + [k, n], tag: tag, t),
-                                   DNNL.desc(batch + [m, n], tag: tag), DNNL.desc([1, n], tag: dnnl_ab))
+        let (ad, bd, yd, biasd) = (
+            DNNL.desc(batch + [m, k], tag: tag, t), DNNL.desc(batch + [k, n], tag: tag, t),
+            DNNL.desc(batch + [m, n], tag: tag), DNNL.desc([1, n], tag: dnnl_ab)
+        )
         let p = products.get("\(batch)\(m),\(k),\(n)|\(dtype)|\(bias != nil)") {
             var (sa, sb, sy, sbias) = (ad, bd, yd, biasd)
             var desc = dnnl_matmul_desc_t()
@@ -228,9 +249,11 @@ enum LowPrecision {
             return DNNLPrimitive(&desc, "\(dtype) matmul")
         }
         let bc = bias?.contiguous()
-        var args: [(Int32, DNNLMemory)] = [(DNNL_ARG_SRC, DNNLMemory(ad).bind(la.rawPointer)),
-                                           (DNNL_ARG_WEIGHTS, DNNLMemory(bd).bind(lb.rawPointer)),
-                                           (DNNL_ARG_DST, DNNLMemory(yd).bind(y.rawPointer))]
+        var args: [(Int32, DNNLMemory)] = [
+            (DNNL_ARG_SRC, DNNLMemory(ad).bind(la.rawPointer)),
+            (DNNL_ARG_WEIGHTS, DNNLMemory(bd).bind(lb.rawPointer)),
+            (DNNL_ARG_DST, DNNLMemory(yd).bind(y.rawPointer))
+        ]
         if let bc { args.append((DNNL_ARG_BIAS, DNNLMemory(biasd).bind(bc.rawPointer))) }
         withExtendedLifetime((la, lb, bc)) { p.execute(args) }
         return y

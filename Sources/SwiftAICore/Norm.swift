@@ -38,96 +38,117 @@ extension Tensor {
     }
 
     /// Per-channel Σ(a − ka) and Σ(a − ka)(b − kb) in `Double` (`b` defaults to `a`).
-    static func channelSums<T: FloatElement>(_ a: Tensor, _ b: Tensor?, _ layout: ChannelLayout, ka: [T], kb: [T],
-                                             _: T.Type) -> ([Double], [Double]) {
+    static func channelSums<T: FloatElement>(
+        _ a: Tensor, _ b: Tensor?, _ layout: ChannelLayout, ka: [T], kb: [T],
+        _: T.Type
+    ) -> ([Double], [Double]) {
         let pa = a.pointer(T.self), pb = (b ?? a).pointer(T.self)
         switch layout {
         case let .rows(m, c):
             let threads = Swift.max(1, Swift.min(Parallel.threadCount, m * c / 32_768))
             var s1 = [Double](repeating: 0, count: threads * c), s2 = s1
-            s1.withUnsafeMutableBufferPointer { p1 in s2.withUnsafeMutableBufferPointer { p2 in
-                let per = (m + threads - 1) / threads
-                Parallel.forEachChunk(threads, grain: 1) { tr in
-                    for t in tr {
-                        let lo = t * per, hi = Swift.min(m, lo + per)
-                        var f1 = [T](repeating: 0, count: c), f2 = f1
-                        ka.withUnsafeBufferPointer { kap in kb.withUnsafeBufferPointer { kbp in
-                        f1.withUnsafeMutableBufferPointer { q1 in f2.withUnsafeMutableBufferPointer { q2 in
-                            var row = lo
-                            while row < hi {
-                                let end = Swift.min(hi, row + 128)
-                                for r in row..<end {
-                                    let xa = pa + r * c, xb = pb + r * c
-                                    for ch in 0..<c {
-                                        let u = xa[ch] - kap[ch], v = xb[ch] - kbp[ch]
-                                        q1[ch] += u
-                                        q2[ch] += u * v
+            s1.withUnsafeMutableBufferPointer { p1 in
+                s2.withUnsafeMutableBufferPointer { p2 in
+                    let per = (m + threads - 1) / threads
+                    Parallel.forEachChunk(threads, grain: 1) { tr in
+                        for t in tr {
+                            let lo = t * per, hi = Swift.min(m, lo + per)
+                            var f1 = [T](repeating: 0, count: c), f2 = f1
+                            ka.withUnsafeBufferPointer { kap in
+                                kb.withUnsafeBufferPointer { kbp in
+                                    f1.withUnsafeMutableBufferPointer { q1 in
+                                        f2.withUnsafeMutableBufferPointer { q2 in
+                                            var row = lo
+                                            while row < hi {
+                                                let end = Swift.min(hi, row + 128)
+                                                for r in row..<end {
+                                                    let xa = pa + r * c, xb = pb + r * c
+                                                    for ch in 0..<c {
+                                                        let u = xa[ch] - kap[ch], v = xb[ch] - kbp[ch]
+                                                        q1[ch] += u
+                                                        q2[ch] += u * v
+                                                    }
+                                                }
+                                                for ch in 0..<c {
+                                                    p1[t * c + ch] += q1[ch].doubleValue; q1[ch] = 0
+                                                    p2[t * c + ch] += q2[ch].doubleValue; q2[ch] = 0
+                                                }
+                                                row = end
+                                            }
+                                        }
                                     }
                                 }
-                                for ch in 0..<c {
-                                    p1[t * c + ch] += q1[ch].doubleValue; q1[ch] = 0
-                                    p2[t * c + ch] += q2[ch].doubleValue; q2[ch] = 0
-                                }
-                                row = end
                             }
-                        } } } }
+                        }
                     }
                 }
-            } }
+            }
             var r1 = [Double](repeating: 0, count: c), r2 = r1
             for t in 0..<threads { for ch in 0..<c { r1[ch] += s1[t * c + ch]; r2[ch] += s2[t * c + ch] } }
             return (r1, r2)
         case let .planes(n, c, s):
             var r1 = [Double](repeating: 0, count: c), r2 = r1
-            r1.withUnsafeMutableBufferPointer { p1 in r2.withUnsafeMutableBufferPointer { p2 in
-                Parallel.forEachChunk(c, grain: 1) { chans in
-                    for ch in chans {
-                        let ua = ka[ch], ub = kb[ch]
-                        var d1 = 0.0, d2 = 0.0
-                        for b in 0..<n {
-                            let xa = pa + (b * c + ch) * s, xb = pb + (b * c + ch) * s
-                            var f1: T = 0, f2: T = 0
-                            for i in 0..<s { let u = xa[i] - ua; f1 += u; f2 += u * (xb[i] - ub) }
-                            d1 += f1.doubleValue; d2 += f2.doubleValue
+            r1.withUnsafeMutableBufferPointer { p1 in
+                r2.withUnsafeMutableBufferPointer { p2 in
+                    Parallel.forEachChunk(c, grain: 1) { chans in
+                        for ch in chans {
+                            let ua = ka[ch], ub = kb[ch]
+                            var d1 = 0.0, d2 = 0.0
+                            for b in 0..<n {
+                                let xa = pa + (b * c + ch) * s, xb = pb + (b * c + ch) * s
+                                var f1: T = 0, f2: T = 0
+                                for i in 0..<s { let u = xa[i] - ua; f1 += u; f2 += u * (xb[i] - ub) }
+                                d1 += f1.doubleValue; d2 += f2.doubleValue
+                            }
+                            p1[ch] = d1; p2[ch] = d2
                         }
-                        p1[ch] = d1; p2[ch] = d2
                     }
                 }
-            } }
+            }
             return (r1, r2)
         }
     }
 
     /// out = k1[c]·a + k2[c]·b + k3[c] (`b` optional), written in `a`'s layout.
-    static func channelAffine<T: FloatElement>(_ a: Tensor, _ b: Tensor?, _ layout: ChannelLayout, _ k1: [T], _ k2: [T],
-                                               _ k3: [T]) -> Tensor {
+    static func channelAffine<T: FloatElement>(
+        _ a: Tensor, _ b: Tensor?, _ layout: ChannelLayout, _ k1: [T], _ k2: [T],
+        _ k3: [T]
+    ) -> Tensor {
         let out = Tensor(empty: a.shape, dtype: a.dtype, strides: a.strides)
         let pa = a.pointer(T.self), pb = (b ?? a).pointer(T.self), po = out.pointer(T.self)
         let useB = b != nil
-        k1.withUnsafeBufferPointer { c1 in k2.withUnsafeBufferPointer { c2 in k3.withUnsafeBufferPointer { c3 in
-            switch layout {
-            case let .rows(m, c):
-                Parallel.forEachChunk(m, grain: Swift.max(1, 16_384 / Swift.max(c, 1))) { rows in
-                    for r in rows {
-                        let xa = pa + r * c, xb = pb + r * c, o = po + r * c
-                        if useB {
-                            for ch in 0..<c { o[ch] = c1[ch] * xa[ch] + c2[ch] * xb[ch] + c3[ch] }
-                        } else {
-                            for ch in 0..<c { o[ch] = c1[ch] * xa[ch] + c3[ch] }
+        k1.withUnsafeBufferPointer { c1 in
+            k2.withUnsafeBufferPointer { c2 in
+                k3.withUnsafeBufferPointer { c3 in
+                    switch layout {
+                    case let .rows(m, c):
+                        Parallel.forEachChunk(m, grain: Swift.max(1, 16_384 / Swift.max(c, 1))) { rows in
+                            for r in rows {
+                                let xa = pa + r * c, xb = pb + r * c, o = po + r * c
+                                if useB {
+                                    for ch in 0..<c { o[ch] = c1[ch] * xa[ch] + c2[ch] * xb[ch] + c3[ch] }
+                                } else {
+                                    for ch in 0..<c { o[ch] = c1[ch] * xa[ch] + c3[ch] }
+                                }
+                            }
+                        }
+                    case let .planes(n, c, s):
+                        Parallel.forEachChunk(n * c, grain: Swift.max(1, 16_384 / Swift.max(s, 1))) { planes in
+                            for p in planes {
+                                let ch = p % c
+                                let xa = pa + p * s, xb = pb + p * s, o = po + p * s
+                                let u = c1[ch], v = c2[ch], w = c3[ch]
+                                if useB {
+                                    for i in 0..<s { o[i] = u * xa[i] + v * xb[i] + w }
+                                } else {
+                                    for i in 0..<s { o[i] = u * xa[i] + w }
+                                }
+                            }
                         }
                     }
                 }
-            case let .planes(n, c, s):
-                Parallel.forEachChunk(n * c, grain: Swift.max(1, 16_384 / Swift.max(s, 1))) { planes in
-                    for p in planes {
-                        let ch = p % c
-                        let xa = pa + p * s, xb = pb + p * s, o = po + p * s
-                        let u = c1[ch], v = c2[ch], w = c3[ch]
-                        if useB { for i in 0..<s { o[i] = u * xa[i] + v * xb[i] + w } } else { for i in 0..<s { o[i] = u * xa[i] + w } }
-                    }
-                }
             }
-        } } }
+        }
         return out
     }
 
@@ -135,20 +156,32 @@ extension Tensor {
     ///
     /// In training the batch statistics normalise and the running ones move by `momentum`
     /// (`running_var` with the unbiased variance); in evaluation the running ones normalise.
-    public func batchNorm(weight: Tensor?, bias: Tensor?, runningMean: inout Tensor, runningVar: inout Tensor,
-                          training: Bool, momentum: Double = 0.1, eps: Double = 1e-5) -> Tensor {
+    public func batchNorm(
+        weight: Tensor?, bias: Tensor?, runningMean: inout Tensor, runningVar: inout Tensor,
+        training: Bool, momentum: Double = 0.1, eps: Double = 1e-5
+    ) -> Tensor {
         let c = rank >= 2 ? shape[1] : 0
-        require(runningMean.shape == [c] && runningVar.shape == [c],
-                     "batch_norm: running_mean \(runningMean.shape) and running_var \(runningVar.shape) should have shape [\(c)] for input \(shape)")
+        require(
+            runningMean.shape == [c] && runningVar.shape == [c],
+            """
+            batch_norm: running_mean \(runningMean.shape) and running_var \(runningVar.shape) should have shape [\(c)] \
+            for input \(shape)
+            """
+        )
         var stats: (mean: [Double], variance: [Double])? = nil
-        let y = batchNormImpl(weight: weight, bias: bias, running: training ? nil : (runningMean.doubles, runningVar.doubles),
-                              eps: eps, stats: &stats)
+        let y = batchNormImpl(
+            weight: weight, bias: bias, running: training ? nil : (runningMean.doubles, runningVar.doubles),
+            eps: eps, stats: &stats)
         if training, let stats {
             let m = Double(count / Swift.max(c, 1))
             let unbiased = stats.variance.map { $0 * m / Swift.max(m - 1, 1) }
             noGrad {
-                runningMean = (runningMean * (1 - momentum) + Tensor(stats.mean, shape: [c]).to(runningMean.dtype) * momentum).detached()
-                runningVar = (runningVar * (1 - momentum) + Tensor(unbiased, shape: [c]).to(runningVar.dtype) * momentum).detached()
+                runningMean =
+                    (runningMean * (1 - momentum) + Tensor(stats.mean, shape: [c]).to(runningMean.dtype) * momentum)
+                    .detached()
+                runningVar =
+                    (runningVar * (1 - momentum) + Tensor(unbiased, shape: [c]).to(runningVar.dtype) * momentum)
+                    .detached()
             }
         }
         return y
@@ -160,14 +193,26 @@ extension Tensor {
         return batchNormImpl(weight: weight, bias: bias, running: nil, eps: eps, stats: &stats)
     }
 
-    private func batchNormImpl(weight: Tensor?, bias: Tensor?, running: ([Double], [Double])?, eps: Double,
-                               stats: inout (mean: [Double], variance: [Double])?) -> Tensor {
+    private func batchNormImpl(
+        weight: Tensor?, bias: Tensor?, running: ([Double], [Double])?, eps: Double,
+        stats: inout (mean: [Double], variance: [Double])?
+    ) -> Tensor {
         requireCompute("batch_norm")
         require(rank >= 2, "batch_norm: expected at least 2-D input [N, C, ...], got \(shape)")
         let c = shape[1], m = count / Swift.max(c, 1)
-        if let weight { require(weight.shape == [c] && weight.dtype == dtype, "batch_norm: weight \(weight.shape) \(weight.dtype) should be [\(c)] \(dtype)") }
-        if let bias { require(bias.shape == [c] && bias.dtype == dtype, "batch_norm: bias \(bias.shape) \(bias.dtype) should be [\(c)] \(dtype)") }
-        require(running != nil || m > 1, "batch_norm: expected more than 1 value per channel when training, got input size \(shape)")
+        if let weight {
+            require(
+                weight.shape == [c] && weight.dtype == dtype,
+                "batch_norm: weight \(weight.shape) \(weight.dtype) should be [\(c)] \(dtype)")
+        }
+        if let bias {
+            require(
+                bias.shape == [c] && bias.dtype == dtype,
+                "batch_norm: bias \(bias.shape) \(bias.dtype) should be [\(c)] \(dtype)")
+        }
+        require(
+            running != nil || m > 1,
+            "batch_norm: expected more than 1 value per channel when training, got input size \(shape)")
         let (x, layout) = detached().channelLayoutView()
         let gamma = weight?.doubles ?? [Double](repeating: 1, count: c)
         let beta = bias?.doubles ?? [Double](repeating: 0, count: c)
@@ -185,7 +230,9 @@ extension Tensor {
                 }
                 let (s1, s2) = Tensor.channelSums(x, nil, layout, ka: k, kb: k, T.self)
                 mean = (0..<c).map { k[$0].doubleValue + s1[$0] / Double(m) }
-                variance = (0..<c).map { Swift.max(s2[$0] / Double(m) - (s1[$0] / Double(m)) * (s1[$0] / Double(m)), 0) }
+                variance = (0..<c).map {
+                    Swift.max(s2[$0] / Double(m) - (s1[$0] / Double(m)) * (s1[$0] / Double(m)), 0)
+                }
             }
             let invstd = variance.map { 1 / ($0 + eps).squareRoot() }
             let scale = (0..<c).map { T(gamma[$0] * invstd[$0]) }
@@ -210,8 +257,14 @@ extension Tensor {
                         let k1 = (0..<c).map { T(gamma[$0] * invstd[$0]) }
                         if training {
                             let md = Double(m)
-                            let k2 = (0..<c).map { T(-gamma[$0] * invstd[$0] * invstd[$0] * invstd[$0] * sdyx[$0] / md) }
-                            let k3 = (0..<c).map { T(-gamma[$0] * invstd[$0] * sdy[$0] / md + gamma[$0] * invstd[$0] * invstd[$0] * invstd[$0] * sdyx[$0] / md * mean[$0]) }
+                            let k2 = (0..<c).map {
+                                T(-gamma[$0] * invstd[$0] * invstd[$0] * invstd[$0] * sdyx[$0] / md)
+                            }
+                            let k3 = (0..<c).map {
+                                T(
+                                    -gamma[$0] * invstd[$0] * sdy[$0] / md + gamma[$0] * invstd[$0] * invstd[$0]
+                                        * invstd[$0] * sdyx[$0] / md * mean[$0])
+                            }
                             dx = Tensor.channelAffine(dy, x, layout, k1, k2, k3)
                         } else {
                             dx = Tensor.channelAffine(dy, nil, layout, k1, zero, zero)
@@ -219,7 +272,9 @@ extension Tensor {
                     }
                     var out: [Tensor?] = [dx]
                     let dt = x.dtype
-                    if weight != nil { out.append(needW ? Tensor((0..<c).map { sdyx[$0] * invstd[$0] }, shape: [c]).to(dt) : nil) }
+                    if weight != nil {
+                        out.append(needW ? Tensor((0..<c).map { sdyx[$0] * invstd[$0] }, shape: [c]).to(dt) : nil)
+                    }
                     if bias != nil { out.append(needB ? Tensor(sdy, shape: [c]).to(dt) : nil) }
                     return out
                 }

@@ -1,6 +1,6 @@
 import CDNNL
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Parallel loops on the OpenMP (libgomp) thread team that oneDNN uses.

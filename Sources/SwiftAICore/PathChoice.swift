@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 // Fast paths chosen by measurement on the CPU at hand (issue #19), not by thresholds tuned on one machine: which

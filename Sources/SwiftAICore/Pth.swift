@@ -37,27 +37,68 @@ public enum PthError: Error, CustomStringConvertible, Equatable {
         case let .truncated(file, what): return "'\(file)' is truncated: \(what). Re-download or re-save the file."
         case let .badZip(file, reason): return "'\(file)' is a damaged zip archive: \(reason); \(resave)"
         case let .compressedEntry(file, entry, method):
-            return "'\(file)': entry '\(entry)' is compressed (zip method \(method)); torch.save stores entries uncompressed, so the archive was repacked by another tool: \(resave)"
-        case let .missingRecord(file, record): return "'\(file)' has no record '\(record)': the file is incomplete or not written by torch.save; \(resave)"
+            return
+                """
+                '\(file)': entry '\(entry)' is compressed (zip method \(method)); torch.save stores entries \
+                uncompressed, so the archive was repacked by another tool: \(resave)
+                """
+        case let .missingRecord(file, record):
+            return "'\(file)' has no record '\(record)': the file is incomplete or not written by torch.save; \(resave)"
         case let .torchScript(file):
-            return "'\(file)' is a TorchScript archive (torch.jit.save), not a state dict: load it with torch.jit.load in Python and save `model.state_dict()` with torch.save"
+            return
+                """
+                '\(file)' is a TorchScript archive (torch.jit.save), not a state dict: load it with torch.jit.load in \
+                Python and save `model.state_dict()` with torch.save
+                """
         case let .bigEndian(file):
-            return "'\(file)' was saved on a big-endian machine, which SwiftAI does not read: load it in Python and re-save it on a little-endian machine (or as safetensors)"
-        case let .malformedPickle(file, part, at, reason): return "'\(file)': malformed pickle in \(part) at byte \(at): \(reason); \(resave)"
+            return
+                """
+                '\(file)' was saved on a big-endian machine, which SwiftAI does not read: load it in Python and \
+                re-save it on a little-endian machine (or as safetensors)
+                """
+        case let .malformedPickle(file, part, at, reason):
+            return "'\(file)': malformed pickle in \(part) at byte \(at): \(reason); \(resave)"
         case let .unsupportedOpcode(file, part, op, name, at):
             let hex = "0x" + String(op, radix: 16, uppercase: true)
-            return "'\(file)': unsupported pickle opcode \(hex)\(name.map { " (\($0))" } ?? "") at byte \(at) of \(part); like torch.load(weights_only=True), SwiftAI accepts only the protocol-2 opcodes torch.save writes: \(resave) (default pickle_protocol=2)"
+            return
+                """
+                '\(file)': unsupported pickle opcode \(hex)\(name.map { " (\($0))" } ?? "") at byte \(at) of \(part); \
+                like torch.load(weights_only=True), SwiftAI accepts only the protocol-2 opcodes torch.save writes: \
+                \(resave) (default pickle_protocol=2)
+                """
         case let .forbiddenGlobal(file, name):
-            return "'\(file)' refers to the Python global `\(name)`, which can run code: SwiftAI (like torch.load(weights_only=True)) refuses it and never runs anything from the file. Do not trust this file; if it is yours, \(resave)"
+            return
+                """
+                '\(file)' refers to the Python global `\(name)`, which can run code: SwiftAI (like \
+                torch.load(weights_only=True)) refuses it and never runs anything from the file. Do not trust this \
+                file; if it is yours, \(resave)
+                """
         case let .pickledObject(file, global):
-            return "'\(file)' holds a pickled Python object (`\(global)`), not a state dict: save `model.state_dict()` instead, with `torch.save(model.state_dict(), path)`"
+            return
+                """
+                '\(file)' holds a pickled Python object (`\(global)`), not a state dict: save `model.state_dict()` \
+                instead, with `torch.save(model.state_dict(), path)`
+                """
         case let .unsupportedGlobal(file, name):
-            return "'\(file)' uses `\(name)`, which SwiftAI does not read (only dense tensors in dicts): convert such values in Python (e.g. `.to_dense()`, `.dequantize()`) and save again"
+            return
+                """
+                '\(file)' uses `\(name)`, which SwiftAI does not read (only dense tensors in dicts): convert such \
+                values in Python (e.g. `.to_dense()`, `.dequantize()`) and save again
+                """
         case let .badStorageRecord(file, reason): return "'\(file)': bad storage record: \(reason); \(resave)"
         case let .unsupportedDType(file, type):
-            return "'\(file)' holds a \(type), a dtype SwiftAI does not have (supported: float32, float64, float16, bfloat16, int64, int32, uint8, bool): convert it in Python, e.g. `{k: v.float() for k, v in sd.items()}`, and save again"
+            return
+                """
+                '\(file)' holds a \(type), a dtype SwiftAI does not have (supported: float32, float64, float16, \
+                bfloat16, int64, int32, uint8, bool): convert it in Python, e.g. `{k: v.float() for k, v in \
+                sd.items()}`, and save again
+                """
         case let .storageTooShort(file, storage, needed, actual):
-            return "'\(file)' is truncated: storage '\(storage)' needs \(needed) bytes but its record holds \(actual). Re-download or re-save the file."
+            return
+                """
+                '\(file)' is truncated: storage '\(storage)' needs \(needed) bytes but its record holds \(actual). \
+                Re-download or re-save the file.
+                """
         case let .badTensor(file, tensor, reason): return "'\(file)': tensor '\(tensor)': \(reason); \(resave)"
         case let .notAStateDict(file, reason): return "'\(file)' is not a state dict: \(reason)"
         }
@@ -83,32 +124,58 @@ public enum PyTorchWeights {
         do {
             bytes = try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped)
         } catch {
-            throw PthError.cannotRead(path: path, reason: FileManager.default.fileExists(atPath: path)
-                                      ? error.localizedDescription : "no such file")
+            throw PthError.cannotRead(
+                path: path,
+                reason: FileManager.default.fileExists(atPath: path)
+                    ? error.localizedDescription : "no such file")
         }
         return try decode(bytes, name: URL(fileURLWithPath: path).lastPathComponent, under: prefix)
     }
 
     /// Parses the bytes of a `.pth` file; `name` identifies it in errors.
-    public static func decode(_ bytes: Data, name: String = "<memory>", under prefix: String? = nil) throws -> [String: Tensor] {
+    public static func decode(_ bytes: Data, name: String = "<memory>", under prefix: String? = nil) throws -> [String:
+        Tensor]
+    {
         let tensors = try bytes.withUnsafeBytes { buf -> [String: Tensor] in
             if buf.count >= 4 && buf[0] == 0x50 && buf[1] == 0x4B { return try zipFormat(buf, file: name) }
             if buf.first == 0x80 { return try legacyFormat(buf, file: name) }
             if buf.count > 262 && Array(buf[257..<262]) == Array("ustar".utf8) {
-                throw PthError.notPyTorch(file: name, reason: "it is the tar format of PyTorch before 0.4, which SwiftAI does not read: load it with an old PyTorch and save it again")
+                throw PthError.notPyTorch(
+                    file: name,
+                    reason:
+                        """
+                        it is the tar format of PyTorch before 0.4, which SwiftAI does not read: load it with an old \
+                        PyTorch and save it again
+                        """
+                )
             }
             if buf.count > 8 && buf[8] == UInt8(ascii: "{") {
-                throw PthError.notPyTorch(file: name, reason: "it looks like a safetensors file: read it with `Safetensors.read(path:)`")
+                throw PthError.notPyTorch(
+                    file: name, reason: "it looks like a safetensors file: read it with `Safetensors.read(path:)`")
             }
             let head = buf.prefix(8).map { String(format: "%02x", $0) }.joined(separator: " ")
-            throw PthError.notPyTorch(file: name, reason: "it is neither a zip archive (torch.save since 1.6) nor a pickle stream (older torch.save); it starts with \(head.isEmpty ? "nothing" : head)")
+            throw PthError.notPyTorch(
+                file: name,
+                reason:
+                    """
+                    it is neither a zip archive (torch.save since 1.6) nor a pickle stream (older torch.save); it \
+                    starts with \(head.isEmpty ? "nothing" : head)
+                    """
+            )
         }
         guard let prefix else { return tensors }
         var kept: [String: Tensor] = [:]
         for (k, t) in tensors where k.hasPrefix(prefix + ".") { kept[String(k.dropFirst(prefix.count + 1))] = t }
         guard !kept.isEmpty else {
             let tops = Set(tensors.keys.map { String($0.prefix { $0 != "." }) }).sorted()
-            throw PthError.notAStateDict(file: name, reason: "no tensors under '\(prefix)'; the top-level keys holding tensors are \(tops.prefix(20).map { "'\($0)'" }.joined(separator: ", "))")
+            throw PthError.notAStateDict(
+                file: name,
+                reason:
+                    """
+                    no tensors under '\(prefix)'; the top-level keys holding tensors are \
+                    \(tops.prefix(20).map { "'\($0)'" }.joined(separator: ", "))
+                    """
+            )
         }
         return kept
     }
@@ -117,11 +184,17 @@ public enum PyTorchWeights {
 
     private static func zipFormat(_ buf: UnsafeRawBufferPointer, file: String) throws -> [String: Tensor] {
         let zip = try StoredZip(buf, file: file)
-        guard let pkl = zip.entries.first(where: { $0.name.hasSuffix("/data.pkl") && $0.name.split(separator: "/").count == 2 }) else {
+        guard
+            let pkl = zip.entries.first(where: {
+                $0.name.hasSuffix("/data.pkl") && $0.name.split(separator: "/").count == 2
+            })
+        else {
             throw PthError.missingRecord(file: file, record: "<archive>/data.pkl")
         }
         let root = String(pkl.name.dropLast("data.pkl".count))
-        if zip.entries.contains(where: { $0.name == root + "constants.pkl" }) || zip.entries.contains(where: { $0.name.hasPrefix(root + "code/") }) {
+        if zip.entries.contains(where: { $0.name == root + "constants.pkl" })
+            || zip.entries.contains(where: { $0.name.hasPrefix(root + "code/") })
+        {
             throw PthError.torchScript(file: file)
         }
         if let order = try zip.data(root + "byteorder") {
@@ -132,14 +205,19 @@ public enum PyTorchWeights {
             }
         }
         func record(_ key: String) throws -> Range<Int> {
-            guard let r = try zip.data(root + "data/" + key) else { throw PthError.missingRecord(file: file, record: root + "data/" + key) }
+            guard let r = try zip.data(root + "data/" + key) else {
+                throw PthError.missingRecord(file: file, record: root + "data/" + key)
+            }
             return r
         }
         let pickle = try zip.data(pkl.name)!
-        let flat = try Unpickler(UnsafeRawBufferPointer(rebasing: buf[pickle]), from: 0, file: file, part: "data.pkl") { pid in
+        let flat = try Unpickler(UnsafeRawBufferPointer(rebasing: buf[pickle]), from: 0, file: file, part: "data.pkl") {
+            pid in
             let s = try storage(pid, file: file)
             let have = try record(s.key).count, need = s.numel * s.dtype.byteSize
-            guard have >= need else { throw PthError.storageTooShort(file: file, storage: s.key, needed: need, actual: have) }
+            guard have >= need else {
+                throw PthError.storageTooShort(file: file, storage: s.key, needed: need, actual: have)
+            }
             return .storage(s)
         }.load { try flatten($0, file: file, budget: pickle.count) }
         return try materialize(flat, buf, file: file) { try record($0.key) }
@@ -159,11 +237,20 @@ public enum PyTorchWeights {
             defer { position = u.position }
             return try u.load(use)
         }
-        guard try small("magic number", { if case .bigInt(legacyMagic) = $0 { return true }; return false }) else {
-            throw PthError.notPyTorch(file: file, reason: "it is a pickle without PyTorch's magic number (plain pickle files are not read)")
+        guard
+            try small(
+                "magic number",
+                {
+                    if case .bigInt(legacyMagic) = $0 { return true }; return false
+                })
+        else {
+            throw PthError.notPyTorch(
+                file: file, reason: "it is a pickle without PyTorch's magic number (plain pickle files are not read)")
         }
         try small("protocol version") {
-            guard case .int(1001) = $0 else { throw PthError.notPyTorch(file: file, reason: "unknown legacy protocol version \($0)") }
+            guard case .int(1001) = $0 else {
+                throw PthError.notPyTorch(file: file, reason: "unknown legacy protocol version \($0)")
+            }
         }
         try small("system info") {
             guard case let .dict(d) = $0 else { return }
@@ -173,7 +260,8 @@ public enum PyTorchWeights {
         let main = Unpickler(buf, from: position, file: file, part: "the object pickle") { pid in
             let s = try storage(pid, file: file)
             if let seen = storages[s.key], seen.dtype != s.dtype || seen.numel != s.numel {
-                throw PthError.badStorageRecord(file: file, reason: "storage '\(s.key)' is declared twice with different types or sizes")
+                throw PthError.badStorageRecord(
+                    file: file, reason: "storage '\(s.key)' is declared twice with different types or sizes")
             }
             storages[s.key] = s
             return .storage(s)
@@ -181,19 +269,29 @@ public enum PyTorchWeights {
         let flat = try main.load { try flatten($0, file: file, budget: buf.count) }
         position = main.position
         let keys: [String] = try small("storage keys") {
-            guard case let .list(l) = $0 else { throw PthError.badStorageRecord(file: file, reason: "storage keys are a \($0.kind), not a list") }
+            guard case let .list(l) = $0 else {
+                throw PthError.badStorageRecord(file: file, reason: "storage keys are a \($0.kind), not a list")
+            }
             return try l.items.map {
-                guard case let .string(k) = $0 else { throw PthError.badStorageRecord(file: file, reason: "a storage key is a \($0.kind)") }
+                guard case let .string(k) = $0 else {
+                    throw PthError.badStorageRecord(file: file, reason: "a storage key is a \($0.kind)")
+                }
                 return k
             }
         }
         var records: [String: Range<Int>] = [:]
         for key in keys {
-            guard let s = storages[key] else { throw PthError.badStorageRecord(file: file, reason: "storage '\(key)' is listed but never used, so its size is unknown") }
-            guard buf.count - position >= 8 else { throw PthError.truncated(file: file, what: "storage '\(key)' is missing") }
+            guard let s = storages[key] else {
+                throw PthError.badStorageRecord(
+                    file: file, reason: "storage '\(key)' is listed but never used, so its size is unknown")
+            }
+            guard buf.count - position >= 8 else {
+                throw PthError.truncated(file: file, what: "storage '\(key)' is missing")
+            }
             let numel = (0..<8).reduce(UInt64(0)) { $0 | UInt64(buf[position + $1]) << (8 * UInt64($1)) }
             guard numel == UInt64(s.numel) else {
-                throw PthError.badStorageRecord(file: file, reason: "storage '\(key)' holds \(numel) elements but the pickle declares \(s.numel)")
+                throw PthError.badStorageRecord(
+                    file: file, reason: "storage '\(key)' holds \(numel) elements but the pickle declares \(s.numel)")
             }
             let size = s.numel * s.dtype.byteSize
             guard buf.count - position - 8 >= size else {
@@ -213,24 +311,31 @@ public enum PyTorchWeights {
     static let storageDTypes: [String: DType] = [
         "torch.FloatStorage": .float32, "torch.DoubleStorage": .float64, "torch.HalfStorage": .float16,
         "torch.BFloat16Storage": .bfloat16, "torch.LongStorage": .int64, "torch.IntStorage": .int32,
-        "torch.ByteStorage": .uint8, "torch.BoolStorage": .bool, "torch.UntypedStorage": .uint8,
+        "torch.ByteStorage": .uint8, "torch.BoolStorage": .bool, "torch.UntypedStorage": .uint8
     ]
 
     /// Interprets a persistent id `('storage', type, key, location, numel[, view_metadata])`.
     private static func storage(_ pid: PickleValue, file: String) throws -> PickledStorage {
-        guard case let .tuple(t) = pid, t.items.count == 5 || t.items.count == 6, case .string("storage") = t.items[0] else {
-            throw PthError.badStorageRecord(file: file, reason: "persistent id is a \(pid.kind), not ('storage', type, key, location, numel)")
+        guard case let .tuple(t) = pid, t.items.count == 5 || t.items.count == 6, case .string("storage") = t.items[0]
+        else {
+            throw PthError.badStorageRecord(
+                file: file, reason: "persistent id is a \(pid.kind), not ('storage', type, key, location, numel)")
         }
-        guard case let .global(type) = t.items[1] else { throw PthError.badStorageRecord(file: file, reason: "storage type is a \(t.items[1].kind)") }
+        guard case let .global(type) = t.items[1] else {
+            throw PthError.badStorageRecord(file: file, reason: "storage type is a \(t.items[1].kind)")
+        }
         guard let dtype = storageDTypes[type] else { throw PthError.unsupportedDType(file: file, storageType: type) }
         guard case let .string(key) = t.items[2], case let .int(numel) = t.items[4], numel >= 0, numel < 1 << 56 else {
-            throw PthError.badStorageRecord(file: file, reason: "storage key must be a string and its size an integer from 0 to 2^56")
+            throw PthError.badStorageRecord(
+                file: file, reason: "storage key must be a string and its size an integer from 0 to 2^56")
         }
         var window: (Int, Int)?
         if t.items.count == 6, case let .tuple(v) = t.items[5] {
             guard v.items.count == 3, case let .int(offset) = v.items[1], case let .int(count) = v.items[2],
-                  offset >= 0, count >= 0, count <= numel - offset else {
-                throw PthError.badStorageRecord(file: file, reason: "storage view of '\(key)' lies outside its \(numel) elements")
+                offset >= 0, count >= 0, count <= numel - offset
+            else {
+                throw PthError.badStorageRecord(
+                    file: file, reason: "storage view of '\(key)' lies outside its \(numel) elements")
             }
             window = (offset, count)
         }
@@ -241,15 +346,18 @@ public enum PyTorchWeights {
     ///
     /// Tensors may need at most 4× the file's size (plus 16 MiB) in all, so stride-0 views or storages reused
     /// by many views cannot make a small file allocate without bound.
-    private static func materialize(_ flat: [(String, PickledTensor)], _ buf: UnsafeRawBufferPointer, file: String,
-                                    record: (PickledStorage) throws -> Range<Int>) throws -> [String: Tensor] {
+    private static func materialize(
+        _ flat: [(String, PickledTensor)], _ buf: UnsafeRawBufferPointer, file: String,
+        record: (PickledStorage) throws -> Range<Int>
+    ) throws -> [String: Tensor] {
         var out: [String: Tensor] = [:]
         var made: [String: Tensor] = [:]
         var budget = 4 * buf.count + (16 << 20)
         for (name, p) in flat {
             func bad(_ why: String) -> PthError { .badTensor(file: file, tensor: name, reason: why) }
             let s = p.storage, es = s.dtype.byteSize
-            let identity = "\(s.key)|\(s.window.map { "\($0.offset),\($0.count)" } ?? "")|\(p.offset)|\(p.shape)|\(p.strides)"
+            let identity =
+                "\(s.key)|\(s.window.map { "\($0.offset),\($0.count)" } ?? "")|\(p.offset)|\(p.shape)|\(p.strides)"
             if let t = made[identity] { out[name] = t; continue }
             guard p.shape.count == p.strides.count, p.shape.count <= 64 else {
                 throw bad("size \(p.shape) and stride \(p.strides) do not match")
@@ -264,16 +372,26 @@ public enum PyTorchWeights {
                 let (reach, o2) = st.multipliedReportingOverflow(by: Swift.max(n - 1, 0))
                 let (l, o3) = last.addingReportingOverflow(reach)
                 let (e, o4) = extent.multipliedReportingOverflow(by: Swift.max(n, 1))
-                guard !o1, !o2, !o3, !o4, c <= budget else { throw bad("size \(p.shape) is larger than the file allows") }
+                guard !o1, !o2, !o3, !o4, c <= budget else {
+                    throw bad("size \(p.shape) is larger than the file allows")
+                }
                 count = c
                 extent = e
                 last = l
             }
             guard count == 0 || last < available else {
-                throw bad("size \(p.shape), stride \(p.strides) and offset \(p.offset) reach element \(last) of a storage of \(available)")
+                throw bad(
+                    """
+                    size \(p.shape), stride \(p.strides) and offset \(p.offset) reach element \(last) of a storage of \
+                    \(available)
+                    """
+                )
             }
             budget -= count * es
-            guard budget >= 0 else { throw bad("the tensors would need more than 4× the file's size: the file reuses its storages implausibly") }
+            guard budget >= 0 else {
+                throw bad(
+                    "the tensors would need more than 4× the file's size: the file reuses its storages implausibly")
+            }
             let range = try record(s)
             let base = range.lowerBound + ((s.window?.offset ?? 0) + p.offset) * es
             let t: Tensor
@@ -282,13 +400,17 @@ public enum PyTorchWeights {
             } else {
                 let spanBytes = (last - p.offset + 1) * es
                 guard base + spanBytes <= range.upperBound else {
-                    throw PthError.storageTooShort(file: file, storage: s.key, needed: base + spanBytes - range.lowerBound, actual: range.count)
+                    throw PthError.storageTooShort(
+                        file: file, storage: s.key, needed: base + spanBytes - range.lowerBound, actual: range.count)
                 }
                 let span = Storage(byteCount: spanBytes)
                 span.data.copyMemory(from: buf.baseAddress! + base, byteCount: span.byteCount)
                 let view = Tensor(storage: span, shape: p.shape, strides: p.strides, offset: 0, dtype: s.dtype)
-                t = view.isContiguous
-                    ? Tensor(storage: span, shape: p.shape, strides: Tensor.contiguousStrides(p.shape), offset: 0, dtype: s.dtype)
+                t =
+                    view.isContiguous
+                    ? Tensor(
+                        storage: span, shape: p.shape, strides: Tensor.contiguousStrides(p.shape), offset: 0,
+                        dtype: s.dtype)
                     : view.contiguous()
             }
             made[identity] = t
@@ -301,7 +423,9 @@ public enum PyTorchWeights {
     private static func flatten(_ root: PickleValue, file: String, budget: Int) throws -> [(String, PickledTensor)] {
         switch root {
         case .dict, .list, .tuple: break
-        case .tensor: throw PthError.notAStateDict(file: file, reason: "it holds a single tensor; save a dict such as `{'weight': t}`")
+        case .tensor:
+            throw PthError.notAStateDict(
+                file: file, reason: "it holds a single tensor; save a dict such as `{'weight': t}`")
         default: throw PthError.notAStateDict(file: file, reason: "it holds a \(root.kind), not a dict of tensors")
         }
         var out: [(String, PickledTensor)] = []
@@ -309,14 +433,22 @@ public enum PyTorchWeights {
         var visits = 0
         func walk(_ v: PickleValue, _ path: String, _ depth: Int) throws {
             visits += 1
-            guard visits <= budget + 16 else { throw PthError.notAStateDict(file: file, reason: "its dicts refer to each other more often than the file's size allows") }
-            guard depth <= 64 else { throw PthError.notAStateDict(file: file, reason: "dicts are nested more than 64 deep at '\(path.prefix(200))'") }
+            guard visits <= budget + 16 else {
+                throw PthError.notAStateDict(
+                    file: file, reason: "its dicts refer to each other more often than the file's size allows")
+            }
+            guard depth <= 64 else {
+                throw PthError.notAStateDict(
+                    file: file, reason: "dicts are nested more than 64 deep at '\(path.prefix(200))'")
+            }
             func child(_ key: String, _ value: PickleValue) throws {
                 try walk(value, path.isEmpty ? key : path + "." + key, depth + 1)
             }
             switch v {
             case let .tensor(t):
-                guard seen.insert(path).inserted else { throw PthError.notAStateDict(file: file, reason: "key '\(path)' appears twice") }
+                guard seen.insert(path).inserted else {
+                    throw PthError.notAStateDict(file: file, reason: "key '\(path)' appears twice")
+                }
                 out.append((path, t))
             case let .dict(d):
                 for (k, value) in d.entries {
@@ -327,7 +459,9 @@ public enum PyTorchWeights {
                     default:
                         switch value {
                         case .tensor, .dict, .list, .tuple:
-                            throw PthError.notAStateDict(file: file, reason: "a key under '\(path)' is a \(k.kind); keys must be strings or integers")
+                            throw PthError.notAStateDict(
+                                file: file,
+                                reason: "a key under '\(path)' is a \(k.kind); keys must be strings or integers")
                         default: break
                         }
                     }

@@ -50,10 +50,13 @@ public enum Quantization {
 
     /// Per-output-channel symmetric int8 weights (PyTorch's `per_channel_symmetric` qint8 observer):
     /// `scale = max(max|w|/127.5, ε)`, `q = clamp(round(w/scale), −128, 127)`. Returns the int8 weights (same shape)
-    /// and the float32 scales `[OC]`. NaN weights get the code 0, infinities the extreme codes, and neither widens the scale;
+    /// and the float32 scales `[OC]`. NaN weights get the code 0, infinities the extreme codes, and neither widens the
+    /// scale;
     /// quantizers refuse such models before (``Tensor/allFinite``).
     public static func quantizePerChannel(_ w: Tensor) -> (weight: Tensor, scales: Tensor) {
-        require(w.rank >= 2 && w.dtype.isFloatingPoint, "quantizePerChannel: floating-point weight [OC, …] expected, got \(w.dtype) \(w.shape)")
+        require(
+            w.rank >= 2 && w.dtype.isFloatingPoint,
+            "quantizePerChannel: floating-point weight [OC, …] expected, got \(w.dtype) \(w.shape)")
         let x = w.detached().to(.float32).contiguous()
         let oc = x.shape[0], k = x.count / Swift.max(oc, 1)
         let q = Tensor(empty: x.shape, dtype: .int8)
@@ -103,21 +106,32 @@ extension Tensor {
     }
 
     /// Max pooling of uint8 codes (the scale is unchanged); channels-last `[N, C, H, W]`.
-    public func quantizedMaxPool2d(kernel: Int, stride: Int? = nil, padding: Int = 0, ceilMode: Bool = false) -> Tensor {
+    public func quantizedMaxPool2d(kernel: Int, stride: Int? = nil, padding: Int = 0, ceilMode: Bool = false) -> Tensor
+    {
         let s = stride ?? kernel
-        return quantizedPool(PoolAxis(length: shape[2], kernel: kernel, stride: s, padding: padding, ceilMode: ceilMode, includePad: false),
-                             PoolAxis(length: shape[3], kernel: kernel, stride: s, padding: padding, ceilMode: ceilMode, includePad: false),
-                             max: true, zeroPoint: 0)
+        return quantizedPool(
+            PoolAxis(
+                length: shape[2], kernel: kernel, stride: s, padding: padding, ceilMode: ceilMode, includePad: false),
+            PoolAxis(
+                length: shape[3], kernel: kernel, stride: s, padding: padding, ceilMode: ceilMode, includePad: false),
+            max: true, zeroPoint: 0)
     }
 
     /// Average pooling of uint8 codes with zero point `zeroPoint` (padding counts as the real value 0 when
     /// `countIncludePad`), rounded to nearest; channels-last `[N, C, H, W]`.
-    public func quantizedAvgPool2d(kernel: Int, stride: Int? = nil, padding: Int = 0, ceilMode: Bool = false,
-                                   countIncludePad: Bool = true, zeroPoint: Int32) -> Tensor {
+    public func quantizedAvgPool2d(
+        kernel: Int, stride: Int? = nil, padding: Int = 0, ceilMode: Bool = false,
+        countIncludePad: Bool = true, zeroPoint: Int32
+    ) -> Tensor {
         let s = stride ?? kernel
-        return quantizedPool(PoolAxis(length: shape[2], kernel: kernel, stride: s, padding: padding, ceilMode: ceilMode, includePad: countIncludePad),
-                             PoolAxis(length: shape[3], kernel: kernel, stride: s, padding: padding, ceilMode: ceilMode, includePad: countIncludePad),
-                             max: false, zeroPoint: zeroPoint)
+        return quantizedPool(
+            PoolAxis(
+                length: shape[2], kernel: kernel, stride: s, padding: padding, ceilMode: ceilMode,
+                includePad: countIncludePad),
+            PoolAxis(
+                length: shape[3], kernel: kernel, stride: s, padding: padding, ceilMode: ceilMode,
+                includePad: countIncludePad),
+            max: false, zeroPoint: zeroPoint)
     }
 
     private func quantizedPool(_ ah: PoolAxis, _ aw: PoolAxis, max: Bool, zeroPoint: Int32) -> Tensor {
@@ -196,14 +210,22 @@ public final class Int8Conv: @unchecked Sendable {
     private var float: InferenceConv?
     private let lock = Mutex()
 
-    public init(weight: Tensor, weightScales: Tensor, bias: Tensor, stride: Int, padding: Int, groups: Int = 1,
-                input: QParams, output: QParams, residual: QParams? = nil, epilogue: [ConvEpilogue] = [],
-                kernelQMax: Int32 = Quantization.activationQMax) {
-        require(weight.dtype == .int8 && weight.rank == 4 && weightScales.dtype == .float32 && bias.dtype == .float32
+    public init(
+        weight: Tensor, weightScales: Tensor, bias: Tensor, stride: Int, padding: Int, groups: Int = 1,
+        input: QParams, output: QParams, residual: QParams? = nil, epilogue: [ConvEpilogue] = [],
+        kernelQMax: Int32 = Quantization.activationQMax
+    ) {
+        require(
+            weight.dtype == .int8 && weight.rank == 4 && weightScales.dtype == .float32 && bias.dtype == .float32
                 && weightScales.shape == [weight.shape[0]] && bias.shape == [weight.shape[0]],
-                "Int8Conv: int8 weight [OC, C/groups, KH, KW] with float32 scales and bias [OC] expected, got \(weight.dtype) \(weight.shape), \(weightScales.dtype) \(weightScales.shape), \(bias.dtype) \(bias.shape)")
-        require((residual != nil) == epilogue.contains(.addResidual) && epilogue.filter { $0 == .addResidual }.count <= 1,
-                "Int8Conv: residual quantization is needed exactly when the epilogue adds one residual, got \(epilogue)")
+            """
+            Int8Conv: int8 weight [OC, C/groups, KH, KW] with float32 scales and bias [OC] expected, got \
+            \(weight.dtype) \(weight.shape), \(weightScales.dtype) \(weightScales.shape), \(bias.dtype) \(bias.shape)
+            """
+        )
+        require(
+            (residual != nil) == epilogue.contains(.addResidual) && epilogue.filter { $0 == .addResidual }.count <= 1,
+            "Int8Conv: residual quantization is needed exactly when the epilogue adds one residual, got \(epilogue)")
         self.weight = weight.contiguous()
         self.weightScales = weightScales.contiguous()
         self.bias = bias.contiguous()
@@ -222,23 +244,28 @@ public final class Int8Conv: @unchecked Sendable {
 
     /// The uint8 codes of `epilogue(conv(x) + bias [+ residual])` at ``output``'s scale.
     public func callAsFunction(_ x: Tensor, residual r: Tensor? = nil) -> Tensor {
-        require(x.dtype == .uint8 && x.rank == 4 && x.shape[1] == weight.shape[1] * groups,
-                "Int8Conv: expected uint8 [N, \(weight.shape[1] * groups), H, W] input, got \(x.dtype) \(x.shape)")
+        require(
+            x.dtype == .uint8 && x.rank == 4 && x.shape[1] == weight.shape[1] * groups,
+            "Int8Conv: expected uint8 [N, \(weight.shape[1] * groups), H, W] input, got \(x.dtype) \(x.shape)")
         require((r != nil) == (residual != nil), "Int8Conv: a residual is needed exactly when the epilogue adds one")
         if runsInFloat {
             let conv = lock.withLock { () -> InferenceConv in
                 if let f = float { return f }
                 let w = weight.to(.float32) * weightScales.reshape([-1, 1, 1, 1])
-                float = InferenceConv(weight: w, bias: bias, stride: stride, padding: padding, groups: groups,
-                                      epilogue: epilogue)
+                float = InferenceConv(
+                    weight: w, bias: bias, stride: stride, padding: padding, groups: groups,
+                    epilogue: epilogue)
                 return float!
             }
             return conv(x.dequantized(input), residual: r.map { $0.dequantized(residual!) }).quantized(output)
         }
-        let g = ConvGeometry(n: x.shape[0], c: x.shape[1], h: x.shape[2], w: x.shape[3], oc: weight.shape[0],
-                             kh: weight.shape[2], kw: weight.shape[3], sh: stride, sw: stride, ph: padding, pw: padding,
-                             groups: groups)
-        require(g.oh > 0 && g.ow > 0, "Int8Conv: input \(x.shape) too small for kernel \(weight.shape) with padding \(padding)")
+        let g = ConvGeometry(
+            n: x.shape[0], c: x.shape[1], h: x.shape[2], w: x.shape[3], oc: weight.shape[0],
+            kh: weight.shape[2], kw: weight.shape[3], sh: stride, sw: stride, ph: padding, pw: padding,
+            groups: groups)
+        require(
+            g.oh > 0 && g.ow > 0,
+            "Int8Conv: input \(x.shape) too small for kernel \(weight.shape) with padding \(padding)")
         let (kernel, w) = lock.withLock { () -> (Int8ConvKernel, DNNLMemory) in
             if let p = packed[g] { return p }
             let k = Int8ConvKernel(g, self)
@@ -250,7 +277,9 @@ public final class Int8Conv: @unchecked Sendable {
         let outShape = [g.n, g.oc, g.oh, g.ow]
         var y = Tensor(empty: outShape, dtype: .uint8, strides: Tensor.channelsLastStrides(outShape))
         if let r {
-            require(r.shape == outShape && r.dtype == .uint8, "Int8Conv: residual \(r.dtype) \(r.shape) should be uint8 \(outShape)")
+            require(
+                r.shape == outShape && r.dtype == .uint8,
+                "Int8Conv: residual \(r.dtype) \(r.shape) should be uint8 \(outShape)")
             y.copyElements(from: r)
         }
         kernel.run(x: xc.rawPointer, weights: w, y: y.rawPointer)
@@ -259,8 +288,9 @@ public final class Int8Conv: @unchecked Sendable {
 
     /// The implementation oneDNN picked for an input of `shape` (e.g. `jit_uni_int8:avx2`), for benchmarks and tests.
     public func implementation(forInput shape: [Int]) -> String {
-        let g = ConvGeometry(n: shape[0], c: shape[1], h: shape[2], w: shape[3], oc: weight.shape[0], kh: weight.shape[2],
-                             kw: weight.shape[3], sh: stride, sw: stride, ph: padding, pw: padding, groups: groups)
+        let g = ConvGeometry(
+            n: shape[0], c: shape[1], h: shape[2], w: shape[3], oc: weight.shape[0], kh: weight.shape[2],
+            kw: weight.shape[3], sh: stride, sw: stride, ph: padding, pw: padding, groups: groups)
         return Int8ConvKernel(g, self).implementation
     }
 }
@@ -298,8 +328,14 @@ final class Int8ConvKernel {
         // consecutive `eltwise_linear` post-ops), requantization included.
         var alpha: Float = 1, beta: Float = 0, upper = Float.infinity
         func flush() {
-            if alpha != 1 || beta != 0 { DNNL.check(dnnl_post_ops_append_eltwise(po, 1, dnnl_eltwise_linear, alpha, beta), "post_ops linear") }
-            if upper < .infinity { DNNL.check(dnnl_post_ops_append_eltwise(po, 1, dnnl_eltwise_clip, -.greatestFiniteMagnitude, upper), "post_ops clip") }
+            if alpha != 1 || beta != 0 {
+                DNNL.check(dnnl_post_ops_append_eltwise(po, 1, dnnl_eltwise_linear, alpha, beta), "post_ops linear")
+            }
+            if upper < .infinity {
+                DNNL.check(
+                    dnnl_post_ops_append_eltwise(po, 1, dnnl_eltwise_clip, -.greatestFiniteMagnitude, upper),
+                    "post_ops clip")
+            }
             (alpha, beta, upper) = (1, 0, .infinity)
         }
         for step in q.epilogue {
@@ -360,11 +396,19 @@ public final class Int8Linear: @unchecked Sendable {
     /// See ``Int8Conv/kernelQMax``.
     public let kernelQMax: Int32
 
-    public init(weight: Tensor, weightScales: Tensor, bias: Tensor?, input: QParams?,
-                kernelQMax: Int32 = Quantization.activationQMax) {
-        require(weight.dtype == .int8 && weight.rank == 2 && weightScales.dtype == .float32 && weightScales.shape == [weight.shape[0]]
+    public init(
+        weight: Tensor, weightScales: Tensor, bias: Tensor?, input: QParams?,
+        kernelQMax: Int32 = Quantization.activationQMax
+    ) {
+        require(
+            weight.dtype == .int8 && weight.rank == 2 && weightScales.dtype == .float32
+                && weightScales.shape == [weight.shape[0]]
                 && (bias.map { $0.dtype == .float32 && $0.shape == [weight.shape[0]] } ?? true),
-                "Int8Linear: int8 weight [out, in] with float32 scales and bias [out] expected, got \(weight.dtype) \(weight.shape), \(weightScales.shape), \(bias?.shape ?? [])")
+            """
+            Int8Linear: int8 weight [out, in] with float32 scales and bias [out] expected, got \(weight.dtype) \
+            \(weight.shape), \(weightScales.shape), \(bias?.shape ?? [])
+            """
+        )
         self.weight = weight.contiguous()
         self.weightScales = weightScales.contiguous()
         self.bias = bias?.contiguous()
@@ -375,26 +419,30 @@ public final class Int8Linear: @unchecked Sendable {
         rowSums = (0..<o).map { r in (0..<k).reduce(Int32(0)) { $0 + Int32(pw[r * k + $1]) } }
         // The product runs as a 1×1 convolution with unit output scale and no zero point (a float32 destination
         // is described by an identity requantization below).
-        asConv = Int8Conv(weight: self.weight.reshape([o, k, 1, 1]), weightScales: self.weightScales, bias: Tensor.zeros([o]),
-                               stride: 1, padding: 0, input: QParams(scale: 1, zeroPoint: 0, qmax: 255)!,
-                               output: QParams(scale: 1, zeroPoint: 0, qmax: 255)!)
+        asConv = Int8Conv(
+            weight: self.weight.reshape([o, k, 1, 1]), weightScales: self.weightScales, bias: Tensor.zeros([o]),
+            stride: 1, padding: 0, input: QParams(scale: 1, zeroPoint: 0, qmax: 255)!,
+            output: QParams(scale: 1, zeroPoint: 0, qmax: 255)!)
     }
 
     /// `x Wᵀ + b` for float32 `x [N, in]`. Fixed input codes wider than this host's int8 kernels take
     /// (``Int8Conv/kernelQMax``) are multiplied in float32 after dequantization.
     public func callAsFunction(_ x: Tensor) -> Tensor {
-        require(x.dtype == .float32 && x.rank == 2 && x.shape[1] == weight.shape[1],
-                "Int8Linear: expected float32 [N, \(weight.shape[1])] input, got \(x.dtype) \(x.shape)")
+        require(
+            x.dtype == .float32 && x.rank == 2 && x.shape[1] == weight.shape[1],
+            "Int8Linear: expected float32 [N, \(weight.shape[1])] input, got \(x.dtype) \(x.shape)")
         let qp = input ?? Self.dynamicParams(x)
         let q = x.quantized(qp)
         if qp.qmax > kernelQMax {
-            return q.dequantized(qp).linear(weight: weight.to(.float32) * weightScales.reshape([-1, 1]), bias: bias,
-                                            precision: .float32)
+            return q.dequantized(qp).linear(
+                weight: weight.to(.float32) * weightScales.reshape([-1, 1]), bias: bias,
+                precision: .float32)
         }
         let (n, o) = (x.shape[0], weight.shape[0])
         let kernel = lock.withLock { () -> (Int8ConvKernel, DNNLMemory) in
             if let k = kernels[n] { return k }
-            let g = ConvGeometry(n: n, c: weight.shape[1], h: 1, w: 1, oc: o, kh: 1, kw: 1, sh: 1, sw: 1, ph: 0, pw: 0, groups: 1)
+            let g = ConvGeometry(
+                n: n, c: weight.shape[1], h: 1, w: 1, oc: o, kh: 1, kw: 1, sh: 1, sw: 1, ph: 0, pw: 0, groups: 1)
             let k = Int8ConvKernel(g, asConv, floatOutput: true)
             kernels[n] = (k, k.pack(asConv.weight))
             return kernels[n]!
@@ -414,15 +462,19 @@ public final class Int8Linear: @unchecked Sendable {
     static func dynamicParams(_ x: Tensor) -> QParams {
         let v = x.contiguous().floats
         let lo = v.min() ?? 0, hi = v.max() ?? 0
-        guard lo.isFinite && hi.isFinite else { return QParams(scale: 1, zeroPoint: 0, qmax: Quantization.activationQMax)! }
+        guard lo.isFinite && hi.isFinite else {
+            return QParams(scale: 1, zeroPoint: 0, qmax: Quantization.activationQMax)!
+        }
         return QParams(min: lo, max: hi, qmax: Quantization.activationQMax)
     }
 }
 
 /// Rows `rows` (batch item × output row) of a uint8 pool, channels-last; a free function, which the optimizer
 /// compiles with specialised loops (inside the parallel closure they went through generic range witnesses).
-private func quantizedPoolRows(_ rows: Range<Int>, _ px: UnsafeMutablePointer<UInt8>, _ py: UnsafeMutablePointer<UInt8>,
-                               c: Int, h: Int, w: Int, _ ah: PoolAxis, _ aw: PoolAxis, max: Bool, zeroPoint: Int32) {
+private func quantizedPoolRows(
+    _ rows: Range<Int>, _ px: UnsafeMutablePointer<UInt8>, _ py: UnsafeMutablePointer<UInt8>,
+    c: Int, h: Int, w: Int, _ ah: PoolAxis, _ aw: PoolAxis, max: Bool, zeroPoint: Int32
+) {
     let acc = UnsafeMutablePointer<Int32>.allocate(capacity: c)
     defer { acc.deallocate() }
     for r in rows {
@@ -431,7 +483,8 @@ private func quantizedPoolRows(_ rows: Range<Int>, _ px: UnsafeMutablePointer<UI
             let o = py + ((b * ah.count + i) * aw.count + j) * c
             if !max && ah.end[i] - ah.start[i] == 2 && aw.end[j] - aw.start[j] == 2 && ah.size[i] * aw.size[j] == 4 {
                 // A full 2×2 window (fastai's ResBlock shortcut pool): one pass, the same rounding as below.
-                let p00 = px + ((b * h + ah.start[i]) * w + aw.start[j]) * c, p01 = p00 + c, p10 = p00 + w * c, p11 = p10 + c
+                let p00 = px + ((b * h + ah.start[i]) * w + aw.start[j]) * c, p01 = p00 + c, p10 = p00 + w * c,
+                    p11 = p10 + c
                 for ch in 0..<c {
                     let sum = Int32(p00[ch]) &+ Int32(p01[ch]) &+ Int32(p10[ch]) &+ Int32(p11[ch])
                     let v = Float(sum) * 0.25 + 12_582_912  // exact: a power of two
@@ -443,8 +496,11 @@ private func quantizedPoolRows(_ rows: Range<Int>, _ px: UnsafeMutablePointer<UI
             for hh in ah.start[i]..<ah.end[i] {
                 for ww in aw.start[j]..<aw.end[j] {
                     let p = px + ((b * h + hh) * w + ww) * c
-                    if max { for ch in 0..<c { acc[ch] = Swift.max(acc[ch], Int32(p[ch])) } }
-                    else { for ch in 0..<c { acc[ch] &+= Int32(p[ch]) } }
+                    if max {
+                        for ch in 0..<c { acc[ch] = Swift.max(acc[ch], Int32(p[ch])) }
+                    } else {
+                        for ch in 0..<c { acc[ch] &+= Int32(p[ch]) }
+                    }
                 }
             }
             if max {

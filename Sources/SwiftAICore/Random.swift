@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A seedable random number generator (xoshiro256**, seeded through SplitMix64).
@@ -39,7 +39,9 @@ public final class Generator: RandomNumberGenerator {
     }
 
     /// The full state, to save and later ``restore(_:)``.
-    public var state: [UInt64] { [s.0, s.1, s.2, s.3, spareNormal.map { $0.bitPattern } ?? 0, spareNormal == nil ? 0 : 1, seed] }
+    public var state: [UInt64] {
+        [s.0, s.1, s.2, s.3, spareNormal.map { $0.bitPattern } ?? 0, spareNormal == nil ? 0 : 1, seed]
+    }
 
     /// Restores a state from ``state``.
     public func restore(_ st: [UInt64]) {

@@ -14,10 +14,15 @@ public enum SafetensorsError: Error, CustomStringConvertible, Equatable {
         switch self {
         case let .cannotRead(path, reason): return "cannot read safetensors file '\(path)': \(reason)"
         case let .truncated(what): return "safetensors file is truncated: \(what). Re-download or re-save the file."
-        case let .headerTooLarge(n): return "safetensors header claims \(n) bytes (limit 100 MB): the file is corrupt or not safetensors"
+        case let .headerTooLarge(n):
+            return "safetensors header claims \(n) bytes (limit 100 MB): the file is corrupt or not safetensors"
         case let .malformedHeader(why): return "malformed safetensors header: \(why)"
         case let .unsupportedDType(name, dt):
-            return "tensor '\(name)' has dtype \(dt), which SwiftAI does not read (supported: F64, F32, F16, BF16, I64, I32, U8, BOOL)"
+            return
+                """
+                tensor '\(name)' has dtype \(dt), which SwiftAI does not read (supported: F64, F32, F16, BF16, I64, \
+                I32, U8, BOOL)
+                """
         case let .badTensor(name, why): return "tensor '\(name)': \(why)"
         case let .cannotWrite(path, reason): return "cannot write safetensors file '\(path)': \(reason)"
         }
@@ -51,19 +56,24 @@ public enum Safetensors {
         try decode(mappedBytes(path: path))
     }
 
-    /// The bytes of a file (memory-mapped); a missing or unreadable file is ``SafetensorsError/cannotRead(path:reason:)``.
+    /// The bytes of a file (memory-mapped); a missing or unreadable file is
+    /// ``SafetensorsError/cannotRead(path:reason:)``.
     public static func mappedBytes(path: String) throws -> Data {
         do {
             return try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped)
         } catch {
-            throw SafetensorsError.cannotRead(path: path, reason: FileManager.default.fileExists(atPath: path)
-                                              ? "\(error.localizedDescription)" : "no such file")
+            throw SafetensorsError.cannotRead(
+                path: path,
+                reason: FileManager.default.fileExists(atPath: path)
+                    ? "\(error.localizedDescription)" : "no such file")
         }
     }
 
     /// Parses safetensors bytes.
     public static func decode(_ bytes: Data) throws -> (tensors: [String: Tensor], metadata: [String: String]) {
-        guard bytes.count >= 8 else { throw SafetensorsError.truncated("\(bytes.count) bytes, the 8-byte header length is missing") }
+        guard bytes.count >= 8 else {
+            throw SafetensorsError.truncated("\(bytes.count) bytes, the 8-byte header length is missing")
+        }
         let n = bytes.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
         guard n <= UInt64(headerLimit) else { throw SafetensorsError.headerTooLarge(Int(clamping: n)) }
         let headerLen = Int(n)
@@ -75,12 +85,18 @@ public enum Safetensors {
         do { json = try JSONSerialization.jsonObject(with: headerData) } catch {
             throw SafetensorsError.malformedHeader("not valid JSON")
         }
-        guard let header = json as? [String: Any] else { throw SafetensorsError.malformedHeader("top level is not a JSON object") }
+        guard let header = json as? [String: Any] else {
+            throw SafetensorsError.malformedHeader("top level is not a JSON object")
+        }
         var metadata: [String: String] = [:]
         if let meta = header["__metadata__"] {
-            guard let m = meta as? [String: Any] else { throw SafetensorsError.malformedHeader("__metadata__ is not an object") }
+            guard let m = meta as? [String: Any] else {
+                throw SafetensorsError.malformedHeader("__metadata__ is not an object")
+            }
             for (k, v) in m {
-                guard let s = v as? String else { throw SafetensorsError.malformedHeader("__metadata__ value for '\(k)' is not a string") }
+                guard let s = v as? String else {
+                    throw SafetensorsError.malformedHeader("__metadata__ value for '\(k)' is not a string")
+                }
                 metadata[k] = s
             }
         }
@@ -88,29 +104,50 @@ public enum Safetensors {
         var tensors: [String: Tensor] = [:]
         var spans: [(Int, Int, String)] = []
         for (name, value) in header where name != "__metadata__" {
-            guard let entry = value as? [String: Any] else { throw SafetensorsError.badTensor(tensor: name, reason: "entry is not an object") }
-            guard let code = entry["dtype"] as? String else { throw SafetensorsError.badTensor(tensor: name, reason: "missing dtype") }
+            guard let entry = value as? [String: Any] else {
+                throw SafetensorsError.badTensor(tensor: name, reason: "entry is not an object")
+            }
+            guard let code = entry["dtype"] as? String else {
+                throw SafetensorsError.badTensor(tensor: name, reason: "missing dtype")
+            }
             guard let dt = dtype(code) else { throw SafetensorsError.unsupportedDType(tensor: name, dtype: code) }
-            guard let shapeAny = entry["shape"] as? [Any] else { throw SafetensorsError.badTensor(tensor: name, reason: "missing shape") }
+            guard let shapeAny = entry["shape"] as? [Any] else {
+                throw SafetensorsError.badTensor(tensor: name, reason: "missing shape")
+            }
             var shape: [Int] = []
             var elements = 1, extent = 1  // `extent` counts a 0 as 1, as strides do: it must not overflow either
             for s in shapeAny {
-                guard let v = integer(s), v >= 0 else { throw SafetensorsError.badTensor(tensor: name, reason: "shape \(shapeAny) has a non-integer or negative entry") }
-                let (p, o) = elements.multipliedReportingOverflow(by: v), (e, eo) = extent.multipliedReportingOverflow(by: Swift.max(v, 1))
-                guard !o, !eo, p <= dataSize else { throw SafetensorsError.badTensor(tensor: name, reason: "shape \(shapeAny) is larger than the file") }
+                guard let v = integer(s), v >= 0 else {
+                    throw SafetensorsError.badTensor(
+                        tensor: name, reason: "shape \(shapeAny) has a non-integer or negative entry")
+                }
+                let (p, o) = elements.multipliedReportingOverflow(by: v),
+                    (e, eo) = extent.multipliedReportingOverflow(by: Swift.max(v, 1))
+                guard !o, !eo, p <= dataSize else {
+                    throw SafetensorsError.badTensor(tensor: name, reason: "shape \(shapeAny) is larger than the file")
+                }
                 elements = p
                 extent = e
                 shape.append(v)
             }
-            guard let offs = entry["data_offsets"] as? [Any], offs.count == 2, let begin = integer(offs[0]), let end = integer(offs[1]) else {
+            guard let offs = entry["data_offsets"] as? [Any], offs.count == 2, let begin = integer(offs[0]),
+                let end = integer(offs[1])
+            else {
                 throw SafetensorsError.badTensor(tensor: name, reason: "data_offsets must be two integers")
             }
-            guard begin >= 0 && begin <= end else { throw SafetensorsError.badTensor(tensor: name, reason: "data_offsets [\(begin), \(end)] are not increasing") }
+            guard begin >= 0 && begin <= end else {
+                throw SafetensorsError.badTensor(
+                    tensor: name, reason: "data_offsets [\(begin), \(end)] are not increasing")
+            }
             guard end <= dataSize else {
-                throw SafetensorsError.truncated("tensor '\(name)' ends at byte \(end) of the data section but the data has \(dataSize) bytes")
+                throw SafetensorsError.truncated(
+                    "tensor '\(name)' ends at byte \(end) of the data section but the data has \(dataSize) bytes")
             }
             guard end - begin == elements * dt.byteSize else {
-                throw SafetensorsError.badTensor(tensor: name, reason: "\(end - begin) bytes of data for shape \(shape) of \(code) (needs \(elements * dt.byteSize))")
+                throw SafetensorsError.badTensor(
+                    tensor: name,
+                    reason:
+                        "\(end - begin) bytes of data for shape \(shape) of \(code) (needs \(elements * dt.byteSize))")
             }
             spans.append((begin, end, name))
             let t = Tensor(empty: shape, dtype: dt)
@@ -145,7 +182,8 @@ public enum Safetensors {
         for name in names {
             let t = tensors[name]!.detached().contiguous()
             let size = t.count * t.dtype.byteSize
-            header[name] = ["dtype": code(t.dtype), "shape": t.shape, "data_offsets": [offset, offset + size]] as [String: Any]
+            header[name] =
+                ["dtype": code(t.dtype), "shape": t.shape, "data_offsets": [offset, offset + size]] as [String: Any]
             offset += size
             blobs.append(t)
         }

@@ -39,7 +39,9 @@ extension Tensor {
     }
 
     /// Backward of (log-)softmax along rows: log: g − eʸ·Σg; plain: y·(g − Σ g·y).
-    private static func rowBackward<T: FloatElement>(_ y: Tensor, _ g: Tensor, _ rows: Int, _ k: Int, log: Bool, _: T.Type) -> Tensor {
+    private static func rowBackward<T: FloatElement>(
+        _ y: Tensor, _ g: Tensor, _ rows: Int, _ k: Int, log: Bool, _: T.Type
+    ) -> Tensor {
         let out = Tensor(empty: y.shape, dtype: y.dtype)
         let py = y.pointer(T.self), pg = g.pointer(T.self), po = out.pointer(T.self)
         Parallel.forEachChunk(rows, grain: Swift.max(1, 8192 / Swift.max(k, 1))) { rs in
@@ -64,15 +66,19 @@ extension Tensor {
         let d = rank == 0 ? 0 : dimIndex(dim, op)
         if rank == 0 { return log ? Tensor.zeros([], dtype: dtype) : Tensor.ones([], dtype: dtype) }
         var y = alongLastDim(d, op) { x, rows, k in
-            dtype == .float32 ? Tensor.rowKernel(x, rows, k, log: log, Float.self) : Tensor.rowKernel(x, rows, k, log: log, Double.self)
+            dtype == .float32
+                ? Tensor.rowKernel(x, rows, k, log: log, Float.self)
+                : Tensor.rowKernel(x, rows, k, log: log, Double.self)
         }.detached()
         if Tensor.needsGrad(self) {
             let saved = y
             y.recordGrad(op, [self]) { g in
                 let ym = saved.movedim(d, -1).contiguous(), gm = g.movedim(d, -1).contiguous()
                 let k = saved.shape[d], rows = ym.count / Swift.max(k, 1)
-                let dx = saved.dtype == .float32 ? Tensor.rowBackward(ym, gm, rows, k, log: log, Float.self)
-                                                 : Tensor.rowBackward(ym, gm, rows, k, log: log, Double.self)
+                let dx =
+                    saved.dtype == .float32
+                    ? Tensor.rowBackward(ym, gm, rows, k, log: log, Float.self)
+                    : Tensor.rowBackward(ym, gm, rows, k, log: log, Double.self)
                 return [dx.movedim(-1, d)]
             }
         }
@@ -91,8 +97,10 @@ extension Tensor {
         if !training || p == 0 { return self }
         if p == 1 { return self * 0 }
         var mask = Tensor.bernoulli([count], p: 1 - p, dtype: dtype, generator: generator) / (1 - p)
-        mask = isDense ? mask.viewing(shape: shape, strides: Tensor.stridesFollowing([self], shape: shape), offset: 0)
-                       : mask.reshape(shape)
+        mask =
+            isDense
+            ? mask.viewing(shape: shape, strides: Tensor.stridesFollowing([self], shape: shape), offset: 0)
+            : mask.reshape(shape)
         return self * mask
     }
 
@@ -102,7 +110,8 @@ extension Tensor {
         require(rank >= 2, "dropout2d: expected input with at least 2 dimensions, got \(shape)")
         if !training || p == 0 { return self }
         let maskShape = [shape[0], shape[1]] + [Int](repeating: 1, count: rank - 2)
-        return self * (Tensor.bernoulli(maskShape, p: 1 - p, dtype: dtype, generator: generator) / Swift.max(1 - p, 1e-12))
+        return self
+            * (Tensor.bernoulli(maskShape, p: 1 - p, dtype: dtype, generator: generator) / Swift.max(1 - p, 1e-12))
     }
 }
 
@@ -111,11 +120,14 @@ extension Tensor {
 /// - Parameters:
 ///   - weight: per-class weights `[C]`; a weighted mean divides by the total weight of the targets.
 ///   - ignoreIndex: targets with this value contribute nothing.
-public func nllLoss(_ input: Tensor, _ target: Tensor, weight: Tensor? = nil, ignoreIndex: Int = -100,
-                    reduction: Reduction = .mean) -> Tensor {
+public func nllLoss(
+    _ input: Tensor, _ target: Tensor, weight: Tensor? = nil, ignoreIndex: Int = -100,
+    reduction: Reduction = .mean
+) -> Tensor {
     require(input.rank == 2, "nll_loss: expected input of shape [N, C], got \(input.shape)")
-    require(target.shape == [input.shape[0]],
-                 "nll_loss: expected target of shape [\(input.shape[0])] for input \(input.shape), got \(target.shape)")
+    require(
+        target.shape == [input.shape[0]],
+        "nll_loss: expected target of shape [\(input.shape[0])] for input \(input.shape), got \(target.shape)")
     let c = input.shape[1]
     let labels = target.scalars(as: Int64.self)
     let keep = labels.map { Int($0) != ignoreIndex }
@@ -138,14 +150,20 @@ public func nllLoss(_ input: Tensor, _ target: Tensor, weight: Tensor? = nil, ig
 
 /// Cross-entropy between `logits` `[N, C]` and class indices `[N]` (or class probabilities `[N, C]`),
 /// with optional class weights and label smoothing, as PyTorch's `F.cross_entropy`.
-public func crossEntropy(_ logits: Tensor, _ target: Tensor, weight: Tensor? = nil, ignoreIndex: Int = -100,
-                         reduction: Reduction = .mean, labelSmoothing: Double = 0) -> Tensor {
+public func crossEntropy(
+    _ logits: Tensor, _ target: Tensor, weight: Tensor? = nil, ignoreIndex: Int = -100,
+    reduction: Reduction = .mean, labelSmoothing: Double = 0
+) -> Tensor {
     require(logits.rank == 2, "cross_entropy: expected logits of shape [N, C], got \(logits.shape)")
-    require(labelSmoothing >= 0 && labelSmoothing <= 1, "cross_entropy: label_smoothing must be in [0, 1], got \(labelSmoothing)")
+    require(
+        labelSmoothing >= 0 && labelSmoothing <= 1,
+        "cross_entropy: label_smoothing must be in [0, 1], got \(labelSmoothing)")
     let logp = logits.logSoftmax(dim: 1)
     let c = logits.shape[1]
     if target.dtype.isFloatingPoint {
-        require(target.shape == logits.shape, "cross_entropy: probability targets \(target.shape) must match logits \(logits.shape)")
+        require(
+            target.shape == logits.shape,
+            "cross_entropy: probability targets \(target.shape) must match logits \(logits.shape)")
         var t = target.detached().to(logits.dtype)
         if labelSmoothing > 0 { t = t * (1 - labelSmoothing) + labelSmoothing / Double(c) }
         var per = logp * t

@@ -1,6 +1,6 @@
 import CDNNL
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Aligned, untyped memory shared by a tensor and its views.
@@ -110,7 +110,9 @@ public final class BlockCache: @unchecked Sendable {
         let kept: Bool = mutex.withLock {
             live -= size
             let small = size < minimumBytes
-            guard cachedBytes + size <= limitBytes, !small || smallCachedBytes + size <= smallLimitBytes else { return false }
+            guard cachedBytes + size <= limitBytes, !small || smallCachedBytes + size <= smallLimitBytes else {
+                return false
+            }
             free[size, default: []].append(p)
             cachedBytes += size
             if small { smallCachedBytes += size }

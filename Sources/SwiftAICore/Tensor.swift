@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// An n-dimensional array with value semantics and optional gradient tracking.
@@ -34,8 +34,9 @@ public struct Tensor {
     init(empty shape: [Int], dtype: DType, strides: [Int]? = nil) {
         let n = shape.reduce(1, *)
         let st = strides ?? Tensor.contiguousStrides(shape)
-        self.init(storage: Storage(byteCount: Swift.max(n, 1) * dtype.byteSize), shape: shape, strides: st,
-                  offset: 0, dtype: dtype)
+        self.init(
+            storage: Storage(byteCount: Swift.max(n, 1) * dtype.byteSize), shape: shape, strides: st,
+            offset: 0, dtype: dtype)
     }
 
     /// A tensor holding `values` in row-major order.
@@ -267,7 +268,9 @@ func formatFixed(_ v: Double, digits: Int) -> String {
 /// Swift's `precondition` drops its message in optimised builds; SwiftAI's programmer-error messages
 /// (op name and shapes, as PyTorch prints them) must reach the user of a release binary too.
 @inline(__always)
-public func require(_ condition: @autoclosure () -> Bool, _ message: @autoclosure () -> String,
-                    file: StaticString = #file, line: UInt = #line) {
+public func require(
+    _ condition: @autoclosure () -> Bool, _ message: @autoclosure () -> String,
+    file: StaticString = #file, line: UInt = #line
+) {
     if !condition() { fatalError(message(), file: file, line: line) }
 }

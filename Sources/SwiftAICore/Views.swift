@@ -42,7 +42,9 @@ extension Range: TensorIndexConvertible where Bound == Int {
     public var tensorIndex: TensorIndex { .slice(start: lowerBound, end: upperBound, step: 1) }
 }
 extension ClosedRange: TensorIndexConvertible where Bound == Int {
-    public var tensorIndex: TensorIndex { .slice(start: lowerBound, end: upperBound == -1 ? nil : upperBound + 1, step: 1) }
+    public var tensorIndex: TensorIndex {
+        .slice(start: lowerBound, end: upperBound == -1 ? nil : upperBound + 1, step: 1)
+    }
 }
 extension PartialRangeFrom: TensorIndexConvertible where Bound == Int {
     public var tensorIndex: TensorIndex { .slice(start: lowerBound, end: nil, step: 1) }
@@ -64,7 +66,13 @@ extension Tensor {
     func dimIndex(_ d: Int, _ op: String, extra: Int = 0) -> Int {
         let n = rank + extra
         let r = d < 0 ? d + n : d
-        require(r >= 0 && r < Swift.max(n, 1), "\(op): dimension out of range (expected to be in range of [\(-Swift.max(n, 1)), \(Swift.max(n, 1) - 1)], but got \(d))")
+        require(
+            r >= 0 && r < Swift.max(n, 1),
+            """
+            \(op): dimension out of range (expected to be in range of [\(-Swift.max(n, 1)), \(Swift.max(n, 1) - 1)], \
+            but got \(d))
+            """
+        )
         return r
     }
 
@@ -84,7 +92,12 @@ extension Tensor {
     public func view(_ newShape: [Int]) -> Tensor {
         let target = inferShape(newShape, "view")
         guard let st = Tensor.viewStrides(shape, strides, target) else {
-            fatalError("view: size \(target) is not compatible with input tensor's size \(shape) and strides \(strides) (at least one dimension spans across two contiguous subspaces). Use .reshape(...) instead.")
+            fatalError(
+                """
+                view: size \(target) is not compatible with input tensor's size \(shape) and strides \(strides) (at \
+                least one dimension spans across two contiguous subspaces). Use .reshape(...) instead.
+                """
+            )
         }
         return view(target, strides: st, "view")
     }
@@ -107,8 +120,9 @@ extension Tensor {
             require(known > 0 && count % known == 0, "\(op): shape \(newShape) is invalid for input of size \(count)")
             s[u] = count / known
         }
-        require(s.reduce(1, *) == count && s.allSatisfy { $0 >= 0 },
-                     "\(op): shape \(newShape) is invalid for input of size \(count)")
+        require(
+            s.reduce(1, *) == count && s.allSatisfy { $0 >= 0 },
+            "\(op): shape \(newShape) is invalid for input of size \(count)")
         return s
     }
 
@@ -153,8 +167,9 @@ extension Tensor {
     /// Reorders dimensions: result dimension `i` is input dimension `dims[i]`.
     public func permute(_ dims: [Int]) -> Tensor {
         let d = dims.map { dimIndex($0, "permute") }
-        require(d.count == rank && Set(d).count == rank,
-                     "permute: number of dims don't match in permute (input shape \(shape), dims \(dims))")
+        require(
+            d.count == rank && Set(d).count == rank,
+            "permute: number of dims don't match in permute (input shape \(shape), dims \(dims))")
         var y = viewing(shape: d.map { shape[$0] }, strides: d.map { strides[$0] }, offset: offset)
         if Tensor.needsGrad(self) {
             var inverse = [Int](repeating: 0, count: rank)
@@ -206,14 +221,25 @@ extension Tensor {
 
     /// A broadcast view with `newShape` (stride 0 on expanded dimensions; -1 keeps a size).
     public func expand(_ newShape: [Int]) -> Tensor {
-        require(newShape.count >= rank, "expand: the number of sizes provided (\(newShape.count)) must be greater or equal to the number of dimensions in the tensor (\(rank))")
+        require(
+            newShape.count >= rank,
+            """
+            expand: the number of sizes provided (\(newShape.count)) must be greater or equal to the number of \
+            dimensions in the tensor (\(rank))
+            """
+        )
         let pad = newShape.count - rank
         var sh = newShape, st = [Int](repeating: 0, count: newShape.count)
         for i in 0..<newShape.count where i >= pad {
             let own = shape[i - pad]
             if sh[i] == -1 { sh[i] = own }
-            require(own == sh[i] || own == 1,
-                         "expand: the expanded size of the tensor (\(sh[i])) must match the existing size (\(own)) at non-singleton dimension \(i). Target sizes: \(newShape). Tensor sizes: \(shape)")
+            require(
+                own == sh[i] || own == 1,
+                """
+                expand: the expanded size of the tensor (\(sh[i])) must match the existing size (\(own)) at \
+                non-singleton dimension \(i). Target sizes: \(newShape). Tensor sizes: \(shape)
+                """
+            )
             st[i] = own == 1 ? 0 : strides[i - pad]
         }
         var y = viewing(shape: sh, strides: st, offset: offset)
@@ -240,14 +266,17 @@ extension Tensor {
             return true
         }.count
         require(consumed <= rank, "index: too many indices for tensor of dimension \(rank)")
-        require(indices.filter { if case .ellipsis = $0.kind { return true } else { return false } }.count <= 1,
-                     "index: an index can only have a single ellipsis")
+        require(
+            indices.filter { if case .ellipsis = $0.kind { return true } else { return false } }.count <= 1,
+            "index: an index can only have a single ellipsis")
         var sh: [Int] = [], st: [Int] = [], off = offset, d = 0
         for idx in indices {
             switch idx.kind {
             case .index(let i):
                 let j = i < 0 ? i + shape[d] : i
-                require(j >= 0 && j < shape[d], "index: index \(i) is out of bounds for dimension \(d) with size \(shape[d])")
+                require(
+                    j >= 0 && j < shape[d],
+                    "index: index \(i) is out of bounds for dimension \(d) with size \(shape[d])")
                 off += j * strides[d]
                 d += 1
             case .slice(let start, let end, let step):
@@ -290,8 +319,13 @@ extension Tensor {
 
     /// Writes `value` (broadcast) into the region selected by `indices`. Not recorded by autograd.
     mutating func assign(_ value: Tensor, at indices: [TensorIndex]) {
-        require(!(GradMode.isEnabled && (requiresGrad || value.requiresGrad)),
-                     "index assignment: in-place writes are not differentiable; use noGrad { } or build a new tensor with cat/where")
+        require(
+            !(GradMode.isEnabled && (requiresGrad || value.requiresGrad)),
+            """
+            index assignment: in-place writes are not differentiable; use noGrad { } or build a new tensor with \
+            cat/where
+            """
+        )
         makeUnique()
         let g = sliceGeometry(indices)
         var region = viewing(shape: g.shape, strides: g.strides, offset: g.offset)
@@ -333,8 +367,9 @@ extension Tensor {
     /// The caller guarantees the storage is not shared with live values.
     mutating func copyElements(from src: Tensor) {
         require(src.dtype == dtype, "copy: dtype \(src.dtype) into \(dtype)")
-        require(Tensor.broadcastShapes(src.shape, shape) == shape,
-                     "copy: source shape \(src.shape) cannot be broadcast to \(shape)")
+        require(
+            Tensor.broadcastShapes(src.shape, shape) == shape,
+            "copy: source shape \(src.shape) cannot be broadcast to \(shape)")
         if src.shape == shape && src.strides == strides && count < 131_072 && isDense {  // one block, one thread
             rawPointer.copyMemory(from: src.rawPointer, byteCount: count * dtype.byteSize)
             return

@@ -33,7 +33,8 @@ struct StoredZip {
         func bad(_ why: String) -> PthError { .badZip(file: file, reason: why) }
         func offset(_ v: UInt64, _ what: String) throws -> Int {
             guard v <= UInt64(buf.count) else {
-                throw PthError.truncated(file: file, what: "\(what) at byte \(v) is past the end of the \(buf.count)-byte file")
+                throw PthError.truncated(
+                    file: file, what: "\(what) at byte \(v) is past the end of the \(buf.count)-byte file")
             }
             return Int(v)
         }
@@ -48,12 +49,16 @@ struct StoredZip {
             }
         }
         guard eocd >= 0 else {
-            throw PthError.truncated(file: file, what: "the zip end-of-central-directory record is missing (the download or save was cut short)")
+            throw PthError.truncated(
+                file: file,
+                what: "the zip end-of-central-directory record is missing (the download or save was cut short)")
         }
         var count = le(eocd + 10, 2), cdSize = le(eocd + 12, 4), cdOffset = le(eocd + 16, 4)
         if eocd >= 20 && le(eocd - 20, 4) == 0x0706_4b50 {
             let z = try offset(le(eocd - 12, 8), "zip64 end-of-central-directory record")
-            guard z + 56 <= n, le(z, 4) == 0x0606_4b50 else { throw bad("zip64 end-of-central-directory record is missing") }
+            guard z + 56 <= n, le(z, 4) == 0x0606_4b50 else {
+                throw bad("zip64 end-of-central-directory record is missing")
+            }
             count = le(z + 32, 8)
             cdSize = le(z + 40, 8)
             cdOffset = le(z + 48, 8)
@@ -61,20 +66,28 @@ struct StoredZip {
         guard le(eocd + 4, 2) == 0 && le(eocd + 6, 2) == 0 else { throw bad("multi-disk archives are not supported") }
         let cdStart = try offset(cdOffset, "central directory")
         guard cdSize <= UInt64(n - cdStart) else {
-            throw PthError.truncated(file: file, what: "central directory of \(cdSize) bytes at byte \(cdStart) runs past the end")
+            throw PthError.truncated(
+                file: file, what: "central directory of \(cdSize) bytes at byte \(cdStart) runs past the end")
         }
-        guard count <= cdSize / 46 else { throw bad("\(count) entries cannot fit in a \(cdSize)-byte central directory") }
+        guard count <= cdSize / 46 else {
+            throw bad("\(count) entries cannot fit in a \(cdSize)-byte central directory")
+        }
         let cdEnd = cdStart + Int(cdSize)
         var entries: [Entry] = []
         var index: [String: Int] = [:]
         var p = cdStart
         for _ in 0..<Int(count) {
-            guard p + 46 <= cdEnd, le(p, 4) == 0x0201_4b50 else { throw bad("central directory entry \(entries.count) is malformed") }
+            guard p + 46 <= cdEnd, le(p, 4) == 0x0201_4b50 else {
+                throw bad("central directory entry \(entries.count) is malformed")
+            }
             let flags = le(p + 8, 2), method = le(p + 10, 2)
             var compressed = le(p + 20, 4), size = le(p + 24, 4), local = le(p + 42, 4)
             let nameLen = Int(le(p + 28, 2)), extraLen = Int(le(p + 30, 2)), commentLen = Int(le(p + 32, 2))
-            guard p + 46 + nameLen + extraLen + commentLen <= cdEnd else { throw bad("central directory entry \(entries.count) overruns the directory") }
-            let name = String(decoding: UnsafeRawBufferPointer(rebasing: buf[(p + 46)..<(p + 46 + nameLen)]), as: UTF8.self)
+            guard p + 46 + nameLen + extraLen + commentLen <= cdEnd else {
+                throw bad("central directory entry \(entries.count) overruns the directory")
+            }
+            let name = String(
+                decoding: UnsafeRawBufferPointer(rebasing: buf[(p + 46)..<(p + 46 + nameLen)]), as: UTF8.self)
             // Zip64 extended information (tag 1): 8-byte values for whichever 32-bit fields are saturated, in order.
             var e = p + 46 + nameLen
             let extraEnd = e + extraLen
@@ -96,14 +109,17 @@ struct StoredZip {
                 e += 4 + len
             }
             guard flags & 1 == 0 else { throw bad("entry '\(name)' is encrypted") }
-            guard method != 0 || compressed == size else { throw bad("stored entry '\(name)' has different compressed (\(compressed)) and real (\(size)) sizes") }
+            guard method != 0 || compressed == size else {
+                throw bad("stored entry '\(name)' has different compressed (\(compressed)) and real (\(size)) sizes")
+            }
             let lh = try offset(local, "local header of '\(name)'")
             guard lh + 30 <= n, le(lh, 4) == 0x0403_4b50 else {
                 throw PthError.truncated(file: file, what: "local header of '\(name)' at byte \(lh) is missing")
             }
             let start = lh + 30 + Int(le(lh + 26, 2)) + Int(le(lh + 28, 2))
             guard start <= n, compressed <= UInt64(n - start) else {
-                throw PthError.truncated(file: file, what: "entry '\(name)' needs \(compressed) bytes at byte \(start) of a \(n)-byte file")
+                throw PthError.truncated(
+                    file: file, what: "entry '\(name)' needs \(compressed) bytes at byte \(start) of a \(n)-byte file")
             }
             if index[name] == nil { index[name] = entries.count }
             entries.append(Entry(name: name, method: Int(method), dataRange: start..<(start + Int(compressed))))

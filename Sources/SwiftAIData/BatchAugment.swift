@@ -19,7 +19,10 @@ public struct RandomCrop: BatchTransform {
     public func apply(_ batch: Batch, generator: Generator, training: Bool) -> Batch {
         guard training else { return batch }
         let shifts = (0..<batch.x.shape[0]).map { _ in
-            (dy: generator.nextInt(in: 0..<(2 * padding + 1)) - padding, dx: generator.nextInt(in: 0..<(2 * padding + 1)) - padding)
+            (
+                dy: generator.nextInt(in: 0..<(2 * padding + 1)) - padding,
+                dx: generator.nextInt(in: 0..<(2 * padding + 1)) - padding
+            )
         }
         return (remap(batch.x, "RandomCrop") { b, y, x in (y + shifts[b].dy, x + shifts[b].dx) }, batch.y)
     }
@@ -97,10 +100,14 @@ public struct RandCopy: BatchTransform {
             for c in 0..<x.shape[1] {
                 var values: [Float] = []  // read the whole source patch first: the two may overlap
                 for y in 0..<from.height {
-                    for xx in 0..<from.width { values.append(p[b * st[0] + c * st[1] + (from.y + y) * st[2] + (from.x + xx) * st[3]]) }
+                    for xx in 0..<from.width {
+                        values.append(p[b * st[0] + c * st[1] + (from.y + y) * st[2] + (from.x + xx) * st[3]])
+                    }
                 }
                 for y in 0..<to.height {
-                    for xx in 0..<to.width { p[b * st[0] + c * st[1] + (to.y + y) * st[2] + (to.x + xx) * st[3]] = values[y * to.width + xx] }
+                    for xx in 0..<to.width {
+                        p[b * st[0] + c * st[1] + (to.y + y) * st[2] + (to.x + xx) * st[3]] = values[y * to.width + xx]
+                    }
                 }
             }
         }
@@ -116,7 +123,8 @@ public struct PatchCount: Sendable {
     public var maxNum: Int
 
     init(pct: Double, maxNum: Int, _ op: String) {
-        require(pct > 0 && pct < 1 && maxNum >= 0, "\(op): pct \(pct) must be in (0, 1) and maxNum \(maxNum) non-negative")
+        require(
+            pct > 0 && pct < 1 && maxNum >= 0, "\(op): pct \(pct) must be in (0, 1) and maxNum \(maxNum) non-negative")
         self.pct = pct
         self.maxNum = maxNum
     }
@@ -138,7 +146,8 @@ private func patch(_ shape: [Int], _ pct: Double, _ g: Generator) -> (y: Int, x:
 
 /// Checks a float [B, C, H, W] batch and allocates an output in its memory format.
 private func output(like x: Tensor, _ op: String) -> Tensor {
-    require(x.rank == 4 && x.dtype == .float32, "\(op): expects a float32 [B, C, H, W] batch, got \(x.dtype) \(x.shape)")
+    require(
+        x.rank == 4 && x.dtype == .float32, "\(op): expects a float32 [B, C, H, W] batch, got \(x.dtype) \(x.shape)")
     return Tensor.uninitialized(x.shape, dtype: .float32, channelsLast: x.isChannelsLast && !x.isContiguous)
 }
 
@@ -153,7 +162,8 @@ private func remap(_ x: Tensor, _ op: String, _ source: (Int, Int, Int) -> (Int,
                 let (sy, sx) = source(b, y, xx)
                 let inside = sy >= 0 && sy < h && sx >= 0 && sx < w
                 for c in 0..<x.shape[1] {
-                    op[b * so[0] + c * so[1] + y * so[2] + xx * so[3]] = inside ? ip[b * si[0] + c * si[1] + sy * si[2] + sx * si[3]] : 0
+                    op[b * so[0] + c * so[1] + y * so[2] + xx * so[3]] =
+                        inside ? ip[b * si[0] + c * si[1] + sy * si[2] + sx * si[3]] : 0
                 }
             }
         }

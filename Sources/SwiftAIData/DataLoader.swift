@@ -35,10 +35,14 @@ public final class DataLoader: Sequence {
     /// - Parameters:
     ///   - training: random transforms act (default: `shuffle`, as fastai's training loader is the shuffled one).
     ///   - numWorkers: worker threads (0: load on the consumer's thread).
-    public init(_ dataset: Dataset, batchSize: Int, shuffle: Bool = false, dropLast: Bool = false, seed: UInt64 = 0,
-                training: Bool? = nil, numWorkers: Int = 1, prefetch: Int = 2, batchTransforms: [BatchTransform] = []) {
+    public init(
+        _ dataset: Dataset, batchSize: Int, shuffle: Bool = false, dropLast: Bool = false, seed: UInt64 = 0,
+        training: Bool? = nil, numWorkers: Int = 1, prefetch: Int = 2, batchTransforms: [BatchTransform] = []
+    ) {
         require(batchSize > 0, "DataLoader: batch size must be positive, got \(batchSize)")
-        require(numWorkers >= 0 && prefetch >= 1, "DataLoader: numWorkers \(numWorkers) must be ≥ 0 and prefetch \(prefetch) ≥ 1")
+        require(
+            numWorkers >= 0 && prefetch >= 1,
+            "DataLoader: numWorkers \(numWorkers) must be ≥ 0 and prefetch \(prefetch) ≥ 1")
         self.dataset = dataset
         self.batchSize = batchSize
         self.shuffle = shuffle
@@ -52,11 +56,14 @@ public final class DataLoader: Sequence {
 
     /// Batches over in-memory tensors; `transform` runs on each batch (e.g. `uint8 → normalised float32`), and
     /// `prefetch: 0` builds batches on the consumer's thread.
-    public convenience init(_ x: Tensor, _ y: Tensor, batchSize: Int, shuffle: Bool = false, dropLast: Bool = false,
-                            seed: UInt64 = 0, prefetch: Int = 2, transform: ((Batch) -> Batch)? = nil) {
-        self.init(TensorDataset(x, y), batchSize: batchSize, shuffle: shuffle, dropLast: dropLast, seed: seed,
-                  numWorkers: prefetch > 0 ? 1 : 0, prefetch: Swift.max(prefetch, 1),
-                  batchTransforms: transform.map { [BatchFunction($0)] } ?? [])
+    public convenience init(
+        _ x: Tensor, _ y: Tensor, batchSize: Int, shuffle: Bool = false, dropLast: Bool = false,
+        seed: UInt64 = 0, prefetch: Int = 2, transform: ((Batch) -> Batch)? = nil
+    ) {
+        self.init(
+            TensorDataset(x, y), batchSize: batchSize, shuffle: shuffle, dropLast: dropLast, seed: seed,
+            numWorkers: prefetch > 0 ? 1 : 0, prefetch: Swift.max(prefetch, 1),
+            batchTransforms: transform.map { [BatchFunction($0)] } ?? [])
     }
 
     /// Adds batch transforms (fastai's `add_tfms(…, 'after_batch')`); they take their place by order.
@@ -66,10 +73,13 @@ public final class DataLoader: Sequence {
 
     /// A loader over the same dataset and transforms with other settings (fastai's `dl.new`), e.g. the validation
     /// set in order with the training transforms for test-time augmentation.
-    public func new(shuffle: Bool = false, dropLast: Bool = false, seed: UInt64? = nil, training: Bool? = nil) -> DataLoader {
-        DataLoader(dataset, batchSize: batchSize, shuffle: shuffle, dropLast: dropLast, seed: seed ?? self.seed,
-                   training: training ?? self.training, numWorkers: numWorkers, prefetch: prefetch,
-                   batchTransforms: batchTransforms.transforms)
+    public func new(shuffle: Bool = false, dropLast: Bool = false, seed: UInt64? = nil, training: Bool? = nil)
+        -> DataLoader
+    {
+        DataLoader(
+            dataset, batchSize: batchSize, shuffle: shuffle, dropLast: dropLast, seed: seed ?? self.seed,
+            training: training ?? self.training, numWorkers: numWorkers, prefetch: prefetch,
+            batchTransforms: batchTransforms.transforms)
     }
 
     /// Number of items.
@@ -83,7 +93,9 @@ public final class DataLoader: Sequence {
 
     /// Item order for the current epoch.
     public func order() -> [Int] {
-        shuffle ? SwiftAICore.Generator(seed: seed &+ 0x9E37_79B9 &* UInt64(epoch + 1)).permutation(itemCount) : Array(0..<itemCount)
+        shuffle
+            ? SwiftAICore.Generator(seed: seed &+ 0x9E37_79B9 &* UInt64(epoch + 1)).permutation(itemCount)
+            : Array(0..<itemCount)
     }
 
     /// The `i`-th batch of `epoch` with item order `order`: items, collation, then batch transforms.
@@ -238,13 +250,20 @@ public struct DataLoaders {
     /// doubles it, but equal sizes let validation reuse the training step's cached memory). `augment` adds
     /// training-batch transforms (e.g. ``RandomCrop`` and ``RandomFlip``); as in fastai, the validation loader
     /// carries them too but takes their evaluation path (unchanged), so test-time augmentation can use them.
-    public static func fashionMNIST(_ ds: FashionMNIST, batchSize: Int, seed: UInt64 = 0,
-                                    augment: [BatchTransform] = []) -> DataLoaders {
-        let prep = BatchFunction(order: 10, name: "FashionMNIST.normalise") { b in (FashionMNIST.normalise(b.x).unsqueeze(1), b.y) }
-        return DataLoaders(train: DataLoader(TensorDataset(ds.trainImages, ds.trainLabels), batchSize: batchSize, shuffle: true,
-                                             seed: seed, batchTransforms: [prep] + augment),
-                           valid: DataLoader(TensorDataset(ds.testImages, ds.testLabels), batchSize: batchSize,
-                                             batchTransforms: [prep] + augment),
-                           vocab: FashionMNIST.classes)
+    public static func fashionMNIST(
+        _ ds: FashionMNIST, batchSize: Int, seed: UInt64 = 0,
+        augment: [BatchTransform] = []
+    ) -> DataLoaders {
+        let prep = BatchFunction(order: 10, name: "FashionMNIST.normalise") { b in
+            (FashionMNIST.normalise(b.x).unsqueeze(1), b.y)
+        }
+        return DataLoaders(
+            train: DataLoader(
+                TensorDataset(ds.trainImages, ds.trainLabels), batchSize: batchSize, shuffle: true,
+                seed: seed, batchTransforms: [prep] + augment),
+            valid: DataLoader(
+                TensorDataset(ds.testImages, ds.testLabels), batchSize: batchSize,
+                batchTransforms: [prep] + augment),
+            vocab: FashionMNIST.classes)
     }
 }

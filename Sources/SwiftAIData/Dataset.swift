@@ -21,8 +21,9 @@ public final class TensorDataset: Dataset {
     public let x: Tensor, y: Tensor
 
     public init(_ x: Tensor, _ y: Tensor) {
-        require(x.rank >= 1 && y.rank >= 1 && x.shape[0] == y.shape[0],
-                "TensorDataset: inputs \(x.shape) and targets \(y.shape) must have the same number of items")
+        require(
+            x.rank >= 1 && y.rank >= 1 && x.shape[0] == y.shape[0],
+            "TensorDataset: inputs \(x.shape) and targets \(y.shape) must have the same number of items")
         self.x = x
         self.y = y
     }
@@ -32,7 +33,8 @@ public final class TensorDataset: Dataset {
     /// A slice when `indices` is a contiguous run, one gather otherwise.
     public func batch(_ indices: [Int], seeds: [UInt64], training: Bool) -> Batch {
         guard let first = indices.first else { return (x[0..<0], y[0..<0]) }
-        if indices.last! - first + 1 == indices.count && zip(indices, indices.dropFirst()).allSatisfy({ $1 == $0 + 1 }) {
+        if indices.last! - first + 1 == indices.count && zip(indices, indices.dropFirst()).allSatisfy({ $1 == $0 + 1 })
+        {
             return (x[first..<(first + indices.count)], y[first..<(first + indices.count)])
         }
         let index = Tensor(indices.map(Int64.init))
@@ -85,7 +87,8 @@ public struct BatchPipeline: CustomStringConvertible {
     public let steps: [BatchTransform]
 
     public init(_ transforms: [BatchTransform]) {
-        let sorted = transforms.enumerated().sorted { ($0.element.order, $0.offset) < ($1.element.order, $1.offset) }.map(\.element)
+        let sorted = transforms.enumerated().sorted { ($0.element.order, $0.offset) < ($1.element.order, $1.offset) }
+            .map(\.element)
         self.transforms = sorted
         var steps: [BatchTransform] = []
         var i = 0
@@ -108,7 +111,9 @@ public struct BatchPipeline: CustomStringConvertible {
     /// The batch as it was before the pipeline, as far as the transforms can decode (for showing it).
     public func decode(_ batch: Batch) -> Batch { transforms.reversed().reduce(batch) { $1.decode($0) } }
 
-    public var description: String { transforms.isEmpty ? "(none)" : transforms.map(\.description).joined(separator: " -> ") }
+    public var description: String {
+        transforms.isEmpty ? "(none)" : transforms.map(\.description).joined(separator: " -> ")
+    }
 }
 
 /// Seeds derived from a loader seed: one stream per (epoch, batch) and per (epoch, position in the epoch).
@@ -122,7 +127,11 @@ public enum SeedMix {
     }
 
     /// The seed of batch `batch` of `epoch` (batch transforms draw from it).
-    public static func batch(_ seed: UInt64, epoch: Int, batch: Int) -> UInt64 { mix(mix(seed ^ 0xB47C, UInt64(epoch)), UInt64(batch)) }
+    public static func batch(_ seed: UInt64, epoch: Int, batch: Int) -> UInt64 {
+        mix(mix(seed ^ 0xB47C, UInt64(epoch)), UInt64(batch))
+    }
     /// The seed of the item at `position` of `epoch` (item transforms draw from it).
-    public static func item(_ seed: UInt64, epoch: Int, position: Int) -> UInt64 { mix(mix(seed ^ 0x17E3, UInt64(epoch)), UInt64(position)) }
+    public static func item(_ seed: UInt64, epoch: Int, position: Int) -> UInt64 {
+        mix(mix(seed ^ 0x17E3, UInt64(epoch)), UInt64(position))
+    }
 }

@@ -25,7 +25,9 @@ enum Gzip {
     /// The concatenated contents of every gzip member of `bytes`. `limit` is asked, with the output so far, for the
     /// most bytes the output may have (`nil` while unknown): a header inside the data can stop a decompression bomb.
     static func decompress(_ bytes: [UInt8], path: String, limit: ([UInt8]) throws -> Int?) throws -> [UInt8] {
-        guard bytes.count <= Int(UInt32.max) else { throw DatasetError.unreadable(path: path, reason: "gzip file over 4 GiB") }
+        guard bytes.count <= Int(UInt32.max) else {
+            throw DatasetError.unreadable(path: path, reason: "gzip file over 4 GiB")
+        }
         var stream = z_stream()
         guard inflateInit2_(&stream, 16 + MAX_WBITS, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
             throw DatasetError.unreadable(path: path, reason: "zlib could not start")
@@ -44,7 +46,8 @@ enum Gzip {
                 }
                 out.append(contentsOf: chunk[0..<(chunk.count - Int(stream.avail_out))])
                 if let limit = try limit(out), out.count > limit {
-                    throw DatasetError.malformed(path: path, reason: "it decompresses to more than the \(limit) bytes its header declares")
+                    throw DatasetError.malformed(
+                        path: path, reason: "it decompresses to more than the \(limit) bytes its header declares")
                 }
                 switch status {
                 case Z_OK: continue
@@ -52,7 +55,9 @@ enum Gzip {
                     // Another member may follow (as `cat a.gz b.gz`); trailing zero padding is ignored, as gzip does.
                     let rest = UnsafeBufferPointer(start: stream.next_in, count: Int(stream.avail_in))
                     if rest.allSatisfy({ $0 == 0 }) { return }
-                    guard inflateReset(&stream) == Z_OK else { throw DatasetError.unreadable(path: path, reason: "corrupt gzip stream") }
+                    guard inflateReset(&stream) == Z_OK else {
+                        throw DatasetError.unreadable(path: path, reason: "corrupt gzip stream")
+                    }
                 case Z_BUF_ERROR where stream.avail_in == 0:
                     throw DatasetError.unreadable(path: path, reason: "gzip stream is truncated")
                 default:
@@ -76,20 +81,29 @@ public enum IDX {
 
     /// Decodes the bytes of an IDX file (gzip-compressed or not); `path` names it in errors.
     public static func decode(_ bytes: [UInt8], path: String = "<memory>") throws -> Tensor {
-        let bytes = Gzip.isCompressed(bytes) ? try Gzip.decompress(bytes, path: path) { try header($0, path: path)?.fileSize } : bytes
-        guard let (shape, fileSize) = try header(bytes, path: path) else { throw DatasetError.malformed(path: path, reason: "truncated header") }
+        let bytes =
+            Gzip.isCompressed(bytes)
+            ? try Gzip.decompress(bytes, path: path) { try header($0, path: path)?.fileSize } : bytes
+        guard let (shape, fileSize) = try header(bytes, path: path) else {
+            throw DatasetError.malformed(path: path, reason: "truncated header")
+        }
         let start = 4 + 4 * shape.count
         guard bytes.count == fileSize else {
-            throw DatasetError.malformed(path: path, reason: "header says \(fileSize - start) values for shape \(shape), file has \(bytes.count - start)")
+            throw DatasetError.malformed(
+                path: path,
+                reason: "header says \(fileSize - start) values for shape \(shape), file has \(bytes.count - start)")
         }
         return Tensor(Array(bytes[start...]), shape: shape)
     }
 
-    /// The sizes in the header at the start of `bytes` and the file size they imply; nil while the header is incomplete.
+    /// The sizes in the header at the start of `bytes` and the file size they imply; nil while the header is
+    /// incomplete.
     private static func header(_ bytes: [UInt8], path: String) throws -> (shape: [Int], fileSize: Int)? {
         guard bytes.count >= 4 else { return nil }
         guard bytes[0] == 0, bytes[1] == 0 else { throw DatasetError.malformed(path: path, reason: "bad magic number") }
-        guard bytes[2] == 0x08 else { throw DatasetError.malformed(path: path, reason: "element type \(bytes[2]) is not unsigned byte") }
+        guard bytes[2] == 0x08 else {
+            throw DatasetError.malformed(path: path, reason: "element type \(bytes[2]) is not unsigned byte")
+        }
         let ndim = Int(bytes[3]), start = 4 + 4 * ndim
         guard ndim >= 1 else { throw DatasetError.malformed(path: path, reason: "it declares no dimensions") }
         guard bytes.count >= start else { return nil }
@@ -105,7 +119,9 @@ public enum IDX {
             count *= n
         }
         let (fileSize, tooLarge) = count.addingReportingOverflow(start)
-        guard !overflow, !tooLarge else { throw DatasetError.malformed(path: path, reason: "sizes \(shape) are too large") }
+        guard !overflow, !tooLarge else {
+            throw DatasetError.malformed(path: path, reason: "sizes \(shape) are too large")
+        }
         return (shape, fileSize)
     }
 }
@@ -114,7 +130,9 @@ public enum IDX {
 public struct FashionMNIST {
     /// Where Debian's `dataset-fashion-mnist` installs it; override with `FMNIST_DIR` or `directory:`.
     public static let defaultDirectory = "/usr/share/datasets/fashion-mnist"
-    public static let classes = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    public static let classes = [
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"
+    ]
     /// The lesson's normalisation.
     public static let mean = 0.28, std = 0.35
 
@@ -129,7 +147,14 @@ public struct FashionMNIST {
             do {
                 return try IDX.read(path: path)
             } catch DatasetError.missing(let p, _) {
-                throw DatasetError.missing(path: p, hint: "Install Fashion-MNIST with `sudo apt-get install dataset-fashion-mnist` (or `make setup`), or point FMNIST_DIR / --data at a folder holding the four *-ubyte.gz files.")
+                throw DatasetError.missing(
+                    path: p,
+                    hint:
+                        """
+                        Install Fashion-MNIST with `sudo apt-get install dataset-fashion-mnist` (or `make setup`), or \
+                        point FMNIST_DIR / --data at a folder holding the four *-ubyte.gz files.
+                        """
+                )
             }
         }
         trainImages = try load("train-images-idx3-ubyte.gz")
@@ -138,7 +163,8 @@ public struct FashionMNIST {
         testLabels = try load("t10k-labels-idx1-ubyte.gz").to(.int64)
         for (imgs, labels, what) in [(trainImages, trainLabels, "train"), (testImages, testLabels, "test")] {
             guard imgs.rank == 3, imgs.shape[1] == 28, imgs.shape[2] == 28, labels.shape == [imgs.shape[0]] else {
-                throw DatasetError.malformed(path: dir, reason: "\(what) images \(imgs.shape) and labels \(labels.shape) do not match")
+                throw DatasetError.malformed(
+                    path: dir, reason: "\(what) images \(imgs.shape) and labels \(labels.shape) do not match")
             }
         }
     }

@@ -15,7 +15,9 @@ public enum ONNXExportError: Error, CustomStringConvertible {
     case cannotWrite(path: String, reason: String)
 
     public var description: String {
-        func module(_ path: String, _ type: String) -> String { "module \(path.isEmpty ? "<model>" : "'\(path)'") (\(type))" }
+        func module(_ path: String, _ type: String) -> String {
+            "module \(path.isEmpty ? "<model>" : "'\(path)'") (\(type))"
+        }
         switch self {
         case .invalidInputShape(let shape):
             return "ONNX export: inputShape must be [C, H, W] with positive sizes (got \(shape))"
@@ -42,14 +44,19 @@ public enum ONNXExportError: Error, CustomStringConvertible {
 /// `ResBlock` and torchvision's `ResNet`, `BasicBlock` and `Bottleneck`; any other module throws
 /// ``ONNXExportError/unsupportedModule(path:type:)``. The file is written atomically (a temporary file in the same
 /// folder, then a rename), and not at all when the export fails.
-public func exportONNX(_ model: Module, inputShape: [Int], to path: String,
-                       producerVersion: String = SwiftAIVersion.string) throws {
-    guard inputShape.count == 3, inputShape.allSatisfy({ $0 > 0 }) else { throw ONNXExportError.invalidInputShape(inputShape) }
+public func exportONNX(
+    _ model: Module, inputShape: [Int], to path: String,
+    producerVersion: String = SwiftAIVersion.string
+) throws {
+    guard inputShape.count == 3, inputShape.allSatisfy({ $0 > 0 }) else {
+        throw ONNXExportError.invalidInputShape(inputShape)
+    }
     let builder = ONNXGraphBuilder(model)
     let output = try builder.emit(model, ONNXValue(name: "input", shape: inputShape))
     let proto = builder.modelProto(inputShape: inputShape, output: output, producerVersion: producerVersion)
     let url = URL(fileURLWithPath: path)
-    let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())-\(UUID().uuidString)")
+    let tmp = url.deletingLastPathComponent().appendingPathComponent(
+        ".\(url.lastPathComponent).tmp-\(getpid())-\(UUID().uuidString)")
     do {
         let data: Data = try proto.serializedBytes()
         try data.write(to: tmp)
@@ -83,8 +90,10 @@ private final class ONNXGraphBuilder {
     private let stateNames: [ObjectIdentifier: String]
 
     init(_ model: Module) {
-        paths = Dictionary(model.namedModules().map { (ObjectIdentifier($0.1), $0.0) }, uniquingKeysWith: { first, _ in first })
-        let tensors = model.namedParameters().map { (ObjectIdentifier($0.1), $0.0) }
+        paths = Dictionary(
+            model.namedModules().map { (ObjectIdentifier($0.1), $0.0) }, uniquingKeysWith: { first, _ in first })
+        let tensors =
+            model.namedParameters().map { (ObjectIdentifier($0.1), $0.0) }
             + model.namedBuffers().map { (ObjectIdentifier($0.1), $0.0) }
         stateNames = Dictionary(tensors, uniquingKeysWith: { first, _ in first })
     }
@@ -101,12 +110,15 @@ private final class ONNXGraphBuilder {
         case let bn as BatchNorm: return try batchNorm(bn, x)
         case let l as Linear: return try linear(l, x)
         case is ReLU: return node("Relu", [x], at: at, shape: x.shape)
-        case let a as LeakyReLU: return node("LeakyRelu", [x], at: at, [attribute("alpha", float: a.negativeSlope)], shape: x.shape)
+        case let a as LeakyReLU:
+            return node("LeakyRelu", [x], at: at, [attribute("alpha", float: a.negativeSlope)], shape: x.shape)
         case is Sigmoid: return node("Sigmoid", [x], at: at, shape: x.shape)
         case is Tanh: return node("Tanh", [x], at: at, shape: x.shape)
         case let g as GeneralRelu:
-            var y = g.leak == 0 ? node("Relu", [x], at: at, shape: x.shape)
-                                : node("LeakyRelu", [x], at: at, [attribute("alpha", float: g.leak)], shape: x.shape)
+            var y =
+                g.leak == 0
+                ? node("Relu", [x], at: at, shape: x.shape)
+                : node("LeakyRelu", [x], at: at, [attribute("alpha", float: g.leak)], shape: x.shape)
             if g.sub != 0 { y = node("Sub", [y.name, scalar(g.sub, at + "/sub")], at: at, shape: x.shape) }
             if let maxv = g.maxv { y = node("Min", [y.name, scalar(maxv, at + "/maxv")], at: at, shape: x.shape) }
             return y
@@ -115,21 +127,25 @@ private final class ONNXGraphBuilder {
             let scaled = node("Mul", [y.name, scalar(r.high - r.low, at + "/range")], at: at, shape: x.shape)
             return node("Add", [scaled.name, scalar(r.low, at + "/low")], at: at, shape: x.shape)
         case let p as MaxPool2d:
-            return try pool(p, x, average: false, kernel: p.kernelSize, stride: p.stride ?? p.kernelSize, padding: p.padding,
-                            ceilMode: p.ceilMode)
+            return try pool(
+                p, x, average: false, kernel: p.kernelSize, stride: p.stride ?? p.kernelSize, padding: p.padding,
+                ceilMode: p.ceilMode)
         case let p as AvgPool2d:
-            return try pool(p, x, average: true, kernel: p.kernelSize, stride: p.stride ?? p.kernelSize, padding: p.padding,
-                            ceilMode: p.ceilMode)
+            return try pool(
+                p, x, average: true, kernel: p.kernelSize, stride: p.stride ?? p.kernelSize, padding: p.padding,
+                ceilMode: p.ceilMode)
         case let p as AdaptiveAvgPool2d: return try adaptivePool(p, x, average: true, size: p.outputSize)
         case let p as AdaptiveMaxPool2d: return try adaptivePool(p, x, average: false, size: p.outputSize)
         case let p as AdaptiveConcatPool2d:
             let (mx, avg) = (try emit(p.mp, x), try emit(p.ap, x))
-            return node("Concat", [mx, avg], at: at, [attribute("axis", int: 1)],
-                        shape: [mx.shape[0] + avg.shape[0]] + mx.shape.dropFirst())
+            return node(
+                "Concat", [mx, avg], at: at, [attribute("axis", int: 1)],
+                shape: [mx.shape[0] + avg.shape[0]] + mx.shape.dropFirst())
         case is GlobalAvgPool:
             guard x.shape.count == 3 else { throw unsupported(m, "expects [C, H, W] per sample, got \(x.shape)") }
-            return node("ReduceMean", [x], at: at, [attribute("axes", ints: [2, 3]), attribute("keepdims", int: 0)],
-                        shape: [x.shape[0]])
+            return node(
+                "ReduceMean", [x], at: at, [attribute("axes", ints: [2, 3]), attribute("keepdims", int: 0)],
+                shape: [x.shape[0]])
         case let f as Flatten: return try flatten(f, x)
         case let r as ResBlock:
             let main = try emit(r.convs, x)
@@ -138,12 +154,15 @@ private final class ONNXGraphBuilder {
             let out = try [b.conv1, b.bn1, b.relu, b.conv2, b.bn2].reduce(x) { try emit($1, $0) }
             return try emit(b.relu, add(out, try b.downsample.map { try emit($0, x) } ?? x, at: b))
         case let b as Bottleneck:
-            let out = try [b.conv1, b.bn1, b.relu, b.conv2, b.bn2, b.relu, b.conv3, b.bn3].reduce(x) { try emit($1, $0) }
+            let out = try [b.conv1, b.bn1, b.relu, b.conv2, b.bn2, b.relu, b.conv3, b.bn3].reduce(x) {
+                try emit($1, $0)
+            }
             return try emit(b.relu, add(out, try b.downsample.map { try emit($0, x) } ?? x, at: b))
         case let r as ResNet:
             let features = try [r.conv1, r.bn1, r.relu, r.maxpool, r.layer1, r.layer2, r.layer3, r.layer4, r.avgpool]
                 .reduce(x) { try emit($1, $0) }
-            let flat = node("Flatten", [features], at: at, [attribute("axis", int: 1)], shape: [features.shape.reduce(1, *)])
+            let flat = node(
+                "Flatten", [features], at: at, [attribute("axis", int: 1)], shape: [features.shape.reduce(1, *)])
             return try emit(r.fc, flat)
         default:
             throw ONNXExportError.unsupportedModule(path: at, type: String(describing: type(of: m)))
@@ -161,16 +180,19 @@ private final class ONNXGraphBuilder {
         let at = path(c)
         var inputs = [x.name, initializer(c.weight, c.weight.value)]
         if let b = c.bias { inputs.append(initializer(b, b.value)) }
-        let attributes = [attribute("kernel_shape", ints: [w[2], w[3]]), attribute("strides", ints: [s, s]),
-                          attribute("pads", ints: [p, p, p, p]), attribute("dilations", ints: [1, 1]),
-                          attribute("group", int: c.groups)]
+        let attributes = [
+            attribute("kernel_shape", ints: [w[2], w[3]]), attribute("strides", ints: [s, s]),
+            attribute("pads", ints: [p, p, p, p]), attribute("dilations", ints: [1, 1]),
+            attribute("group", int: c.groups)
+        ]
         let shape = [w[0], (x.shape[1] + 2 * p - w[2]) / s + 1, (x.shape[2] + 2 * p - w[3]) / s + 1]
         return node("Conv", inputs, at: at, attributes, shape: shape)
     }
 
     private func batchNorm(_ bn: BatchNorm, _ x: ONNXValue) throws -> ONNXValue {
         guard let mean = bn.runningMean, let variance = bn.runningVar else {
-            throw unsupported(bn, "without running statistics (trackRunningStats: false) it normalises with batch statistics")
+            throw unsupported(
+                bn, "without running statistics (trackRunningStats: false) it normalises with batch statistics")
         }
         let n = mean.value.count, at = path(bn)
         let ranks = bn is BatchNorm2d ? [3] : [1, 2]
@@ -178,8 +200,12 @@ private final class ONNXGraphBuilder {
             let dims = ranks.map { "\($0 + 1)" }.joined(separator: " or ")
             throw unsupported(bn, "expects \(n) channels and \(dims)-D input, got [batch] + \(x.shape)")
         }
-        let scale = bn.weight.map { initializer($0, $0.value) } ?? constant(Array(repeating: 1, count: n), shape: [n], at + "/scale")
-        let bias = bn.bias.map { initializer($0, $0.value) } ?? constant(Array(repeating: 0, count: n), shape: [n], at + "/bias")
+        let scale =
+            bn.weight.map { initializer($0, $0.value) }
+            ?? constant(Array(repeating: 1, count: n), shape: [n], at + "/scale")
+        let bias =
+            bn.bias.map { initializer($0, $0.value) }
+            ?? constant(Array(repeating: 0, count: n), shape: [n], at + "/bias")
         let inputs = [x.name, scale, bias, initializer(mean, mean.value), initializer(variance, variance.value)]
         return node("BatchNormalization", inputs, at: at, [attribute("epsilon", float: bn.eps)], shape: x.shape)
     }
@@ -187,7 +213,9 @@ private final class ONNXGraphBuilder {
     /// `Gemm` with `transB = 1`, as `torch.onnx` exports `nn.Linear` on 2-D inputs.
     private func linear(_ l: Linear, _ x: ONNXValue) throws -> ONNXValue {
         let w = l.weight.shape, at = path(l)
-        guard x.shape == [w[1]] else { throw unsupported(l, "expects [batch, \(w[1])] input, got [batch] + \(x.shape)") }
+        guard x.shape == [w[1]] else {
+            throw unsupported(l, "expects [batch, \(w[1])] input, got [batch] + \(x.shape)")
+        }
         var inputs = [x.name, initializer(l.weight, l.weight.value)]
         if let b = l.bias { inputs.append(initializer(b, b.value)) }
         return node("Gemm", inputs, at: at, [attribute("transB", int: 1)], shape: [w[0]])
@@ -198,8 +226,10 @@ private final class ONNXGraphBuilder {
     /// size is PyTorch's. Where a window hangs over the padded input (`ceilMode`), PyTorch divides its average by the
     /// part inside; ONNX runtimes disagree on that divisor with `ceil_mode` or asymmetric pads, so the input is
     /// zero-padded explicitly (`Pad`), averaged over whole windows, and rescaled by a constant `k²/divisor` map.
-    private func pool(_ m: Module, _ x: ONNXValue, average: Bool, kernel k: Int, stride s: Int, padding p: Int,
-                      ceilMode: Bool) throws -> ONNXValue {
+    private func pool(
+        _ m: Module, _ x: ONNXValue, average: Bool, kernel k: Int, stride s: Int, padding p: Int,
+        ceilMode: Bool
+    ) throws -> ONNXValue {
         guard x.shape.count == 3 else { throw unsupported(m, "expects [C, H, W] per sample, got \(x.shape)") }
         guard k > 0, s > 0, p >= 0, p <= k / 2 else {
             throw unsupported(m, "padding \(p) must be at most half of the kernel \(k) (stride \(s))")
@@ -211,17 +241,24 @@ private final class ONNXGraphBuilder {
         let shape = [x.shape[0], h.count, w.count]
         let window = [attribute("kernel_shape", ints: [k, k]), attribute("strides", ints: [s, s])]
         guard average else {
-            return node("MaxPool", [x], at: at, window + [attribute("pads", ints: [p, p, h.endPad, w.endPad])], shape: shape)
+            return node(
+                "MaxPool", [x], at: at, window + [attribute("pads", ints: [p, p, h.endPad, w.endPad])], shape: shape)
         }
         let divisors = h.divisors.flatMap { dh in w.divisors.map { dw in dh * dw } }
         guard divisors.contains(where: { $0 != k * k }) else {
-            return node("AveragePool", [x], at: at, window + [attribute("pads", ints: [p, p, p, p]),
-                                                               attribute("count_include_pad", int: 1)], shape: shape)
+            return node(
+                "AveragePool", [x], at: at,
+                window + [
+                    attribute("pads", ints: [p, p, p, p]),
+                    attribute("count_include_pad", int: 1)
+                ], shape: shape)
         }
         let pads = constant(int64: [0, 0, p, p, 0, 0, h.endPad, w.endPad], at + "/pads")
-        let padded = node("Pad", [x.name, pads], at: at, shape: [x.shape[0], x.shape[1] + p + h.endPad, x.shape[2] + p + w.endPad])
+        let padded = node(
+            "Pad", [x.name, pads], at: at, shape: [x.shape[0], x.shape[1] + p + h.endPad, x.shape[2] + p + w.endPad])
         let pooled = node("AveragePool", [padded], at: at, window, shape: shape)
-        let rescale = constant(divisors.map { Float(k * k) / Float($0) }, shape: [h.count, w.count], at + "/divisor_correction")
+        let rescale = constant(
+            divisors.map { Float(k * k) / Float($0) }, shape: [h.count, w.count], at + "/divisor_correction")
         return node("Mul", [pooled.name, rescale], at: at, shape: shape)
     }
 
@@ -235,8 +272,9 @@ private final class ONNXGraphBuilder {
             throw unsupported(m, "output size \(size) must be 1 or divide the input's \(x.shape[1])×\(x.shape[2])")
         }
         let kernel = [x.shape[1] / size.0, x.shape[2] / size.1]
-        return node(average ? "AveragePool" : "MaxPool", [x], at: at,
-                    [attribute("kernel_shape", ints: kernel), attribute("strides", ints: kernel)], shape: shape)
+        return node(
+            average ? "AveragePool" : "MaxPool", [x], at: at,
+            [attribute("kernel_shape", ints: kernel), attribute("strides", ints: kernel)], shape: shape)
     }
 
     /// ONNX `Flatten` for `startDim: 1` through the last dimension, otherwise `Reshape` keeping the batch dimension.
@@ -249,13 +287,17 @@ private final class ONNXGraphBuilder {
         if start == end { return x }
         guard start >= 1 else { throw unsupported(f, "flattening the dynamic batch dimension is not supported") }
         let shape = Array(x.shape[..<(start - 1)]) + [x.shape[(start - 1)..<end].reduce(1, *)] + x.shape[end...]
-        if start == 1 && end == rank - 1 { return node("Flatten", [x], at: at, [attribute("axis", int: 1)], shape: shape) }
+        if start == 1 && end == rank - 1 {
+            return node("Flatten", [x], at: at, [attribute("axis", int: 1)], shape: shape)
+        }
         return node("Reshape", [x.name, constant(int64: [0] + shape, at + "/shape")], at: at, shape: shape)
     }
 
     /// The residual sum of a block.
     private func add(_ a: ONNXValue, _ b: ONNXValue, at block: Module) throws -> ONNXValue {
-        guard a.shape == b.shape else { throw unsupported(block, "residual branch \(a.shape) and shortcut \(b.shape) differ") }
+        guard a.shape == b.shape else {
+            throw unsupported(block, "residual branch \(a.shape) and shortcut \(b.shape) differ")
+        }
         return node("Add", [a, b], at: path(block), shape: a.shape)
     }
 
@@ -267,14 +309,18 @@ private final class ONNXGraphBuilder {
 
     // MARK: Graph
 
-    private func node(_ op: String, _ inputs: [ONNXValue], at path: String, _ attributes: [Onnx_AttributeProto] = [],
-                      shape: [Int]) -> ONNXValue {
+    private func node(
+        _ op: String, _ inputs: [ONNXValue], at path: String, _ attributes: [Onnx_AttributeProto] = [],
+        shape: [Int]
+    ) -> ONNXValue {
         node(op, inputs.map(\.name), at: path, attributes, shape: shape)
     }
 
     /// Appends a node named `<module path>/<op>`, whose single output has the node's name.
-    private func node(_ op: String, _ inputs: [String], at path: String, _ attributes: [Onnx_AttributeProto] = [],
-                      shape: [Int]) -> ONNXValue {
+    private func node(
+        _ op: String, _ inputs: [String], at path: String, _ attributes: [Onnx_AttributeProto] = [],
+        shape: [Int]
+    ) -> ONNXValue {
         var n = Onnx_NodeProto()
         n.opType = op
         n.name = uniqueName(path.isEmpty ? op : path + "/" + op)
@@ -314,7 +360,9 @@ private final class ONNXGraphBuilder {
     private func scalar(_ value: Double, _ name: String) -> String { constant([Float(value)], shape: [], name) }
 
     /// Adds an initializer holding `littleEndian` as `raw_data`.
-    private func tensor<T>(_ name: String, _ type: Onnx_TensorProto.DataType, _ shape: [Int], _ littleEndian: [T]) -> String {
+    private func tensor<T>(_ name: String, _ type: Onnx_TensorProto.DataType, _ shape: [Int], _ littleEndian: [T])
+        -> String
+    {
         var t = Onnx_TensorProto()
         t.name = uniqueName(name)
         t.dataType = Int32(type.rawValue)
@@ -356,11 +404,13 @@ private final class ONNXGraphBuilder {
         batch.dimParam = "batch"
         var tensor = Onnx_TypeProto.Tensor()
         tensor.elemType = Int32(Onnx_TensorProto.DataType.float.rawValue)
-        tensor.shape.dim = [batch] + shape.map { size in
-            var d = Onnx_TensorShapeProto.Dimension()
-            d.dimValue = Int64(size)
-            return d
-        }
+        tensor.shape.dim =
+            [batch]
+            + shape.map { size in
+                var d = Onnx_TensorShapeProto.Dimension()
+                d.dimValue = Int64(size)
+                return d
+            }
         var info = Onnx_ValueInfoProto()
         info.name = name
         info.type.tensorType = tensor

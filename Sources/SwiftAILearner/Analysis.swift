@@ -39,12 +39,16 @@ extension Learner {
             m.registerForwardHook { mod, input, output in
                 guard mod.training else { return }  // the one-batch check before fitting runs in evaluation mode
                 let params = mod.parameters().reduce(0) { $0 + $1.value.count }
-                let h = output.rank >= 2 ? output.shape[output.rank - 2] : 1, w = output.rank >= 2 ? output.shape[output.rank - 1] : 1
-                let flops = mod.parameters().reduce(0.0) { acc, p in
-                    acc + Double(p.value.rank == 4 ? p.value.count * h * w : p.value.count)
-                } / 1e6
-                rows.append(SummaryRow(module: String(describing: type(of: mod)), input: input.shape, output: output.shape,
-                                       params: params, mflops: flops))
+                let h = output.rank >= 2 ? output.shape[output.rank - 2] : 1,
+                    w = output.rank >= 2 ? output.shape[output.rank - 1] : 1
+                let flops =
+                    mod.parameters().reduce(0.0) { acc, p in
+                        acc + Double(p.value.rank == 4 ? p.value.count * h * w : p.value.count)
+                    } / 1e6
+                rows.append(
+                    SummaryRow(
+                        module: String(describing: type(of: mod)), input: input.shape, output: output.shape,
+                        params: params, mflops: flops))
             }
         }
         defer { hooks.forEach { $0.remove() } }
@@ -103,8 +107,12 @@ public final class ActivationStats: Callback {
 
     /// Means and standard deviations per layer over training (the lesson's `plot_stats`).
     public func plotStats(to path: String) throws {
-        let means = Panel(title: "Means", xLabel: "batch", series: stats.enumerated().map { Series(names[$0.offset], y: $0.element.means) })
-        let stds = Panel(title: "Stdevs", xLabel: "batch", series: stats.enumerated().map { Series(names[$0.offset], y: $0.element.stds) })
+        let means = Panel(
+            title: "Means", xLabel: "batch",
+            series: stats.enumerated().map { Series(names[$0.offset], y: $0.element.means) })
+        let stds = Panel(
+            title: "Stdevs", xLabel: "batch",
+            series: stats.enumerated().map { Series(names[$0.offset], y: $0.element.stds) })
         try Figure([means, stds], columns: 2).save(path)
     }
 
@@ -120,7 +128,9 @@ public final class ActivationStats: Callback {
 
     /// Fraction of near-zero activations per layer over training (`dead_chart`).
     public func deadChart(to path: String) throws {
-        let panels = stats.enumerated().map { Panel(title: names[$0.offset], yRange: 0...1, series: [Series(y: $0.element.nearZero)]) }
+        let panels = stats.enumerated().map {
+            Panel(title: names[$0.offset], yRange: 0...1, series: [Series(y: $0.element.nearZero)])
+        }
         try Figure(panels, columns: Swift.min(3, Swift.max(panels.count, 1))).save(path)
     }
 }
@@ -139,47 +149,90 @@ extension Recorder {
 
     /// Learning rate and momentum per batch.
     public func plotSchedule(to path: String) throws {
-        try Figure([Panel(title: "Learning rate", xLabel: "iteration", series: [Series(y: lrs)]),
-                    Panel(title: "Momentum", xLabel: "iteration", series: [Series(y: moms)])], columns: 2).save(path)
+        try Figure(
+            [
+                Panel(title: "Learning rate", xLabel: "iteration", series: [Series(y: lrs)]),
+                Panel(title: "Momentum", xLabel: "iteration", series: [Series(y: moms)])
+            ], columns: 2
+        ).save(path)
     }
 
     /// One or two sentences on what the history shows (overfitting, not learning, divergence), or `nil`.
     public func advice(classes: Int? = nil, stopReason: String? = nil) -> String? {
-        Advice.read(train: trainLosses, valid: validLosses, firstBatchLoss: rawLosses.first, classes: classes, stopReason: stopReason)
+        Advice.read(
+            train: trainLosses, valid: validLosses, firstBatchLoss: rawLosses.first, classes: classes,
+            stopReason: stopReason)
     }
 }
 
 /// Reads a training history the way the chat seed's questions do.
 public enum Advice {
     /// Advice from per-epoch training and validation losses, or `nil` when nothing stands out.
-    public static func read(train allTrain: [Double], valid allValid: [Double], firstBatchLoss: Double?, classes: Int?,
-                            stopReason: String?) -> String? {
+    public static func read(
+        train allTrain: [Double], valid allValid: [Double], firstBatchLoss: Double?, classes: Int?,
+        stopReason: String?
+    ) -> String? {
         if let r = stopReason, r.contains("nan") || r.contains("NaN") || r.contains("non-finite") || r.contains("inf") {
-            return "The loss diverged: the learning rate is too high for this model. Run `swiftai lr-find` and use its valley suggestion (or a third of your current rate)."
+            return
+                """
+                The loss diverged: the learning rate is too high for this model. Run `swiftai lr-find` and use its \
+                valley suggestion (or a third of your current rate).
+                """
         }
         let train = allTrain.filter { !$0.isNaN }, valid = allValid.filter { !$0.isNaN }
-        if let c = classes, let last = train.last, Swift.abs(last - Foundation.log(Double(c))) < 0.05 * Foundation.log(Double(c)) {
-            return String(format: "The training loss is stuck near ln(%d) = %.2f: the model is guessing. Check the learning rate with `swiftai lr-find`, the labels, and that the inputs are normalised.", c, Foundation.log(Double(c)))
+        if let c = classes, let last = train.last,
+            Swift.abs(last - Foundation.log(Double(c))) < 0.05 * Foundation.log(Double(c))
+        {
+            return String(
+                format:
+                    """
+                    The training loss is stuck near ln(%d) = %.2f: the model is guessing. Check the learning rate with \
+                    `swiftai lr-find`, the labels, and that the inputs are normalised.
+                    """,
+                c, Foundation.log(Double(c)))
         }
         if let first = firstBatchLoss, let last = train.last, last > first * 1.5 {
-            return "The training loss rose from \(String(format: "%.3f", first)) to \(String(format: "%.3f", last)): the learning rate is probably too high; try `swiftai lr-find`."
+            return
+                """
+                The training loss rose from \(String(format: "%.3f", first)) to \(String(format: "%.3f", last)): the \
+                learning rate is probably too high; try `swiftai lr-find`.
+                """
         }
         if valid.count >= 3, train.count == valid.count {
             let n = valid.count
             let trainFalling = train[n - 1] < train[n - 3]
             if valid[n - 1] > valid[n - 2] && valid[n - 2] > valid[n - 3] && trainFalling {
-                return "The validation loss rose over the last epochs while the training loss kept falling: the model is overfitting. Train fewer epochs, add data augmentation or dropout, or use a smaller model."
+                return
+                    """
+                    The validation loss rose over the last epochs while the training loss kept falling: the model is \
+                    overfitting. Train fewer epochs, add data augmentation or dropout, or use a smaller model.
+                    """
             }
             if let best = valid.min(), valid[n - 1] > best * 1.1 && trainFalling {
-                return "The validation loss is \(String(format: "%.0f", 100 * (valid[n - 1] / best - 1)))% above its best while the training loss falls: early signs of overfitting; fewer epochs or augmentation would help."
+                return
+                    """
+                    The validation loss is \(String(format: "%.0f", 100 * (valid[n - 1] / best - 1)))% above its best \
+                    while the training loss falls: early signs of overfitting; fewer epochs or augmentation would \
+                    help.
+                    """
             }
         }
         if let lt = train.last, let lv = valid.last {
             if lv < lt * 1.2 {
-                return "Training and validation losses are close (\(String(format: "%.3f", lt)) vs \(String(format: "%.3f", lv))): the model is not overfitting; more epochs or a larger model may still help."
+                return
+                    """
+                    Training and validation losses are close (\(String(format: "%.3f", lt)) vs \
+                    \(String(format: "%.3f", lv))): the model is not overfitting; more epochs or a larger model may \
+                    still help.
+                    """
             }
             if valid.count < 3 {
-                return "The validation loss (\(String(format: "%.3f", lv))) is above the training loss (\(String(format: "%.3f", lt))) after only \(valid.count) epoch\(valid.count == 1 ? "" : "s"): too early to call overfitting; train longer and watch whether valid_loss keeps falling."
+                return
+                    """
+                    The validation loss (\(String(format: "%.3f", lv))) is above the training loss \
+                    (\(String(format: "%.3f", lt))) after only \(valid.count) epoch\(valid.count == 1 ? "" : "s"): too \
+                    early to call overfitting; train longer and watch whether valid_loss keeps falling.
+                    """
             }
         }
         return nil

@@ -16,7 +16,9 @@ public struct Metric {
     /// Fraction of items whose highest-scoring class is the target.
     public static let accuracy = Metric("accuracy") { p, y in (p.argmax(dim: -1) .== y).to(.float64).mean().item() }
     /// 1 − accuracy.
-    public static let errorRate = Metric("error_rate") { p, y in 1 - (p.argmax(dim: -1) .== y).to(.float64).mean().item() }
+    public static let errorRate = Metric("error_rate") { p, y in
+        1 - (p.argmax(dim: -1) .== y).to(.float64).mean().item()
+    }
 }
 
 /// Records the training history: per batch the (smoothed) loss, learning rate and momentum; per epoch the
@@ -60,15 +62,19 @@ public final class Recorder: Callback {
     }
 
     public override func checkpointState() throws -> Data? {
-        try JSONEncoder().encode(State(losses: losses, rawLosses: rawLosses, lrs: lrs, moms: moms, values: values,
-                                       epochTimes: epochTimes, trainTimes: trainTimes, trainItems: trainItems,
-                                       smooth: smooth, count: count))
+        try JSONEncoder().encode(
+            State(
+                losses: losses, rawLosses: rawLosses, lrs: lrs, moms: moms, values: values,
+                epochTimes: epochTimes, trainTimes: trainTimes, trainItems: trainItems,
+                smooth: smooth, count: count))
     }
 
     public override func restore(checkpointState data: Data) throws {
         let s = try JSONDecoder().decode(State.self, from: data)
         (losses, rawLosses, lrs, moms, values) = (s.losses, s.rawLosses, s.lrs, s.moms, s.values)
-        (epochTimes, trainTimes, trainItems, smooth, count) = (s.epochTimes, s.trainTimes, s.trainItems, s.smooth, s.count)
+        (epochTimes, trainTimes, trainItems, smooth, count) = (
+            s.epochTimes, s.trainTimes, s.trainItems, s.smooth, s.count
+        )
     }
 
     public override func beforeFit(_ learn: Learner) {
@@ -117,7 +123,9 @@ public final class Recorder: Callback {
         } else {
             validSum += l * Double(bs)
             validCount += bs
-            for (i, m) in metrics.enumerated() { metricSums[i] += m.fn(learn.preds!.detached(), learn.batch.y) * Double(bs) }
+            for (i, m) in metrics.enumerated() {
+                metricSums[i] += m.fn(learn.preds!.detached(), learn.batch.y) * Double(bs)
+            }
         }
     }
 
@@ -222,8 +230,9 @@ public class Tracker: Callback {
 
     public override func beforeFit(_ learn: Learner) throws {
         if !learn.isResuming { best = nil }
-        require(learn.recorder.metricNames.contains(monitor),
-                "\(type(of: self)): cannot monitor \(monitor); recorded values are \(learn.recorder.metricNames)")
+        require(
+            learn.recorder.metricNames.contains(monitor),
+            "\(type(of: self)): cannot monitor \(monitor); recorded values are \(learn.recorder.metricNames)")
     }
 
     public override func afterEpoch(_ learn: Learner) throws {
@@ -264,7 +273,12 @@ public final class EarlyStopping: Tracker {
         try super.afterEpoch(learn)
         wait = improved ? 0 : wait + 1
         if wait >= patience {
-            try learn.stop("early stopping: \(monitor) did not improve for \(patience) epoch(s) (best \(best.map { String($0) } ?? "-"))")
+            try learn.stop(
+                """
+                early stopping: \(monitor) did not improve for \(patience) epoch(s) (best \
+                \(best.map { String($0) } ?? "-"))
+                """
+            )
         }
     }
 }
@@ -311,19 +325,28 @@ public final class CSVLogger: Callback {
     }
 
     public override func checkpointState() throws -> Data? { try JSONEncoder().encode(rows) }
-    public override func restore(checkpointState data: Data) throws { rows = try JSONDecoder().decode([String].self, from: data) }
+    public override func restore(checkpointState data: Data) throws {
+        rows = try JSONDecoder().decode([String].self, from: data)
+    }
 
     public override func beforeFit(_ learn: Learner) {
         guard !learn.isResuming else { return }
         let header = (["epoch"] + learn.recorder.metricNames + ["time"]).joined(separator: ",")
-        rows = append && FileManager.default.fileExists(atPath: path)
-            ? ((try? String(contentsOfFile: path, encoding: .utf8))?.split(separator: "\n").map(String.init) ?? [header])
+        rows =
+            append && FileManager.default.fileExists(atPath: path)
+            ? ((try? String(contentsOfFile: path, encoding: .utf8))?.split(
+                separator: """
+                    \n
+                    """
+            ).map(String.init) ?? [header])
             : [header]
     }
 
     public override func afterEpoch(_ learn: Learner) throws {
         let v = learn.recorder.values.last ?? []
-        rows.append(([String(learn.epoch)] + v.map { String($0) } + [formatTime(learn.recorder.epochTimes.last ?? 0)]).joined(separator: ","))
+        rows.append(
+            ([String(learn.epoch)] + v.map { String($0) } + [formatTime(learn.recorder.epochTimes.last ?? 0)]).joined(
+                separator: ","))
         try writeAtomically(rows.joined(separator: "\n") + "\n", to: path)
     }
 }
@@ -346,7 +369,13 @@ public final class TerminateOnNaN: Callback {
 
     public override func afterLoss(_ learn: Learner) throws {
         guard let l = learn.loss?.item(), !l.isFinite else { return }
-        try learn.stop("loss is \(l.isNaN ? "NaN" : String(l)) at epoch \(learn.epoch), batch \(learn.iter) (\(learn.training ? "training" : "validation")); training stopped, weights kept from the last good step. Lower the learning rate (lrFind suggests one).")
+        try learn.stop(
+            """
+            loss is \(l.isNaN ? "NaN" : String(l)) at epoch \(learn.epoch), batch \(learn.iter) \
+            (\(learn.training ? "training" : "validation")); training stopped, weights kept from the last good step. \
+            Lower the learning rate (lrFind suggests one).
+            """
+        )
     }
 
     public override func afterBackward(_ learn: Learner) throws {
@@ -356,7 +385,12 @@ public final class TerminateOnNaN: Callback {
         for p in learn.opt?.parameters ?? learn.model.parameters() {
             guard let g = p.grad else { continue }
             if !(g * g).sum().item().isFinite {
-                try learn.stop("non-finite gradients at epoch \(learn.epoch), batch \(learn.iter); training stopped before applying them, weights kept from the last good step. Lower the learning rate or add GradientClip.")
+                try learn.stop(
+                    """
+                    non-finite gradients at epoch \(learn.epoch), batch \(learn.iter); training stopped before \
+                    applying them, weights kept from the last good step. Lower the learning rate or add GradientClip.
+                    """
+                )
             }
         }
     }

@@ -67,8 +67,9 @@ extension Learner {
     /// Where the run stands now (between batches; after an epoch, the start of the next).
     public var position: TrainingPosition {
         let next = epochComplete
-        return TrainingPosition(fit: Swift.max(fitsStarted - 1, 0), nEpochs: nEpochs, epoch: next ? epoch + 1 : epoch,
-                                batch: next ? 0 : trainBatchesDone, trainIter: trainIter)
+        return TrainingPosition(
+            fit: Swift.max(fitsStarted - 1, 0), nEpochs: nEpochs, epoch: next ? epoch + 1 : epoch,
+            batch: next ? 0 : trainBatchesDone, trainIter: trainIter)
     }
 
     /// Where the next fit continues a checkpoint loaded by ``resume(from:)``; `nil` when none is waiting.
@@ -110,7 +111,8 @@ extension Learner {
             throw CheckpointError.unreadable(path: path, reason: "\(error)")
         }
         guard let json = metadata[CheckpointMeta.key] else {
-            throw CheckpointError.unreadable(path: path, reason: "no '\(CheckpointMeta.key)' metadata (not a checkpoint)")
+            throw CheckpointError.unreadable(
+                path: path, reason: "no '\(CheckpointMeta.key)' metadata (not a checkpoint)")
         }
         let meta: CheckpointMeta
         do {
@@ -126,14 +128,18 @@ extension Learner {
         if let difference = difference(from: meta) { throw CheckpointError.mismatch(path: path, what: difference) }
         let generators = [Generator.default] + model.generators()
         guard meta.generators.count == generators.count, meta.generators.allSatisfy({ $0.count == 7 }) else {
-            throw CheckpointError.mismatch(path: path, what: "the checkpoint has \(meta.generators.count) generators, "
-                                           + "this model \(generators.count)")
+            throw CheckpointError.mismatch(
+                path: path,
+                what: "the checkpoint has \(meta.generators.count) generators, "
+                    + "this model \(generators.count)")
         }
         var weights: [String: Tensor] = [:]
         for (k, t) in tensors where k.hasPrefix("model.") { weights[String(k.dropFirst(6))] = t }
         var optimizer: OptimizerStateDict?
         if metadata[OptimizerMetadata.key] != nil {
-            do { optimizer = try OptimizerStateDict(fileTensors: tensors, metadata: metadata, prefix: "optimizer.") } catch {
+            do {
+                optimizer = try OptimizerStateDict(fileTensors: tensors, metadata: metadata, prefix: "optimizer.")
+            } catch {
                 throw CheckpointError.unreadable(path: path, reason: "optimizer state: \(error)")
             }
         }
@@ -170,8 +176,9 @@ extension Learner {
     }
 
     var dataShape: CheckpointMeta.DataShape {
-        .init(trainItems: dls.train.itemCount, validItems: dls.valid.itemCount, batchSize: dls.train.batchSize,
-              vocab: dls.vocab)
+        .init(
+            trainItems: dls.train.itemCount, validItems: dls.valid.itemCount, batchSize: dls.train.batchSize,
+            vocab: dls.vocab)
     }
 
     /// Installed callbacks keyed by type name, with `#n` for the n-th of one type.

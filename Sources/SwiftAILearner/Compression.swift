@@ -9,8 +9,9 @@ import SwiftAINN
 /// averaged over the batch — PyTorch's `kl_div(log_softmax(s/T), softmax(t/T), reduction="batchmean") * T*T`.
 /// The `T²` keeps its gradients on the scale of the hard loss's as `T` changes. Only `student` gets gradients.
 public func distillationLoss(student: Tensor, teacher: Tensor, temperature t: Double) -> Tensor {
-    require(student.shape == teacher.shape && student.rank == 2,
-            "distillationLoss: student \(student.shape) and teacher \(teacher.shape) logits must both be [N, classes]")
+    require(
+        student.shape == teacher.shape && student.rank == 2,
+        "distillationLoss: student \(student.shape) and teacher \(teacher.shape) logits must both be [N, classes]")
     require(t > 0, "distillationLoss: temperature \(t) must be positive")
     let target = (teacher.detached() / t).softmax(dim: -1)
     let kl = target * ((teacher.detached() / t).logSoftmax(dim: -1) - (student / t).logSoftmax(dim: -1))
@@ -25,7 +26,9 @@ public final class Distillation: Callback {
     public let temperature: Double, alpha: Double
 
     public init(teacher: Module, temperature: Double = 4, alpha: Double = 0.5) {
-        require(temperature > 0 && (0...1).contains(alpha), "Distillation: temperature \(temperature) must be positive and alpha \(alpha) in [0, 1]")
+        require(
+            temperature > 0 && (0...1).contains(alpha),
+            "Distillation: temperature \(temperature) must be positive and alpha \(alpha) in [0, 1]")
         self.teacher = teacher
         self.temperature = temperature
         self.alpha = alpha
@@ -37,7 +40,8 @@ public final class Distillation: Callback {
         guard learn.training, let preds = learn.preds, let loss = learn.loss else { return }
         let x = learn.batch.x
         let logits = noGrad { teacher(x) }
-        learn.loss = loss * (1 - alpha) + distillationLoss(student: preds, teacher: logits, temperature: temperature) * alpha
+        learn.loss =
+            loss * (1 - alpha) + distillationLoss(student: preds, teacher: logits, temperature: temperature) * alpha
     }
 }
 
@@ -58,7 +62,12 @@ extension Learner {
     /// - Throws: ``ModelSpecError`` when the model has no description or does not match it (e.g. it is fused).
     public func pruneChannels(amount: Double) throws {
         guard let spec = modelSpec else {
-            throw ModelSpecError("the learner's model was not built from a description (visionLearner or a lesson model); set learn.modelSpec")
+            throw ModelSpecError(
+                """
+                the learner's model was not built from a description (visionLearner or a lesson model); set \
+                learn.modelSpec
+                """
+            )
         }
         modelSpec = try spec.pruneChannels(of: model, amount: amount)
         opt = nil
@@ -70,7 +79,9 @@ public enum CompressionError: Error, CustomStringConvertible, Equatable {
     case calibration(String)
 
     public var description: String {
-        switch self { case let .calibration(why): return "calibration: \(why)" }
+        switch self {
+        case let .calibration(why): return "calibration: \(why)"
+        }
     }
 }
 
@@ -80,19 +91,29 @@ extension Learner {
     /// (inference only: `getPreds`, `predict`, `export`) with this one's loaders, loss and description; this
     /// learner's model is unchanged. `inputShape` (`[C, H, W]`) is checked against the first batch before any
     /// work, as is the channel count of the model's first convolution.
-    public func quantized(calibration dl: DataLoader, batches: Int = 32, observer: ActivationObserver = .histogram,
-                          inputShape: [Int]? = nil) throws -> Learner {
+    public func quantized(
+        calibration dl: DataLoader, batches: Int = 32, observer: ActivationObserver = .histogram,
+        inputShape: [Int]? = nil
+    ) throws -> Learner {
         guard batches > 0, dl.count > 0 else {
-            throw CompressionError.calibration("no calibration batches (\(dl.itemCount) items for batch size \(dl.batchSize))")
+            throw CompressionError.calibration(
+                "no calibration batches (\(dl.itemCount) items for batch size \(dl.batchSize))")
         }
         let x = try dl.first().x
         let item = Array(x.shape.dropFirst())
         if let inputShape, item != inputShape {
-            throw CompressionError.calibration("the calibration images are \(item) but the model takes \(inputShape) inputs")
+            throw CompressionError.calibration(
+                "the calibration images are \(item) but the model takes \(inputShape) inputs")
         }
         if let conv = model.modules().first(where: { $0 is Conv2d }) as? Conv2d, x.rank == 4,
-           x.shape[1] != conv.weight.shape[1] * conv.groups {
-            throw CompressionError.calibration("the calibration images have \(x.shape[1]) channels but the model's first convolution takes \(conv.weight.shape[1] * conv.groups)")
+            x.shape[1] != conv.weight.shape[1] * conv.groups
+        {
+            throw CompressionError.calibration(
+                """
+                the calibration images have \(x.shape[1]) channels but the model's first convolution takes \
+                \(conv.weight.shape[1] * conv.groups)
+                """
+            )
         }
         var failure: Error?
         let q = try model.quantizedStatic(observer: observer) { run in
@@ -110,7 +131,8 @@ extension Learner {
     }
 
     /// Dynamic int8 quantization: linear layers get int8 weights and quantize their inputs per batch; the rest runs
-    /// fused in float32. Returns a learner for the ``QuantizedModel`` as ``quantized(calibration:batches:observer:inputShape:)``.
+    /// fused in float32. Returns a learner for the ``QuantizedModel`` as
+    /// ``quantized(calibration:batches:observer:inputShape:)``.
     public func quantizedDynamic() throws -> Learner { inferenceLearner(try model.quantizedDynamic()) }
 
     private func inferenceLearner(_ q: QuantizedModel) -> Learner {
@@ -125,6 +147,7 @@ extension Learner {
     /// `fit`/`fitOneCycle` as usual, then ``quantized(from:)``.
     public func prepareQAT() -> QuantizationAwareTraining { model.prepareQAT() }
 
-    /// A learner for the int8 model that quantization-aware training converts to (see ``quantized(calibration:batches:observer:inputShape:)``).
+    /// A learner for the int8 model that quantization-aware training converts to (see
+    /// ``quantized(calibration:batches:observer:inputShape:)``).
     public func quantized(from qat: QuantizationAwareTraining) throws -> Learner { inferenceLearner(try qat.convert()) }
 }

@@ -8,8 +8,10 @@ extension Learner {
     /// `transforms` replaces the training transforms of the augmented passes: the loader's evaluation path is
     /// followed by these, applied as in training — e.g. the lesson's flip TTA, the mean of the plain and the
     /// mirrored predictions, is `tta(n: 1, beta: 0.5, transforms: [RandomFlip(p: 1)])`.
-    public func tta(_ dl: DataLoader? = nil, n: Int = 4, beta: Double? = 0.25,
-                    transforms: [BatchTransform]? = nil) throws -> (preds: Tensor, targets: Tensor) {
+    public func tta(
+        _ dl: DataLoader? = nil, n: Int = 4, beta: Double? = 0.25,
+        transforms: [BatchTransform]? = nil
+    ) throws -> (preds: Tensor, targets: Tensor) {
         let base = dl ?? dls.valid
         var sum: Tensor?
         for i in 0..<n {
@@ -37,12 +39,16 @@ private struct AsInTraining: BatchTransform {
     let inner: BatchTransform
     var order: Int { inner.order }
     var description: String { inner.description }
-    func apply(_ batch: Batch, generator: Generator, training: Bool) -> Batch { inner.apply(batch, generator: generator, training: true) }
+    func apply(_ batch: Batch, generator: Generator, training: Bool) -> Batch {
+        inner.apply(batch, generator: generator, training: true)
+    }
 }
 
 /// The mean of several learners' predicted probabilities on `dl` of each (default: their validation sets), with
 /// the targets of the first — the lesson's ensemble.
-public func ensemblePreds(_ learners: [Learner], dl: DataLoader? = nil, tta: Bool = false) throws -> (preds: Tensor, targets: Tensor) {
+public func ensemblePreds(_ learners: [Learner], dl: DataLoader? = nil, tta: Bool = false) throws -> (
+    preds: Tensor, targets: Tensor
+) {
     require(!learners.isEmpty, "ensemblePreds: no learners")
     var sum: Tensor?, targets: Tensor?
     for learn in learners {

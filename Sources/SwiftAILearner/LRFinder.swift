@@ -19,8 +19,11 @@ public struct SuggestedLRs: Sendable {
     /// (name, suggested lr, where to mark it: lr and loss) for plotting. `minimum` is marked at the loss
     /// minimum itself, ten times its suggested value, as fastai draws it.
     public var points: [(name: String, suggestion: Double, lr: Double, loss: Double)] {
-        [("minimum", minimum, minimum * 10), ("steep", steep, steep), ("valley", valley, valley), ("slide", slide, slide)]
-            .map { name, value, at in (name, value, at, SuggestedLRs.interpolate(at, lrs, losses)) }
+        [
+            ("minimum", minimum, minimum * 10), ("steep", steep, steep), ("valley", valley, valley),
+            ("slide", slide, slide)
+        ]
+        .map { name, value, at in (name, value, at, SuggestedLRs.interpolate(at, lrs, losses)) }
     }
 
     static func interpolate(_ lr: Double, _ lrs: [Double], _ losses: [Double]) -> Double {
@@ -67,7 +70,10 @@ public struct SuggestedLRs: Sendable {
         // Interval slide rule on the numerical gradient of the loss.
         var lg = [Double](repeating: 0, count: n)
         for i in 0..<n {
-            lg[i] = i == 0 ? losses[1] - losses[0] : (i == n - 1 ? losses[n - 1] - losses[n - 2] : (losses[i + 1] - losses[i - 1]) / 2)
+            lg[i] =
+                i == 0
+                ? losses[1] - losses[0]
+                : (i == n - 1 ? losses[n - 1] - losses[n - 2] : (losses[i + 1] - losses[i - 1]) / 2)
         }
         let lrDiff = 15, thresh = 0.005
         var r = n - 1, l = r - lrDiff
@@ -117,13 +123,16 @@ extension Learner {
     /// optimizer state are restored afterwards. Returns the four suggestions (``SuggestedLRs/valley`` is
     /// fastai's default).
     @discardableResult
-    public func lrFind(startLR: Double = 1e-7, endLR: Double = 10, numIt: Int = 100, stopDiv: Bool = true) throws -> SuggestedLRs {
+    public func lrFind(startLR: Double = 1e-7, endLR: Double = 10, numIt: Int = 100, stopDiv: Bool = true) throws
+        -> SuggestedLRs
+    {
         let nEpochs = numIt / Swift.max(dls.train.count, 1) + 1
         let progress = callbacks.filter { $0 is ProgressCallback }
         for p in progress { remove(p) }
         defer { for p in progress { add(p) } }
         try preservingState {
-            try fit(nEpochs, callbacks: [LRFinderCallback(startLR: startLR, endLR: endLR, numIt: numIt, stopDiv: stopDiv)])
+            try fit(
+                nEpochs, callbacks: [LRFinderCallback(startLR: startLR, endLR: endLR, numIt: numIt, stopDiv: stopDiv)])
         }
         var lrs = recorder.lrs, losses = recorder.losses
         let lo = numIt / 10, hi = Swift.max(lo, lrs.count - 5)
@@ -140,11 +149,14 @@ extension Learner {
 extension SuggestedLRs {
     /// The loss against the learning rate (log scale) with the suggestions marked.
     public func plot(to path: String) throws {
-        var panel = Panel(title: "Learning rate finder", xLabel: "Learning Rate", yLabel: "Loss", logX: true,
-                          series: [Series(x: lrs, y: losses)])
+        var panel = Panel(
+            title: "Learning rate finder", xLabel: "Learning Rate", yLabel: "Loss", logX: true,
+            series: [Series(x: lrs, y: losses)])
         for (k, p) in points.enumerated() {
-            panel.series.append(Series("\(p.name) \(String(format: "%.2e", p.suggestion))", x: [p.lr], y: [p.loss],
-                                       color: Color.cycle[(k + 1) % Color.cycle.count], points: true))
+            panel.series.append(
+                Series(
+                    "\(p.name) \(String(format: "%.2e", p.suggestion))", x: [p.lr], y: [p.loss],
+                    color: Color.cycle[(k + 1) % Color.cycle.count], points: true))
         }
         try Figure([panel], columns: 1).save(path)
     }

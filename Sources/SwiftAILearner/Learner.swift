@@ -162,9 +162,11 @@ public final class Learner {
     ///   - metrics: computed on the validation set each epoch (e.g. ``Metric/accuracy``).
     ///   - progress: show the live bar and the results table.
     ///   - optFunc: defaults to fastai's AdamW (mom 0.9, sqr_mom 0.99, eps 1e-5, wd 0.01; no decay on BN/bias).
-    public init(model: Module, dls: DataLoaders, lossFunc: Loss = CrossEntropyLoss(), lr: Double = 1e-3,
-                metrics: [Metric] = [], callbacks: [Callback] = [], progress: Bool = true,
-                optFunc: @escaping (Module, Double) -> Optimizer = { AdamW.fastai($0, lr: $1) }) {
+    public init(
+        model: Module, dls: DataLoaders, lossFunc: Loss = CrossEntropyLoss(), lr: Double = 1e-3,
+        metrics: [Metric] = [], callbacks: [Callback] = [], progress: Bool = true,
+        optFunc: @escaping (Module, Double) -> Optimizer = { AdamW.fastai($0, lr: $1) }
+    ) {
         self.model = model
         self.dls = dls
         self.lossFunc = lossFunc
@@ -201,8 +203,10 @@ public final class Learner {
 
     /// Runs `body` between `before` and `after` events; a `cancel` error runs `afterCancel` and then `after`
     /// (as fastai); `cleanup` always runs.
-    private func withEvents<E: Error>(_ before: Event, _ after: Event, _ cancel: E.Type, _ afterCancel: Event,
-                                      _ cleanup: Event, _ body: () throws -> Void) throws {
+    private func withEvents<E: Error>(
+        _ before: Event, _ after: Event, _ cancel: E.Type, _ afterCancel: Event,
+        _ cleanup: Event, _ body: () throws -> Void
+    ) throws {
         var cleaned = false
         defer { if !cleaned { try? fire(cleanup) } }
         do {
@@ -218,8 +222,10 @@ public final class Learner {
     }
 
     private func oneBatch() throws {
-        try withEvents(Callback.beforeBatch, Callback.afterBatch, CancelBatch.self, Callback.afterCancelBatch,
-                       Callback.cleanupBatch) {
+        try withEvents(
+            Callback.beforeBatch, Callback.afterBatch, CancelBatch.self, Callback.afterCancelBatch,
+            Callback.cleanupBatch
+        ) {
             try trainStep.predict(self)
             try fire(Callback.afterPredict)
             try trainStep.getLoss(self)
@@ -259,12 +265,14 @@ public final class Learner {
             }
         }
         if t {
-            try withEvents(Callback.beforeTrain, Callback.afterTrain, CancelTrain.self, Callback.afterCancelTrain,
-                           Callback.cleanupTrain, run)
+            try withEvents(
+                Callback.beforeTrain, Callback.afterTrain, CancelTrain.self, Callback.afterCancelTrain,
+                Callback.cleanupTrain, run)
         } else {
             try noGrad {
-                try withEvents(Callback.beforeValidate, Callback.afterValidate, CancelValidate.self,
-                               Callback.afterCancelValidate, Callback.cleanupValidate, run)
+                try withEvents(
+                    Callback.beforeValidate, Callback.afterValidate, CancelValidate.self,
+                    Callback.afterCancelValidate, Callback.cleanupValidate, run)
             }
         }
     }
@@ -277,16 +285,20 @@ public final class Learner {
     ///   - resetOpt: build a fresh optimizer (otherwise its state carries over from the last fit, as fastai).
     /// - Throws: ``LearnerError`` when a one-batch check finds the model's output does not fit the loss;
     ///   errors thrown by callbacks. Cancellations are not errors.
-    public func fit(_ nEpochs: Int, lr: Double? = nil, train: Bool = true, valid: Bool = true,
-                    callbacks extra: [Callback] = [], resetOpt: Bool = false) throws {
+    public func fit(
+        _ nEpochs: Int, lr: Double? = nil, train: Bool = true, valid: Bool = true,
+        callbacks extra: [Callback] = [], resetOpt: Bool = false
+    ) throws {
         let index = fitsStarted
         if !isExploring { fitsStarted += 1 }
         var resume: PendingResume?
         if let pending = pendingResume, !isExploring {
             if index < pending.position.fit { return }  // the checkpointed run had finished this fit
             guard nEpochs == pending.position.nEpochs else {
-                throw CheckpointError.mismatch(path: pending.path, what: "its fit \(index) ran \(pending.position.nEpochs) "
-                                               + "epochs; this one asks for \(nEpochs)")
+                throw CheckpointError.mismatch(
+                    path: pending.path,
+                    what: "its fit \(index) ran \(pending.position.nEpochs) "
+                        + "epochs; this one asks for \(nEpochs)")
             }
             resume = pending
             pendingResume = nil
@@ -310,8 +322,10 @@ public final class Learner {
         }
         defer { isResuming = false }
         var run = {
-            try self.withEvents(Callback.beforeFit, Callback.afterFit, CancelFit.self, Callback.afterCancelFit,
-                                Callback.cleanupFit) {
+            try self.withEvents(
+                Callback.beforeFit, Callback.afterFit, CancelFit.self, Callback.afterCancelFit,
+                Callback.cleanupFit
+            ) {
                 self.isResuming = false
                 try resume?.restoreOptimizer(self)
                 for e in (start?.epoch ?? 0)..<Swift.max(nEpochs, start?.epoch ?? 0) {
@@ -319,8 +333,10 @@ public final class Learner {
                     let skip = e == start?.epoch ? start!.batch : 0
                     self.trainBatchesDone = skip
                     self.epochComplete = false
-                    try self.withEvents(Callback.beforeEpoch, Callback.afterEpoch, CancelEpoch.self,
-                                        Callback.afterCancelEpoch, Callback.cleanupEpoch) {
+                    try self.withEvents(
+                        Callback.beforeEpoch, Callback.afterEpoch, CancelEpoch.self,
+                        Callback.afterCancelEpoch, Callback.cleanupEpoch
+                    ) {
                         if train && skip < self.dls.train.count { try self.oneEpoch(training: true, from: skip) }
                         if valid { try self.oneEpoch(training: false) }
                         self.epochComplete = true
@@ -346,7 +362,10 @@ public final class Learner {
     /// With `dl` (a validation-only pass) the batch comes from it and memory is not checked.
     public func dryRun(_ dl: DataLoader? = nil) throws {
         let loader = dl ?? dls.train, name = dl == nil ? "training" : "evaluated"
-        guard loader.count > 0 else { throw LearnerError.emptyData("the \(name) set has \(loader.itemCount) items for batch size \(loader.batchSize)") }
+        guard loader.count > 0 else {
+            throw LearnerError.emptyData(
+                "the \(name) set has \(loader.itemCount) items for batch size \(loader.batchSize)")
+        }
         let (x, y) = try loader.first()
         let wasTraining = model.training
         model.eval()
@@ -367,7 +386,10 @@ public final class Learner {
     }
 
     /// Memory a training step may use before a fit refuses to start (default: the system's available memory).
-    public var memoryLimitBytes: Int? { get { _memoryLimit ?? availableMemoryBytes() } set { _memoryLimit = newValue } }
+    public var memoryLimitBytes: Int? {
+        get { _memoryLimit ?? availableMemoryBytes() }
+        set { _memoryLimit = newValue }
+    }
 
     /// A training step's memory: `perItem` bytes of activations (measured by ``dryRun()``) × the batch size, plus
     /// parameters, gradients and two AdamW moments. Over ``memoryLimitBytes``, throws with the estimate and a batch
@@ -379,20 +401,29 @@ public final class Learner {
         guard estimate > limit else { return }
         let fits = Swift.max(0, (limit * 8 / 10 - 4 * params) / Swift.max(perItem, 1))
         let mb = { (b: Int) in String(b / 1_048_576) + " MB" }
-        throw LearnerError.outOfMemory("a training step on batches of \(shape) needs about \(mb(estimate)) (\(mb(perItem)) of activations per item, "
-            + "\(mb(4 * params)) for weights, gradients and optimizer state), but \(mb(limit)) is available; "
-            + (fits > 0 ? "use a batch size of \(fits) or less, or a smaller image size" : "use a smaller model or image size"))
+        throw LearnerError.outOfMemory(
+            """
+            a training step on batches of \(shape) needs about \(mb(estimate)) (\(mb(perItem)) of activations per \
+            item, 
+            """
+                + "\(mb(4 * params)) for weights, gradients and optimizer state), but \(mb(limit)) is available; "
+                + (fits > 0
+                    ? "use a batch size of \(fits) or less, or a smaller image size"
+                    : "use a smaller model or image size"))
     }
 
     // MARK: fastai conveniences
 
     /// fastai's `fit_one_cycle`: cosine warm-up from `lrMax/div` to `lrMax` over `pctStart`, then cosine
     /// annealing to `lrMax/divFinal`; momentum 0.95 → 0.85 → 0.95.
-    public func fitOneCycle(_ nEpochs: Int, lrMax: Double? = nil, div: Double = 25, divFinal: Double = 1e5,
-                            pctStart: Double = 0.25, moms: (Double, Double, Double) = (0.95, 0.85, 0.95),
-                            callbacks extra: [Callback] = [], resetOpt: Bool = false) throws {
+    public func fitOneCycle(
+        _ nEpochs: Int, lrMax: Double? = nil, div: Double = 25, divFinal: Double = 1e5,
+        pctStart: Double = 0.25, moms: (Double, Double, Double) = (0.95, 0.85, 0.95),
+        callbacks extra: [Callback] = [], resetOpt: Bool = false
+    ) throws {
         let lrMax = lrMax ?? lr
-        let (lrs, ms) = Schedule.fastaiOneCycle(lrMax: lrMax, div: div, divFinal: divFinal, pctStart: pctStart, moms: moms)
+        let (lrs, ms) = Schedule.fastaiOneCycle(
+            lrMax: lrMax, div: div, divFinal: divFinal, pctStart: pctStart, moms: moms)
         try fit(nEpochs, lr: lrMax, callbacks: [ParamScheduler([(\.lr, lrs), (\.mom, ms)])] + extra, resetOpt: resetOpt)
     }
 
@@ -404,14 +435,17 @@ public final class Learner {
     }
 
     /// ``getPreds(_:)`` with each item's loss as well (fastai's `get_preds(with_loss=True)`).
-    public func getPreds(_ dl: DataLoader? = nil, withLoss: Bool) throws -> (preds: Tensor, targets: Tensor, losses: Tensor) {
+    public func getPreds(_ dl: DataLoader? = nil, withLoss: Bool) throws -> (
+        preds: Tensor, targets: Tensor, losses: Tensor
+    ) {
         let c = try capturePreds(dl, withLoss: true)
         return (Tensor.cat(c.preds, dim: 0), Tensor.cat(c.targets, dim: 0), Tensor.cat(c.losses, dim: 0))
     }
 
     private func capturePreds(_ dl: DataLoader?, withLoss: Bool) throws -> CapturePreds {
-        let capture = CapturePreds(activation: { self.lossFunc.activation($0) },
-                                   perItemLoss: withLoss ? lossFunc.with(reduction: .none) : nil)
+        let capture = CapturePreds(
+            activation: { self.lossFunc.activation($0) },
+            perItemLoss: withLoss ? lossFunc.with(reduction: .none) : nil)
         let saved = callbacks
         callbacks = callbacks.filter { !($0 is Recorder || $0 is ProgressCallback) }
         let savedValid = dls.valid
@@ -454,7 +488,8 @@ public final class Learner {
 /// `MemAvailable` from /proc/meminfo, in bytes (nil where it cannot be read).
 func availableMemoryBytes() -> Int? {
     guard let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8),
-          let line = text.split(separator: "\n").first(where: { $0.hasPrefix("MemAvailable:") }),
-          let kb = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) else { return nil }
+        let line = text.split(separator: "\n").first(where: { $0.hasPrefix("MemAvailable:") }),
+        let kb = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) })
+    else { return nil }
     return kb * 1024
 }

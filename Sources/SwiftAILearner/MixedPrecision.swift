@@ -28,7 +28,9 @@ public final class MixedPrecision: Callback {
 
     /// With `unavailable` decided by the caller (tests run the loss scaling where no float16 kernels exist).
     init(_ precision: DType, scaler: GradScaler?, unavailable: String?) {
-        require(precision == .bfloat16 || precision == .float16, "MixedPrecision: precision must be bfloat16 or float16, got \(precision)")
+        require(
+            precision == .bfloat16 || precision == .float16,
+            "MixedPrecision: precision must be bfloat16 or float16, got \(precision)")
         self.precision = precision
         self.scaler = scaler ?? (precision == .float16 ? GradScaler() : nil)
         self.unavailable = unavailable
@@ -102,8 +104,9 @@ extension Learner {
         toFP32()
         if let why = cb.unavailable { note("\(why) — training stays float32") }
         if CPUFeatures.referenceForced {
-            note("\(cb.precision) on the reference path (SWIFTAI_LOW_PRECISION=reference): rounded operands, "
-                 + "float32 kernels")
+            note(
+                "\(cb.precision) on the reference path (SWIFTAI_LOW_PRECISION=reference): rounded operands, "
+                    + "float32 kernels")
         }
         add(cb)
         return self

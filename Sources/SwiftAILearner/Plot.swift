@@ -10,15 +10,17 @@ public struct Color: Sendable {
     public static let cycle: [Color] = [
         Color(0.12, 0.47, 0.71), Color(1.0, 0.50, 0.05), Color(0.17, 0.63, 0.17), Color(0.84, 0.15, 0.16),
         Color(0.58, 0.40, 0.74), Color(0.55, 0.34, 0.29), Color(0.89, 0.47, 0.76), Color(0.50, 0.50, 0.50),
-        Color(0.74, 0.74, 0.13), Color(0.09, 0.75, 0.81),
+        Color(0.74, 0.74, 0.13), Color(0.09, 0.75, 0.81)
     ]
 
     /// A viridis-like colour for `t` ∈ [0, 1].
     public static func viridis(_ t: Double) -> Color {
-        let stops: [Color] = [Color(0.267, 0.005, 0.329), Color(0.283, 0.141, 0.458), Color(0.254, 0.265, 0.530),
-                              Color(0.207, 0.372, 0.553), Color(0.164, 0.471, 0.558), Color(0.128, 0.567, 0.551),
-                              Color(0.135, 0.659, 0.518), Color(0.267, 0.749, 0.441), Color(0.478, 0.821, 0.318),
-                              Color(0.741, 0.873, 0.150), Color(0.993, 0.906, 0.144)]
+        let stops: [Color] = [
+            Color(0.267, 0.005, 0.329), Color(0.283, 0.141, 0.458), Color(0.254, 0.265, 0.530),
+            Color(0.207, 0.372, 0.553), Color(0.164, 0.471, 0.558), Color(0.128, 0.567, 0.551),
+            Color(0.135, 0.659, 0.518), Color(0.267, 0.749, 0.441), Color(0.478, 0.821, 0.318),
+            Color(0.741, 0.873, 0.150), Color(0.993, 0.906, 0.144)
+        ]
         let x = Swift.min(Swift.max(t.isNaN ? 0 : t, 0), 1) * Double(stops.count - 1)
         let i = Swift.min(Int(x), stops.count - 2), f = x - Double(i)
         let a = stops[i], b = stops[i + 1]
@@ -51,8 +53,10 @@ public struct Panel {
     /// A grid shown as an image: `heatmap[row][column]`, row 0 at the bottom (matplotlib's `origin='lower'`).
     public var heatmap: [[Double]]?
 
-    public init(title: String = "", xLabel: String = "", yLabel: String = "", logX: Bool = false,
-                yRange: ClosedRange<Double>? = nil, series: [Series] = [], heatmap: [[Double]]? = nil) {
+    public init(
+        title: String = "", xLabel: String = "", yLabel: String = "", logX: Bool = false,
+        yRange: ClosedRange<Double>? = nil, series: [Series] = [], heatmap: [[Double]]? = nil
+    ) {
         self.title = title
         self.xLabel = xLabel
         self.yLabel = yLabel
@@ -105,7 +109,8 @@ public struct Figure {
 
     private func draw(_ p: Panel, _ cr: OpaquePointer, x0: Double, y0: Double) {
         let left = x0 + 62, right = x0 + panelWidth - 14, top = y0 + 30, bottom = y0 + panelHeight - 46
-        func text(_ s: String, _ x: Double, _ y: Double, size: Double = 11, anchor: Double = 0.5, rotate: Bool = false) {
+        func text(_ s: String, _ x: Double, _ y: Double, size: Double = 11, anchor: Double = 0.5, rotate: Bool = false)
+        {
             cairo_save(cr)
             cairo_set_font_size(cr, size)
             var ext = cairo_text_extents_t()
@@ -139,11 +144,14 @@ public struct Figure {
 
         let xs = p.series.flatMap { $0.x }.map { p.logX ? log10(Swift.max($0, 1e-300)) : $0 }.filter { $0.isFinite }
         let ys = p.series.flatMap { $0.y }.filter { $0.isFinite }
-        var xr = (xs.min() ?? 0, xs.max() ?? 1), yr = p.yRange.map { ($0.lowerBound, $0.upperBound) } ?? (ys.min() ?? 0, ys.max() ?? 1)
+        var xr = (xs.min() ?? 0, xs.max() ?? 1),
+            yr = p.yRange.map { ($0.lowerBound, $0.upperBound) } ?? (ys.min() ?? 0, ys.max() ?? 1)
         if xr.1 <= xr.0 { xr = (xr.0 - 0.5, xr.0 + 0.5) }
         if yr.1 <= yr.0 { yr = (yr.0 - 0.5, yr.0 + 0.5) }
         if p.yRange == nil { let pad = (yr.1 - yr.0) * 0.05; yr = (yr.0 - pad, yr.1 + pad) }
-        func px(_ x: Double) -> Double { left + ((p.logX ? log10(Swift.max(x, 1e-300)) : x) - xr.0) / (xr.1 - xr.0) * (right - left) }
+        func px(_ x: Double) -> Double {
+            left + ((p.logX ? log10(Swift.max(x, 1e-300)) : x) - xr.0) / (xr.1 - xr.0) * (right - left)
+        }
         func py(_ y: Double) -> Double { bottom - (y - yr.0) / (yr.1 - yr.0) * (bottom - top) }
 
         cairo_set_line_width(cr, 1)
@@ -152,8 +160,11 @@ public struct Figure {
             cairo_move_to(cr, left, py(t)); cairo_line_to(cr, right, py(t)); cairo_stroke(cr)
             text(label(t), left - 6, py(t), size: 10, anchor: 1)
         }
-        let xt = p.logX ? Array(Int(xr.0.rounded(.up))...Swift.max(Int(xr.0.rounded(.up)), Int(xr.1.rounded(.down)))).map(Double.init)
-                        : ticks(xr.0, xr.1)
+        let xt =
+            p.logX
+            ? Array(Int(xr.0.rounded(.up))...Swift.max(Int(xr.0.rounded(.up)), Int(xr.1.rounded(.down)))).map(
+                Double.init)
+            : ticks(xr.0, xr.1)
         for t in xt {
             let x = p.logX ? left + (t - xr.0) / (xr.1 - xr.0) * (right - left) : px(t)
             cairo_set_source_rgb(cr, 0.92, 0.92, 0.92)
@@ -179,7 +190,11 @@ public struct Figure {
                 var started = false
                 for (x, y) in zip(s.x, s.y) {
                     guard y.isFinite else { started = false; continue }
-                    if started { cairo_line_to(cr, px(x), py(y)) } else { cairo_move_to(cr, px(x), py(y)); started = true }
+                    if started {
+                        cairo_line_to(cr, px(x), py(y))
+                    } else {
+                        cairo_move_to(cr, px(x), py(y)); started = true
+                    }
                 }
                 cairo_stroke(cr)
             }
@@ -189,7 +204,9 @@ public struct Figure {
         for (k, item) in legend.enumerated() {
             let ly = top + 12 + Double(k) * 16, lx = right - 130
             cairo_set_source_rgb(cr, item.1.r, item.1.g, item.1.b)
-            if item.2 { cairo_arc(cr, lx + 9, ly, 4, 0, 2 * Double.pi); cairo_fill(cr) } else {
+            if item.2 {
+                cairo_arc(cr, lx + 9, ly, 4, 0, 2 * Double.pi); cairo_fill(cr)
+            } else {
                 cairo_set_line_width(cr, 2); cairo_move_to(cr, lx, ly); cairo_line_to(cr, lx + 18, ly); cairo_stroke(cr)
             }
             text(item.0, lx + 24, ly, size: 10, anchor: 0)

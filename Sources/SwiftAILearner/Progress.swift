@@ -15,9 +15,10 @@ public final class ProgressCallback: Callback {
     ///   - write: where lines go (default standard output, flushed).
     public init(live: Bool? = nil, write: ((String) -> Void)? = nil) {
         self.live = live ?? (isatty(STDOUT_FILENO) != 0)
-        self.write = write ?? { s in
-            FileHandle.standardOutput.write(Data(s.utf8))
-        }
+        self.write =
+            write ?? { s in
+                FileHandle.standardOutput.write(Data(s.utf8))
+            }
     }
 
     public override func beforeFit(_ learn: Learner) {
@@ -26,7 +27,9 @@ public final class ProgressCallback: Callback {
         write(row(names) + "\n")
         // A resumed run's table goes on from the rows before the checkpoint.
         if learn.isResuming {
-            for (e, v) in learn.recorder.values.enumerated() { write(row(cells(epoch: e, v, learn.recorder.epochTimes[e])) + "\n") }
+            for (e, v) in learn.recorder.values.enumerated() {
+                write(row(cells(epoch: e, v, learn.recorder.epochTimes[e])) + "\n")
+            }
         }
     }
 
@@ -35,7 +38,8 @@ public final class ProgressCallback: Callback {
     }
 
     private func row(_ cells: [String]) -> String {
-        zip(cells, widths).map { $0.padding(toLength: Swift.max($1, $0.count + 1), withPad: " ", startingAt: 0) }.joined()
+        zip(cells, widths).map { $0.padding(toLength: Swift.max($1, $0.count + 1), withPad: " ", startingAt: 0) }
+            .joined()
     }
 
     public override func beforeTrain(_ learn: Learner) { startPass() }
@@ -56,14 +60,20 @@ public final class ProgressCallback: Callback {
         let eta = elapsed / Double(done) * Double(total - done)
         let width = 30, filled = width * done / Swift.max(total, 1)
         let bar = String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled)
-        var line = "\r\(bar) \(String(format: "%5.1f", 100 * Double(done) / Double(Swift.max(total, 1))))% [\(done)/\(total) \(formatTime(elapsed))<\(formatTime(eta))"
+        var line =
+            """
+            \r\(bar) \(String(format: "%5.1f", 100 * Double(done) / Double(Swift.max(total, 1))))% [\(done)/\(total) \
+            \(formatTime(elapsed))<\(formatTime(eta))
+            """
         if learn.training { line += String(format: " %.4f", learn.recorder.smoothLoss) }
         write(line + "]\u{1B}[K")
     }
 
     public override func afterEpoch(_ learn: Learner) {
         if live { write("\r\u{1B}[K") }
-        write(row(cells(epoch: learn.epoch, learn.recorder.values.last ?? [], learn.recorder.epochTimes.last ?? 0)) + "\n")
+        write(
+            row(cells(epoch: learn.epoch, learn.recorder.values.last ?? [], learn.recorder.epochTimes.last ?? 0)) + "\n"
+        )
     }
 
     public override func afterCancelFit(_ learn: Learner) {

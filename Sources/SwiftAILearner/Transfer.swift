@@ -14,10 +14,14 @@ public struct LearningRate: ExpressibleByFloatLiteral, CustomStringConvertible, 
 
     public init(_ value: Double) { start = nil; stop = value; tenthBelowLast = false }
     public init(floatLiteral value: Double) { self.init(value) }
-    private init(start: Double?, stop: Double, tenth: Bool) { self.start = start; self.stop = stop; tenthBelowLast = tenth }
+    private init(start: Double?, stop: Double, tenth: Bool) {
+        self.start = start; self.stop = stop; tenthBelowLast = tenth
+    }
 
     /// Geometric from `start` (first group) to `stop` (last group), fastai's `slice(start, stop)`.
-    public static func slice(_ start: Double, _ stop: Double) -> LearningRate { LearningRate(start: start, stop: stop, tenth: false) }
+    public static func slice(_ start: Double, _ stop: Double) -> LearningRate {
+        LearningRate(start: start, stop: stop, tenth: false)
+    }
     /// `stop / 10` for all groups but the last, fastai's `slice(stop)`.
     public static func slice(upTo stop: Double) -> LearningRate { LearningRate(start: nil, stop: stop, tenth: true) }
 
@@ -37,7 +41,6 @@ public struct LearningRate: ExpressibleByFloatLiteral, CustomStringConvertible, 
     }
 }
 
-
 extension Learner {
     /// The model's parameters in layer groups (fastai's `splitter`; one group unless ``splitter`` says otherwise).
     public var layerGroups: [[Parameter]] { splitter?(model) ?? [model.parameters()] }
@@ -47,7 +50,8 @@ extension Learner {
     public func freezeTo(_ n: Int) {
         let groups = layerGroups
         let cut = n >= 0 ? Swift.min(n, groups.count) : Swift.max(groups.count + n, 0)
-        let norm = Set(model.modules().filter { $0 is BatchNorm }.flatMap { $0.parameters() }.map(ObjectIdentifier.init))
+        let norm = Set(
+            model.modules().filter { $0 is BatchNorm }.flatMap { $0.parameters() }.map(ObjectIdentifier.init))
         for (i, g) in groups.enumerated() {
             for p in g { p.requiresGrad = i >= cut || norm.contains(ObjectIdentifier(p)) }
         }
@@ -89,19 +93,26 @@ extension Learner {
 
     /// ``fitOneCycle(_:lrMax:div:divFinal:pctStart:moms:callbacks:resetOpt:)`` with a learning rate per layer group
     /// (each group follows the cycle scaled to its own maximum, as fastai).
-    public func fitOneCycle(_ nEpochs: Int, lrMax: LearningRate, div: Double = 25, divFinal: Double = 1e5, pctStart: Double = 0.25,
-                            moms: (Double, Double, Double) = (0.95, 0.85, 0.95), callbacks extra: [Callback] = [],
-                            resetOpt: Bool = false) throws {
-        try fitOneCycle(nEpochs, lrMax: lrMax.stop, div: div, divFinal: divFinal, pctStart: pctStart, moms: moms,
-                        callbacks: [DiscriminativeLR(lrMax)] + extra, resetOpt: resetOpt)
+    public func fitOneCycle(
+        _ nEpochs: Int, lrMax: LearningRate, div: Double = 25, divFinal: Double = 1e5, pctStart: Double = 0.25,
+        moms: (Double, Double, Double) = (0.95, 0.85, 0.95), callbacks extra: [Callback] = [],
+        resetOpt: Bool = false
+    ) throws {
+        try fitOneCycle(
+            nEpochs, lrMax: lrMax.stop, div: div, divFinal: divFinal, pctStart: pctStart, moms: moms,
+            callbacks: [DiscriminativeLR(lrMax)] + extra, resetOpt: resetOpt)
     }
 
     /// fastai's `fine_tune`: `freezeEpochs` of one-cycle on the head (`slice(upTo: baseLr)`, pctStart 0.99), then
     /// everything unfrozen for `epochs` with `slice(baseLr/2/lrMult, baseLr/2)`, `pctStart` and `div`.
-    public func fineTune(_ epochs: Int, baseLr: Double = 2e-3, freezeEpochs: Int = 1, lrMult: Double = 100,
-                         pctStart: Double = 0.3, div: Double = 5, callbacks extra: [Callback] = []) throws {
+    public func fineTune(
+        _ epochs: Int, baseLr: Double = 2e-3, freezeEpochs: Int = 1, lrMult: Double = 100,
+        pctStart: Double = 0.3, div: Double = 5, callbacks extra: [Callback] = []
+    ) throws {
         freeze()
-        if freezeEpochs > 0 { try fitOneCycle(freezeEpochs, lrMax: .slice(upTo: baseLr), pctStart: 0.99, callbacks: extra) }
+        if freezeEpochs > 0 {
+            try fitOneCycle(freezeEpochs, lrMax: .slice(upTo: baseLr), pctStart: 0.99, callbacks: extra)
+        }
         let lr = baseLr / 2
         unfreeze()
         try fitOneCycle(epochs, lrMax: .slice(lr / lrMult, lr), div: div, pctStart: pctStart, callbacks: extra)

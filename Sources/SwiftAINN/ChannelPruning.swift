@@ -39,24 +39,27 @@ extension FashionMNISTModel {
         case .cnn:
             let nfs = [1, 8, 16, 32, 64, 10]
             return (0..<4).map { i in
-                PrunableChannels(conv: "\(i).0", norm: "\(i).1", consumers: [(i < 3 ? "\(i + 1).0" : "4", nfs[i + 2] * 9)],
-                                 channels: nfs[i + 1], filter: nfs[i] * 9)
+                PrunableChannels(
+                    conv: "\(i).0", norm: "\(i).1", consumers: [(i < 3 ? "\(i + 1).0" : "4", nfs[i + 2] * 9)],
+                    channels: nfs[i + 1], filter: nfs[i] * 9)
             }
         case .resnet:
             let nfs = [1, 8, 16, 32, 64, 128, 256]
             return (0..<6).map { resBlock("\($0)", nfs[$0], nfs[$0 + 1]) }
         case .wide:
             let nfs = [16, 32, 64, 128, 256]
-            let stem = PrunableChannels(conv: "0.0", norm: "0.1", consumers: [("1.convs.0.0", 32 * 9), ("1.idconv.0", 32)],
-                                        channels: 16, filter: 25)
+            let stem = PrunableChannels(
+                conv: "0.0", norm: "0.1", consumers: [("1.convs.0.0", 32 * 9), ("1.idconv.0", 32)],
+                channels: 16, filter: 25)
             return [stem] + (1...4).map { resBlock("\($0)", nfs[$0 - 1], nfs[$0]) }
         }
     }
 
     /// The inner channels of a 3×3 ``ResBlock`` named `name`.
     private func resBlock(_ name: String, _ ni: Int, _ nf: Int) -> PrunableChannels {
-        PrunableChannels(conv: "\(name).convs.0.0", norm: "\(name).convs.0.1", consumers: [("\(name).convs.1.0", nf * 9)],
-                         channels: nf, filter: ni * 9)
+        PrunableChannels(
+            conv: "\(name).convs.0.0", norm: "\(name).convs.0.1", consumers: [("\(name).convs.1.0", nf * 9)],
+            channels: nf, filter: ni * 9)
     }
 }
 
@@ -70,13 +73,19 @@ extension ResNetArch {
                 let p = "\(prefix)\(stage).\(b)."
                 switch block {
                 case .basic:
-                    out.append(PrunableChannels(conv: p + "conv1", norm: p + "bn1", consumers: [(p + "conv2", planes * 9)],
-                                                channels: planes, filter: inPlanes * 9))
+                    out.append(
+                        PrunableChannels(
+                            conv: p + "conv1", norm: p + "bn1", consumers: [(p + "conv2", planes * 9)],
+                            channels: planes, filter: inPlanes * 9))
                 case .bottleneck:
-                    out.append(PrunableChannels(conv: p + "conv1", norm: p + "bn1", consumers: [(p + "conv2", planes * 9)],
-                                                channels: planes, filter: inPlanes))
-                    out.append(PrunableChannels(conv: p + "conv2", norm: p + "bn2", consumers: [(p + "conv3", planes * 4)],
-                                                channels: planes, filter: planes * 9))
+                    out.append(
+                        PrunableChannels(
+                            conv: p + "conv1", norm: p + "bn1", consumers: [(p + "conv2", planes * 9)],
+                            channels: planes, filter: inPlanes))
+                    out.append(
+                        PrunableChannels(
+                            conv: p + "conv2", norm: p + "bn2", consumers: [(p + "conv3", planes * 4)],
+                            channels: planes, filter: planes * 9))
                 }
                 inPlanes = planes * block.expansion
             }
@@ -112,7 +121,8 @@ extension ModelSpec {
             let w = layers.conv.weight.value
             let norms = noGrad { w.to(.float64).reshape([w.shape[0], -1]).abs().sum(dims: [1]) }.doubles
             let k = min(Int((amount * Double(norms.count)).rounded(.toNearestOrEven)), norms.count - 1)
-            let pruned = Set(norms.indices.sorted { norms[$0] < norms[$1] || (norms[$0] == norms[$1] && $0 < $1) }.prefix(k))
+            let pruned = Set(
+                norms.indices.sorted { norms[$0] < norms[$1] || (norms[$0] == norms[$1] && $0 < $1) }.prefix(k))
             return norms.indices.filter { !pruned.contains($0) }
         }
         var widths = self.widths
@@ -140,8 +150,9 @@ extension ModelSpec {
     public func withWidths(_ widths: [String: Int]) -> ModelSpec {
         let channels = Dictionary(uniqueKeysWithValues: prunableChannels.map { ($0.conv, $0.channels) })
         let merged = self.widths.merging(widths) { $1 }.filter { name, w in
-            require(channels[name].map { (1...$0).contains(w) } ?? false,
-                    "ModelSpec.withWidths: \(name) is not a prunable convolution or \(w) is not in 1…its channels")
+            require(
+                channels[name].map { (1...$0).contains(w) } ?? false,
+                "ModelSpec.withWidths: \(name) is not a prunable convolution or \(w) is not in 1…its channels")
             return w != channels[name]
         }
         return merged.isEmpty ? unpruned : .pruned(unpruned, widths: merged)
@@ -151,7 +162,8 @@ extension ModelSpec {
     /// weights of a convolution that one group narrows as consumer and another as producer (counted twice).
     var prunedParameters: Int {
         let groups = prunableChannels, widths = self.widths
-        let removed = Dictionary(uniqueKeysWithValues: groups.map { ($0.conv, $0.channels - (widths[$0.conv] ?? $0.channels)) })
+        let removed = Dictionary(
+            uniqueKeysWithValues: groups.map { ($0.conv, $0.channels - (widths[$0.conv] ?? $0.channels)) })
         let channels = Dictionary(uniqueKeysWithValues: groups.map { ($0.conv, $0.channels) })
         return groups.reduce(0) { sum, g in
             let shared = zip(g.consumers, g.consumerWeights).reduce(0) { s, c in
@@ -186,7 +198,9 @@ struct ChannelLayers {
         select(conv.bias, 0)
         select(norm.weight, 0)
         select(norm.bias, 0)
-        for b in [norm.runningMean, norm.runningVar].compactMap({ $0 }) { b.value = b.value.indexSelect(dim: 0, index: i).contiguous() }
+        for b in [norm.runningMean, norm.runningVar].compactMap({ $0 }) {
+            b.value = b.value.indexSelect(dim: 0, index: i).contiguous()
+        }
         for c in consumers { select(c.weight, 1) }
     }
 }
@@ -196,7 +210,8 @@ extension PrunableChannels {
     func layers(in modules: [String: Module]) throws -> ChannelLayers {
         func find<T>(_ name: String, _: T.Type) throws -> T {
             guard let m = modules[name] as? T else {
-                throw ModelSpecError("the model has no \(T.self) '\(name)' (fused for inference, or not built from this description)")
+                throw ModelSpecError(
+                    "the model has no \(T.self) '\(name)' (fused for inference, or not built from this description)")
             }
             return m
         }
@@ -204,8 +219,10 @@ extension PrunableChannels {
         let consumers = try self.consumers.map { try find($0, Conv2d.self) }
         let c = conv.weight.shape[0]
         guard conv.groups == 1, norm.weight?.shape[0] ?? c == c, norm.runningMean?.value.shape[0] ?? c == c,
-              consumers.allSatisfy({ $0.groups == 1 && $0.weight.shape[1] == c }) else {
-            throw ModelSpecError("'\(self.conv)' (\(c) channels), '\(self.norm)' and \(self.consumers) do not fit together")
+            consumers.allSatisfy({ $0.groups == 1 && $0.weight.shape[1] == c })
+        else {
+            throw ModelSpecError(
+                "'\(self.conv)' (\(c) channels), '\(self.norm)' and \(self.consumers) do not fit together")
         }
         return ChannelLayers(conv: conv, norm: norm, consumers: consumers)
     }

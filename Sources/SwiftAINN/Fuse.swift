@@ -23,15 +23,17 @@ public final class FusedConv2d: Module {
             b = (b - mean.to(.float32)) * scale
             if let beta = bn.bias?.value { b = b + beta.detached().to(.float32) }
         }
-        self.conv = InferenceConv(weight: w, bias: b, stride: conv.stride, padding: conv.padding, groups: conv.groups,
-                                  epilogue: epilogue)
+        self.conv = InferenceConv(
+            weight: w, bias: b, stride: conv.stride, padding: conv.padding, groups: conv.groups,
+            epilogue: epilogue)
         sources = [conv, bn, activation].compactMap { $0.map(ObjectIdentifier.init) }
         super.init()
     }
 
     public override func forward(_ x: Tensor) -> Tensor { conv(x) }
 
-    /// The convolution with `residual` added before the activation (the epilogue includes ``ConvEpilogue/addResidual``).
+    /// The convolution with `residual` added before the activation (the epilogue includes
+    /// ``ConvEpilogue/addResidual``).
     public func forward(_ x: Tensor, residual: Tensor) -> Tensor { conv(x, residual: residual) }
 
     /// The epilogue computing `act`, or nil when `act` is not an activation oneDNN can fuse.
@@ -69,7 +71,8 @@ public final class FusedConv2d: Module {
     /// `[Conv2d, BatchNorm2d?]` (an activation of their own would run before the residual add).
     static func fuse(exactly layers: [Module], epilogue: [ConvEpilogue]) -> FusedConv2d? {
         guard let (f, taken) = fuse(prefixOf: layers[...], before: epilogue), taken == layers.count,
-              f.conv.epilogue == epilogue else { return nil }
+            f.conv.epilogue == epilogue
+        else { return nil }
         return f
     }
 }

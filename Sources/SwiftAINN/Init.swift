@@ -22,7 +22,9 @@ public enum Init {
 
     /// (fan in, fan out) of a weight: `[out, in, k…]`.
     public static func fans(_ shape: [Int]) -> (fanIn: Int, fanOut: Int) {
-        require(shape.count >= 2, "Init: fan in and fan out can not be computed for tensor with fewer than 2 dimensions (shape \(shape))")
+        require(
+            shape.count >= 2,
+            "Init: fan in and fan out can not be computed for tensor with fewer than 2 dimensions (shape \(shape))")
         let receptive = shape.dropFirst(2).reduce(1, *)
         return (shape[1] * receptive, shape[0] * receptive)
     }
@@ -40,8 +42,10 @@ public enum Init {
     static var isSkipping: Bool { Thread.current.threadDictionary["swiftai.Init.skipping"] != nil }
 
     /// Kaiming (He) normal: std = gain / √fan. `a` is the leaky-ReLU slope of the following activation.
-    public static func kaimingNormal(_ p: Parameter, a: Double = 0, mode: FanMode = .fanIn,
-                                     nonlinearity: Nonlinearity = .leakyRelu, generator: Generator = .default) {
+    public static func kaimingNormal(
+        _ p: Parameter, a: Double = 0, mode: FanMode = .fanIn,
+        nonlinearity: Nonlinearity = .leakyRelu, generator: Generator = .default
+    ) {
         if isSkipping { return }
         let (fi, fo) = fans(p.shape)
         let std = gain(nonlinearity, param: a) / Double(mode == .fanIn ? fi : fo).squareRoot()
@@ -49,8 +53,10 @@ public enum Init {
     }
 
     /// Kaiming (He) uniform: bound = gain·√(3 / fan).
-    public static func kaimingUniform(_ p: Parameter, a: Double = 0, mode: FanMode = .fanIn,
-                                      nonlinearity: Nonlinearity = .leakyRelu, generator: Generator = .default) {
+    public static func kaimingUniform(
+        _ p: Parameter, a: Double = 0, mode: FanMode = .fanIn,
+        nonlinearity: Nonlinearity = .leakyRelu, generator: Generator = .default
+    ) {
         let (fi, fo) = fans(p.shape)
         let bound = gain(nonlinearity, param: a) * (3 / Double(mode == .fanIn ? fi : fo)).squareRoot()
         uniform(p, low: -bound, high: bound, generator: generator)
@@ -60,7 +66,9 @@ public enum Init {
     public static func xavierNormal(_ p: Parameter, gain g: Double = 1, generator: Generator = .default) {
         if isSkipping { return }
         let (fi, fo) = fans(p.shape)
-        p.setData(Tensor.randn(p.shape, std: g * (2 / Double(fi + fo)).squareRoot(), dtype: p.value.dtype, generator: generator))
+        p.setData(
+            Tensor.randn(
+                p.shape, std: g * (2 / Double(fi + fo)).squareRoot(), dtype: p.value.dtype, generator: generator))
     }
 
     /// Xavier (Glorot) uniform: bound = gain·√(6 / (fan in + fan out)).
@@ -97,8 +105,10 @@ public enum Init {
     /// its weight by the std. Pairs are processed in order, so earlier layers settle first.
     /// - Returns: the final (mean, std) observed for each pair.
     @discardableResult
-    public static func lsuv(_ model: Module, batch: Tensor, pairs: [(observe: Module, adjust: Module)],
-                            tolerance: Double = 1e-3, maxIterations: Int = 50) -> [(mean: Double, std: Double)] {
+    public static func lsuv(
+        _ model: Module, batch: Tensor, pairs: [(observe: Module, adjust: Module)],
+        tolerance: Double = 1e-3, maxIterations: Int = 50
+    ) -> [(mean: Double, std: Double)] {
         var results: [(Double, Double)] = []
         noGrad {
             for (observe, adjust) in pairs {
@@ -123,7 +133,8 @@ public enum Init {
     /// (or at itself when none does), as the lesson pairs `relus` with `convs`.
     @discardableResult
     public static func lsuv(_ model: Module, batch: Tensor, tolerance: Double = 1e-3, maxIterations: Int = 50)
-        -> [(mean: Double, std: Double)] {
+        -> [(mean: Double, std: Double)]
+    {
         let mods = model.modules()
         var pairs: [(Module, Module)] = []
         for (i, m) in mods.enumerated() where m is Conv2d || m is Linear {

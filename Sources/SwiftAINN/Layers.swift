@@ -28,10 +28,13 @@ public final class Conv2d: Module {
     public let bias: Parameter?
     public let stride: Int, padding: Int, groups: Int
 
-    public init(_ inChannels: Int, _ outChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0,
-                groups: Int = 1, bias: Bool = true, generator: Generator = .default) {
-        require(inChannels % groups == 0 && outChannels % groups == 0,
-                "Conv2d: in_channels \(inChannels) and out_channels \(outChannels) must be divisible by groups \(groups)")
+    public init(
+        _ inChannels: Int, _ outChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0,
+        groups: Int = 1, bias: Bool = true, generator: Generator = .default
+    ) {
+        require(
+            inChannels % groups == 0 && outChannels % groups == 0,
+            "Conv2d: in_channels \(inChannels) and out_channels \(outChannels) must be divisible by groups \(groups)")
         weight = Parameter(Tensor.zeros([outChannels, inChannels / groups, kernelSize, kernelSize]))
         self.bias = bias ? Parameter(Tensor.zeros([outChannels])) : nil
         self.stride = stride
@@ -73,7 +76,13 @@ public class BatchNorm: Module {
     }
 
     public override func forward(_ x: Tensor) -> Tensor {
-        require(expectedRanks.contains(x.rank), "\(type(of: self)): expected \(expectedRanks.map { "\($0)D" }.joined(separator: " or ")) input (got \(x.rank)D input of shape \(x.shape))")
+        require(
+            expectedRanks.contains(x.rank),
+            """
+            \(type(of: self)): expected \(expectedRanks.map { "\($0)D" }.joined(separator: " or ")) input (got \
+            \(x.rank)D input of shape \(x.shape))
+            """
+        )
         guard let rm = runningMean, let rv = runningVar, let nb = numBatchesTracked else {
             return x.batchNorm(weight: weight?.value, bias: bias?.value, eps: eps)
         }
@@ -81,25 +90,36 @@ public class BatchNorm: Module {
             let tracked = nb.value.item() + 1
             nb.value = Tensor(scalar: Int64(tracked))
             let m = momentum ?? 1 / tracked
-            return x.batchNorm(weight: weight?.value, bias: bias?.value, runningMean: &rm.value, runningVar: &rv.value,
-                               training: true, momentum: m, eps: eps)
+            return x.batchNorm(
+                weight: weight?.value, bias: bias?.value, runningMean: &rm.value, runningVar: &rv.value,
+                training: true, momentum: m, eps: eps)
         }
-        return x.batchNorm(weight: weight?.value, bias: bias?.value, runningMean: &rm.value, runningVar: &rv.value,
-                           training: false, eps: eps)
+        return x.batchNorm(
+            weight: weight?.value, bias: bias?.value, runningMean: &rm.value, runningVar: &rv.value,
+            training: false, eps: eps)
     }
 }
 
 /// Batch normalisation of `[N, C]` or `[N, C, L]` inputs.
 public final class BatchNorm1d: BatchNorm {
-    public init(_ numFeatures: Int, eps: Double = 1e-5, momentum: Double? = 0.1, affine: Bool = true, trackRunningStats: Bool = true) {
-        super.init(numFeatures, eps: eps, momentum: momentum, affine: affine, trackRunningStats: trackRunningStats, ranks: [2, 3])
+    public init(
+        _ numFeatures: Int, eps: Double = 1e-5, momentum: Double? = 0.1, affine: Bool = true,
+        trackRunningStats: Bool = true
+    ) {
+        super.init(
+            numFeatures, eps: eps, momentum: momentum, affine: affine, trackRunningStats: trackRunningStats,
+            ranks: [2, 3])
     }
 }
 
 /// Batch normalisation of `[N, C, H, W]` inputs.
 public final class BatchNorm2d: BatchNorm {
-    public init(_ numFeatures: Int, eps: Double = 1e-5, momentum: Double? = 0.1, affine: Bool = true, trackRunningStats: Bool = true) {
-        super.init(numFeatures, eps: eps, momentum: momentum, affine: affine, trackRunningStats: trackRunningStats, ranks: [4])
+    public init(
+        _ numFeatures: Int, eps: Double = 1e-5, momentum: Double? = 0.1, affine: Bool = true,
+        trackRunningStats: Bool = true
+    ) {
+        super.init(
+            numFeatures, eps: eps, momentum: momentum, affine: affine, trackRunningStats: trackRunningStats, ranks: [4])
     }
 }
 
@@ -216,7 +236,9 @@ public final class Flatten: Module {
 public final class Dropout: Module {
     public let p: Double
     public let generator: Generator
-    public init(_ p: Double = 0.5, generator: Generator = .default) { self.p = p; self.generator = generator; super.init() }
+    public init(_ p: Double = 0.5, generator: Generator = .default) {
+        self.p = p; self.generator = generator; super.init()
+    }
     public override func forward(_ x: Tensor) -> Tensor { x.dropout(p: p, training: training, generator: generator) }
 }
 
@@ -224,7 +246,9 @@ public final class Dropout: Module {
 public final class Dropout2d: Module {
     public let p: Double
     public let generator: Generator
-    public init(_ p: Double = 0.5, generator: Generator = .default) { self.p = p; self.generator = generator; super.init() }
+    public init(_ p: Double = 0.5, generator: Generator = .default) {
+        self.p = p; self.generator = generator; super.init()
+    }
     public override func forward(_ x: Tensor) -> Tensor { x.dropout2d(p: p, training: training, generator: generator) }
 }
 

@@ -21,7 +21,9 @@ public enum FashionMNISTModel: String, CaseIterable, Sendable {
         switch self {
         case .cnn:
             let nfs = [1, 8, 16, 32, 64]
-            var layers: [Module] = (0..<4).map { conv(nfs[$0], nfs[$0 + 1], act: act, norm: norm, generator: generator) }
+            var layers: [Module] = (0..<4).map {
+                conv(nfs[$0], nfs[$0 + 1], act: act, norm: norm, generator: generator)
+            }
             layers += [Conv2d(64, 10, kernelSize: 3, stride: 2, padding: 1, generator: generator), Flatten()]
             model = Sequential(layers)
         case .resnet:
@@ -34,8 +36,12 @@ public enum FashionMNISTModel: String, CaseIterable, Sendable {
         case .wide:
             let nfs = [16, 32, 64, 128, 256]
             var layers: [Module] = [conv(1, 16, ks: 5, stride: 1, act: act, norm: norm, generator: generator)]
-            layers += (0..<4).map { ResBlock(nfs[$0], nfs[$0 + 1], stride: 2, act: act, norm: norm, generator: generator) }
-            layers += [AdaptiveAvgPool2d(1), Flatten(), Linear(256, 10, bias: false, generator: generator), BatchNorm1d(10)]
+            layers += (0..<4).map {
+                ResBlock(nfs[$0], nfs[$0 + 1], stride: 2, act: act, norm: norm, generator: generator)
+            }
+            layers += [
+                AdaptiveAvgPool2d(1), Flatten(), Linear(256, 10, bias: false, generator: generator), BatchNorm1d(10)
+            ]
             model = Sequential(layers)
         }
         for m in model.modules() {

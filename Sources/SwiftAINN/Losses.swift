@@ -9,7 +9,8 @@ private func reduce(_ t: Tensor, _ r: Reduction) -> Tensor {
 }
 
 private func checkSameShape(_ op: String, _ input: Tensor, _ target: Tensor) {
-    require(input.shape == target.shape, "\(op): input shape \(input.shape) and target shape \(target.shape) must match")
+    require(
+        input.shape == target.shape, "\(op): input shape \(input.shape) and target shape \(target.shape) must match")
 }
 
 /// Mean squared error.
@@ -27,11 +28,13 @@ public func l1Loss(_ input: Tensor, _ target: Tensor, reduction: Reduction = .me
 
 /// Binary cross-entropy on logits, computed stably as `max(x,0) − x·y + log(1 + e^{−|x|})`;
 /// `posWeight` scales the positive term (PyTorch's `pos_weight`).
-public func binaryCrossEntropyWithLogits(_ input: Tensor, _ target: Tensor, posWeight: Tensor? = nil,
-                                         reduction: Reduction = .mean) -> Tensor {
+public func binaryCrossEntropyWithLogits(
+    _ input: Tensor, _ target: Tensor, posWeight: Tensor? = nil,
+    reduction: Reduction = .mean
+) -> Tensor {
     checkSameShape("binary_cross_entropy_with_logits", input, target)
     let y = target.detached().to(input.dtype)
-    let softplusNeg = ((-input.abs()).exp() + 1).log() + (-input).relu()   // log(1 + e^{−x})
+    let softplusNeg = ((-input.abs()).exp() + 1).log() + (-input).relu()  // log(1 + e^{−x})
     let loss: Tensor
     if let posWeight {
         let w = (posWeight.detached().to(input.dtype) - 1) * y + 1
@@ -58,42 +61,58 @@ extension Loss {
     public func activation(_ output: Tensor) -> Tensor { output }
 
     public func mismatch(output: [Int], target: Tensor) -> String? {
-        output == target.shape ? nil : "the model's output \(output) and the targets \(target.shape) must have the same shape"
+        output == target.shape
+            ? nil : "the model's output \(output) and the targets \(target.shape) must have the same shape"
     }
 }
 
 /// Checks class-index targets (or class probabilities) against `[N, C]` outputs.
 private func classificationMismatch(_ output: [Int], _ target: Tensor, _ name: String) -> String? {
     guard output.count == 2 else {
-        return "\(name) needs the model to output [batch, classes]; it outputs \(output) (targets \(target.shape)). Add a Flatten/Linear head."
+        return
+            """
+            \(name) needs the model to output [batch, classes]; it outputs \(output) (targets \(target.shape)). Add a \
+            Flatten/Linear head.
+            """
     }
     if target.dtype.isFloatingPoint {
-        return target.shape == output ? nil : "\(name) with probability targets needs targets shaped like the output \(output), got \(target.shape)"
+        return target.shape == output
+            ? nil
+            : "\(name) with probability targets needs targets shaped like the output \(output), got \(target.shape)"
     }
     guard target.shape == [output[0]] else {
         return "\(name) needs one class index per item: output \(output) but targets \(target.shape)"
     }
     let labels = target.scalars(as: Int64.self)
     if let bad = labels.first(where: { ($0 < 0 || Int($0) >= output[1]) && $0 != -100 }) {
-        return "target class \(bad) does not exist: the model outputs \(output[1]) classes (output \(output), targets \(target.shape))"
+        return
+            """
+            target class \(bad) does not exist: the model outputs \(output[1]) classes (output \(output), targets \
+            \(target.shape))
+            """
     }
     return nil
 }
 
 public struct CrossEntropyLoss: Loss {
     public var weight: Tensor?, ignoreIndex: Int, reduction: Reduction, labelSmoothing: Double
-    public init(weight: Tensor? = nil, ignoreIndex: Int = -100, reduction: Reduction = .mean, labelSmoothing: Double = 0) {
+    public init(
+        weight: Tensor? = nil, ignoreIndex: Int = -100, reduction: Reduction = .mean, labelSmoothing: Double = 0
+    ) {
         self.weight = weight
         self.ignoreIndex = ignoreIndex
         self.reduction = reduction
         self.labelSmoothing = labelSmoothing
     }
     public func callAsFunction(_ p: Tensor, _ t: Tensor) -> Tensor {
-        crossEntropy(p, t, weight: weight, ignoreIndex: ignoreIndex, reduction: reduction, labelSmoothing: labelSmoothing)
+        crossEntropy(
+            p, t, weight: weight, ignoreIndex: ignoreIndex, reduction: reduction, labelSmoothing: labelSmoothing)
     }
     public func with(reduction: Reduction) -> CrossEntropyLoss { var c = self; c.reduction = reduction; return c }
     public func activation(_ output: Tensor) -> Tensor { output.softmax(dim: -1) }
-    public func mismatch(output: [Int], target: Tensor) -> String? { classificationMismatch(output, target, "CrossEntropyLoss") }
+    public func mismatch(output: [Int], target: Tensor) -> String? {
+        classificationMismatch(output, target, "CrossEntropyLoss")
+    }
 }
 
 public struct NLLLoss: Loss {

@@ -7,9 +7,11 @@ import SwiftAICore
 /// fastai's `create_head`: `[AdaptiveConcatPool2d, Flatten]` then, for each linear layer, BatchNorm1d → Dropout →
 /// Linear (no bias) → ReLU (none after the last); dropout `ps/2` before the hidden layers and `ps` before the last;
 /// `bnFinal` adds a BatchNorm1d and `yRange` a ``SigmoidRange`` at the end.
-public func createHead(_ nf: Int, _ nOut: Int, linFtrs: [Int] = [512], ps: Double = 0.5, concatPool: Bool = true,
-                       firstBn: Bool = true, bnFinal: Bool = false, yRange: (Double, Double)? = nil,
-                       generator: Generator = .default) -> Sequential {
+public func createHead(
+    _ nf: Int, _ nOut: Int, linFtrs: [Int] = [512], ps: Double = 0.5, concatPool: Bool = true,
+    firstBn: Bool = true, bnFinal: Bool = false, yRange: (Double, Double)? = nil,
+    generator: Generator = .default
+) -> Sequential {
     let sizes = [concatPool ? nf * 2 : nf] + linFtrs + [nOut]
     var layers: [Module] = [concatPool ? AdaptiveConcatPool2d() : AdaptiveAvgPool2d(1), Flatten()]
     for i in 0..<(sizes.count - 1) {
@@ -52,7 +54,9 @@ public enum ModelSpec: Equatable, Sendable {
         switch self {
         case let .lesson(m): return m.make(generator: generator)
         case let .resnet(arch, nIn, nOut): return arch.make(numClasses: nOut, inChannels: nIn, generator: generator)
-        case let .vision(v): return v.make(from: v.arch.make(numClasses: 1000, inChannels: v.nIn, generator: generator), generator: generator)
+        case let .vision(v):
+            return v.make(
+                from: v.arch.make(numClasses: 1000, inChannels: v.nIn, generator: generator), generator: generator)
         case let .pruned(base, _):
             let model = base.make(generator: generator)
             narrow(model)
@@ -87,12 +91,15 @@ public enum ModelSpec: Equatable, Sendable {
         case .lesson: return 0
         case let .resnet(arch, nIn, nOut): return arch.bodyParameterCount(nIn: nIn) + (arch.numFeatures + 1) * nOut
         case let .vision(v):
-            return v.headParameterCount + (v.keptChildren == ResNet.bodyNames.count ? v.arch.bodyParameterCount(nIn: v.nIn) : 0)
+            return v.headParameterCount
+                + (v.keptChildren == ResNet.bodyNames.count ? v.arch.bodyParameterCount(nIn: v.nIn) : 0)
         case let .pruned(base, _):
-            // Exact for a whole torchvision body less what pruning removed; other bounds count none of the pruned layers.
+            // Exact for a whole torchvision body less what pruning removed; other bounds count none of the pruned
+            // layers.
             switch base {
             case .resnet: return base.minimumParameterCount - prunedParameters
-            case let .vision(v) where v.keptChildren == ResNet.bodyNames.count: return base.minimumParameterCount - prunedParameters
+            case let .vision(v) where v.keptChildren == ResNet.bodyNames.count:
+                return base.minimumParameterCount - prunedParameters
             default: return base.minimumParameterCount
             }
         }
@@ -110,8 +117,10 @@ public struct VisionModelSpec: Equatable, Sendable {
     public var concatPool: Bool, firstBn: Bool, bnFinal: Bool
     public var yRange: (Double, Double)?
 
-    public init(arch: ResNetArch, nIn: Int = 3, nOut: Int, cut: Int = -2, linFtrs: [Int] = [512], ps: Double = 0.5,
-                concatPool: Bool = true, firstBn: Bool = true, bnFinal: Bool = false, yRange: (Double, Double)? = nil) {
+    public init(
+        arch: ResNetArch, nIn: Int = 3, nOut: Int, cut: Int = -2, linFtrs: [Int] = [512], ps: Double = 0.5,
+        concatPool: Bool = true, firstBn: Bool = true, bnFinal: Bool = false, yRange: (Double, Double)? = nil
+    ) {
         self.arch = arch
         self.nIn = nIn
         self.nOut = nOut
@@ -125,7 +134,8 @@ public struct VisionModelSpec: Equatable, Sendable {
     }
 
     public static func == (a: VisionModelSpec, b: VisionModelSpec) -> Bool {
-        a.arch == b.arch && a.nIn == b.nIn && a.nOut == b.nOut && a.cut == b.cut && a.linFtrs == b.linFtrs && a.ps == b.ps
+        a.arch == b.arch && a.nIn == b.nIn && a.nOut == b.nOut && a.cut == b.cut && a.linFtrs == b.linFtrs
+            && a.ps == b.ps
             && a.concatPool == b.concatPool && a.firstBn == b.firstBn && a.bnFinal == b.bnFinal
             && a.yRange?.0 == b.yRange?.0 && a.yRange?.1 == b.yRange?.1
     }
@@ -151,9 +161,12 @@ public struct VisionModelSpec: Equatable, Sendable {
 
     /// The body cut from `net` (sharing its modules) and a new head.
     public func make(from net: ResNet, generator: Generator = .default) -> Sequential {
-        require((1...ResNet.bodyNames.count).contains(keptChildren), "VisionModelSpec: cut \(cut) keeps \(keptChildren) children")
-        let head = createHead(bodyFeatures, nOut, linFtrs: linFtrs, ps: ps, concatPool: concatPool, firstBn: firstBn,
-                              bnFinal: bnFinal, yRange: yRange, generator: generator)
+        require(
+            (1...ResNet.bodyNames.count).contains(keptChildren),
+            "VisionModelSpec: cut \(cut) keeps \(keptChildren) children")
+        let head = createHead(
+            bodyFeatures, nOut, linFtrs: linFtrs, ps: ps, concatPool: concatPool, firstBn: firstBn,
+            bnFinal: bnFinal, yRange: yRange, generator: generator)
         return Sequential(net.body[0..<keptChildren], head)
     }
 }
@@ -188,11 +201,14 @@ extension ModelSpec {
     public var json: [String: Any] {
         switch self {
         case let .lesson(m): return ["kind": "lesson", "arch": m.rawValue, "n_in": 1, "n_out": 10]
-        case let .resnet(arch, nIn, nOut): return ["kind": "torchvision", "arch": arch.rawValue, "n_in": nIn, "n_out": nOut]
+        case let .resnet(arch, nIn, nOut):
+            return ["kind": "torchvision", "arch": arch.rawValue, "n_in": nIn, "n_out": nOut]
         case let .vision(v):
-            return ["kind": "vision_learner", "arch": v.arch.rawValue, "n_in": v.nIn, "n_out": v.nOut, "cut": v.cut,
-                    "lin_ftrs": v.linFtrs, "ps": v.ps, "concat_pool": v.concatPool, "first_bn": v.firstBn,
-                    "bn_final": v.bnFinal, "y_range": v.yRange.map { [$0.0, $0.1] } ?? NSNull()]
+            return [
+                "kind": "vision_learner", "arch": v.arch.rawValue, "n_in": v.nIn, "n_out": v.nOut, "cut": v.cut,
+                "lin_ftrs": v.linFtrs, "ps": v.ps, "concat_pool": v.concatPool, "first_bn": v.firstBn,
+                "bn_final": v.bnFinal, "y_range": v.yRange.map { [$0.0, $0.1] } ?? NSNull()
+            ]
         case let .pruned(base, widths): return base.json.merging(["widths": widths]) { $1 }
         }
     }
@@ -211,10 +227,17 @@ extension ModelSpec {
         for (name, value) in object {
             guard let group = groups[name] else {
                 let known = base.prunableChannels.prefix(3).map(\.conv).joined(separator: ", ")
-                throw ModelSpecError("'widths' names '\(name)', which is not a prunable convolution of this model (those are \(known), …)")
+                throw ModelSpecError(
+                    """
+                    'widths' names '\(name)', which is not a prunable convolution of this model (those are \(known), \
+                    …)
+                    """
+                )
             }
-            guard let n = value as? NSNumber, let i = Int(exactly: n.doubleValue), (1...group.channels).contains(i) else {
-                throw ModelSpecError("'widths.\(name)' must be an integer in 1…\(group.channels) (its unpruned channels)")
+            guard let n = value as? NSNumber, let i = Int(exactly: n.doubleValue), (1...group.channels).contains(i)
+            else {
+                throw ModelSpecError(
+                    "'widths.\(name)' must be an integer in 1…\(group.channels) (its unpruned channels)")
             }
             widths[name] = i
         }
@@ -237,34 +260,48 @@ extension ModelSpec {
         switch kind {
         case "lesson":
             guard let m = FashionMNISTModel(rawValue: archName) else {
-                throw ModelSpecError("unknown lesson model '\(archName)' (known: \(FashionMNISTModel.allCases.map(\.rawValue).joined(separator: ", ")))")
+                throw ModelSpecError(
+                    """
+                    unknown lesson model '\(archName)' (known: \
+                    \(FashionMNISTModel.allCases.map(\.rawValue).joined(separator: ", ")))
+                    """
+                )
             }
             return .lesson(m)
         case "torchvision", "vision_learner":
             guard let arch = ResNetArch(rawValue: archName) else {
-                throw ModelSpecError("unknown architecture '\(archName)' (known: \(ResNetArch.allCases.map(\.rawValue).joined(separator: ", ")))")
+                throw ModelSpecError(
+                    """
+                    unknown architecture '\(archName)' (known: \
+                    \(ResNetArch.allCases.map(\.rawValue).joined(separator: ", ")))
+                    """
+                )
             }
             let nIn = try int("n_in", 1...16), nOut = try int("n_out", 1...100_000)
             if kind == "torchvision" { return .resnet(arch, nIn: nIn, nOut: nOut) }
             let cut = try int("cut", -9...8)
             guard let lin = d["lin_ftrs"] as? [NSNumber], lin.count <= 8,
-                  lin.allSatisfy({ Int(exactly: $0.doubleValue).map { (1...16_384).contains($0) } ?? false }) else {
+                lin.allSatisfy({ Int(exactly: $0.doubleValue).map { (1...16_384).contains($0) } ?? false })
+            else {
                 throw ModelSpecError("'lin_ftrs' must be at most 8 integers in 1…16384")
             }
             let ps = try value("ps", NSNumber.self).doubleValue
             guard ps >= 0 && ps < 1 else { throw ModelSpecError("'ps' must be in [0, 1), got \(ps)") }
             var yRange: (Double, Double)? = nil
             if let r = d["y_range"] as? [NSNumber] {
-                guard r.count == 2, r[0].doubleValue.isFinite, r[1].doubleValue.isFinite, r[0].doubleValue < r[1].doubleValue else {
+                guard r.count == 2, r[0].doubleValue.isFinite, r[1].doubleValue.isFinite,
+                    r[0].doubleValue < r[1].doubleValue
+                else {
                     throw ModelSpecError("'y_range' must be two finite, increasing numbers")
                 }
                 yRange = (r[0].doubleValue, r[1].doubleValue)
             } else if d["y_range"] != nil && !(d["y_range"] is NSNull) {
                 throw ModelSpecError("'y_range' must be null or two numbers")
             }
-            let v = VisionModelSpec(arch: arch, nIn: nIn, nOut: nOut, cut: cut, linFtrs: lin.map(\.intValue), ps: ps,
-                                    concatPool: try value("concat_pool", Bool.self), firstBn: try value("first_bn", Bool.self),
-                                    bnFinal: try value("bn_final", Bool.self), yRange: yRange)
+            let v = VisionModelSpec(
+                arch: arch, nIn: nIn, nOut: nOut, cut: cut, linFtrs: lin.map(\.intValue), ps: ps,
+                concatPool: try value("concat_pool", Bool.self), firstBn: try value("first_bn", Bool.self),
+                bnFinal: try value("bn_final", Bool.self), yRange: yRange)
             guard (1...ResNet.bodyNames.count).contains(v.keptChildren) else {
                 throw ModelSpecError("'cut' \(cut) must keep 1…\(ResNet.bodyNames.count) of \(archName)'s 10 children")
             }

@@ -271,7 +271,13 @@ open class Module {
     @discardableResult
     public func registerForwardHook(_ hook: @escaping (Module, Tensor, Tensor) -> Void) -> HookHandle {
         nextHookID += 1
-        hooks.append((nextHookID, { m, x, y in hook(m, x, y); return nil }))
+        hooks.append(
+            (
+                nextHookID,
+                { m, x, y in
+                    hook(m, x, y); return nil
+                }
+            ))
         return HookHandle(module: self, id: nextHookID)
     }
 

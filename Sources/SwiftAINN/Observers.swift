@@ -96,10 +96,11 @@ final class Observers: QuantizationValues {
             let (i, o) = (RangeStat(), RangeStat())
             stats[Self.key(m, output: false)] = i
             stats[Self.key(m, output: true)] = o
-            handles.append(m.registerForwardHook { _, x, y in
-                i.observe(x)
-                o.observe(y)
-            })
+            handles.append(
+                m.registerForwardHook { _, x, y in
+                    i.observe(x)
+                    o.observe(y)
+                })
         }
     }
 
@@ -114,7 +115,8 @@ final class Observers: QuantizationValues {
 
     func activation(_ key: String, of module: Module, output: Bool) throws -> QParams {
         guard let p = stats[Self.key(module, output: output)]?.params(kind, qmax: qmax) else {
-            throw QuantizationError.invalid("no calibration data reached '\(key)' (run at least one batch through the model)")
+            throw QuantizationError.invalid(
+                "no calibration data reached '\(key)' (run at least one batch through the model)")
         }
         return p
     }
@@ -128,7 +130,12 @@ extension QuantizationValues {
     /// The model's own weights, per-channel int8 (calibration and quantization-aware training).
     func conv(_ name: String, _ fused: FusedConv2d) throws -> (weight: Tensor, scales: Tensor, bias: Tensor) {
         guard fused.conv.weight.allFinite && fused.conv.bias.allFinite else {
-            throw QuantizationError.invalid("'\(name)' has NaN or infinite weights once its BatchNorm is folded in (check the model's weights and running statistics); it cannot be quantized")
+            throw QuantizationError.invalid(
+                """
+                '\(name)' has NaN or infinite weights once its BatchNorm is folded in (check the model's weights and \
+                running statistics); it cannot be quantized
+                """
+            )
         }
         let q = Quantization.quantizePerChannel(fused.conv.weight)
         return (q.weight, q.scales, fused.conv.bias)
@@ -154,7 +161,8 @@ struct StoredValues: QuantizationValues {
     func tensor(_ key: String, _ dtype: DType, _ shape: [Int]) throws -> Tensor {
         guard let t = tensors[key] else { throw QuantizationError.invalid("tensor '\(key)' \(shape) is missing") }
         guard t.dtype == dtype, t.shape == shape else {
-            throw QuantizationError.invalid("tensor '\(key)' is \(t.dtype) \(t.shape), the quantized model needs \(dtype) \(shape)")
+            throw QuantizationError.invalid(
+                "tensor '\(key)' is \(t.dtype) \(t.shape), the quantized model needs \(dtype) \(shape)")
         }
         return t
     }
@@ -164,8 +172,9 @@ struct StoredValues: QuantizationValues {
         let z = try tensor(key + ".zero_point", .int64, [1]).scalars(as: Int64.self)[0]
         guard let q = QParams(scale: s, zeroPoint: Int32(clamping: z), qmax: qmax), Int64(Int32(clamping: z)) == z
         else {
-            throw QuantizationError.invalid("'\(key).scale' \(s) and '\(key).zero_point' \(z) are not a quantization "
-                + "(the scale must be finite and positive, the zero point in 0…\(qmax))")
+            throw QuantizationError.invalid(
+                "'\(key).scale' \(s) and '\(key).zero_point' \(z) are not a quantization "
+                    + "(the scale must be finite and positive, the zero point in 0…\(qmax))")
         }
         return q
     }
@@ -177,7 +186,9 @@ struct StoredValues: QuantizationValues {
             throw QuantizationError.invalid("'\(name).weight_scale' holds a scale that is not finite and positive")
         }
         let b = bias ? try tensor(name + ".bias", .float32, [shape[0]]) : nil
-        guard b?.floats.allSatisfy(\.isFinite) ?? true else { throw QuantizationError.invalid("'\(name).bias' is not finite") }
+        guard b?.floats.allSatisfy(\.isFinite) ?? true else {
+            throw QuantizationError.invalid("'\(name).bias' is not finite")
+        }
         return (w, s, b)
     }
 
@@ -194,9 +205,12 @@ struct StoredValues: QuantizationValues {
     func floats(expected: [String: Tensor]) throws -> [String: Tensor] {
         var out: [String: Tensor] = [:]
         for (key, want) in expected {
-            guard let t = tensors[key] else { throw QuantizationError.invalid("tensor '\(key)' \(want.shape) is missing") }
+            guard let t = tensors[key] else {
+                throw QuantizationError.invalid("tensor '\(key)' \(want.shape) is missing")
+            }
             guard t.shape == want.shape, t.dtype.isFloatingPoint == want.dtype.isFloatingPoint else {
-                throw QuantizationError.invalid("tensor '\(key)' is \(t.dtype) \(t.shape), the model needs \(want.dtype) \(want.shape)")
+                throw QuantizationError.invalid(
+                    "tensor '\(key)' is \(t.dtype) \(t.shape), the model needs \(want.dtype) \(want.shape)")
             }
             out[key] = t.to(want.dtype)
         }

@@ -40,13 +40,16 @@ extension Module {
             let k = Int((amount * Double(values.count)).rounded(.toNearestOrEven))
             var pruned = [Bool](repeating: false, count: values.count)
             // The k smallest magnitudes (ties: lower index first).
-            for i in values.indices.sorted(by: { values[$0] < values[$1] || (values[$0] == values[$1] && $0 < $1) }).prefix(k) {
+            for i in values.indices.sorted(by: { values[$0] < values[$1] || (values[$0] == values[$1] && $0 < $1) })
+                .prefix(k)
+            {
                 pruned[i] = true
             }
             var offset = 0
             for p in group {
                 let n = p.value.count
-                let m = Tensor(pruned[offset..<(offset + n)].map { $0 ? Float(0) : 1 }, shape: p.shape).to(p.value.dtype)
+                let m = Tensor(pruned[offset..<(offset + n)].map { $0 ? Float(0) : 1 }, shape: p.shape).to(
+                    p.value.dtype)
                 masks.append((p, m))
                 offset += n
             }

@@ -35,8 +35,9 @@ public final class QuantizationAwareTraining {
     private var swaps: [(float: Module, qat: Module)] = []
 
     init(_ model: Module, qmax: Int32) {
-        require(!model.modules().contains { $0 is QATConv2d || $0 is QATLinear },
-                "prepareQAT: the model is already prepared for quantization-aware training")
+        require(
+            !model.modules().contains { $0 is QATConv2d || $0 is QATLinear },
+            "prepareQAT: the model is already prepared for quantization-aware training")
         self.model = model
         self.qmax = qmax
         let fused = model.fusedForInference()
@@ -68,8 +69,12 @@ public final class QuantizationAwareTraining {
 
     /// Puts the fake-quantized modules in place of the float layers (`true`) or the float layers back.
     private func swap(toQAT: Bool) {
-        let by = Dictionary(uniqueKeysWithValues: swaps.map { toQAT ? (ObjectIdentifier($0.float), $0.qat)
-                                                                     : (ObjectIdentifier($0.qat), $0.float) })
+        let by = Dictionary(
+            uniqueKeysWithValues: swaps.map {
+                toQAT
+                    ? (ObjectIdentifier($0.float), $0.qat)
+                    : (ObjectIdentifier($0.qat), $0.float)
+            })
         model.replaceModules { by[ObjectIdentifier($0)] }
     }
 
@@ -77,10 +82,11 @@ public final class QuantizationAwareTraining {
         guard outputs[id] == nil, let m = byID[id] else { return }
         let range = MovingRange(), qmax = qmax
         outputs[id] = range
-        handles.append(m.registerOutputHook { m, _, y in
-            if m.training { range.update(y) }
-            return range.params(qmax).map { y.fakeQuantized($0) } ?? y
-        })
+        handles.append(
+            m.registerOutputHook { m, _, y in
+                if m.training { range.update(y) }
+                return range.params(qmax).map { y.fakeQuantized($0) } ?? y
+            })
     }
 
     private func watchInput(of m: Module) {
@@ -125,7 +131,12 @@ private struct QATValues: QuantizationValues {
         default: id = ObjectIdentifier(module)
         }
         guard let p = qat.range(id, output: output)?.params(qmax) else {
-            throw QuantizationError.invalid("quantization-aware training saw no '\(key)' activation in training mode; train at least one batch after prepareQAT, or quantize with calibration")
+            throw QuantizationError.invalid(
+                """
+                quantization-aware training saw no '\(key)' activation in training mode; train at least one batch \
+                after prepareQAT, or quantize with calibration
+                """
+            )
         }
         return p
     }
@@ -148,8 +159,9 @@ public final class QATConv2d: Module {
     }
 
     public override func forward(_ x: Tensor) -> Tensor {
-        x.conv2d(weight: weight.value.fakeQuantizedPerChannel(), bias: bias?.value, stride: stride, padding: padding,
-                 groups: groups)
+        x.conv2d(
+            weight: weight.value.fakeQuantizedPerChannel(), bias: bias?.value, stride: stride, padding: padding,
+            groups: groups)
     }
 }
 

@@ -71,18 +71,23 @@ public final class QuantizedPool2d: Module {
     public let averageZeroPoint: Int32?
 
     public init(_ pool: MaxPool2d) {
-        (kernelSize, stride, padding, ceilMode, averageZeroPoint) = (pool.kernelSize, pool.stride, pool.padding, pool.ceilMode, nil)
+        (kernelSize, stride, padding, ceilMode, averageZeroPoint) = (
+            pool.kernelSize, pool.stride, pool.padding, pool.ceilMode, nil
+        )
         super.init()
     }
 
     public init(_ pool: AvgPool2d, zeroPoint: Int32) {
-        (kernelSize, stride, padding, ceilMode, averageZeroPoint) = (pool.kernelSize, pool.stride, pool.padding, pool.ceilMode, zeroPoint)
+        (kernelSize, stride, padding, ceilMode, averageZeroPoint) = (
+            pool.kernelSize, pool.stride, pool.padding, pool.ceilMode, zeroPoint
+        )
         super.init()
     }
 
     public override func forward(_ x: Tensor) -> Tensor {
         if let zp = averageZeroPoint {
-            return x.quantizedAvgPool2d(kernel: kernelSize, stride: stride, padding: padding, ceilMode: ceilMode, zeroPoint: zp)
+            return x.quantizedAvgPool2d(
+                kernel: kernelSize, stride: stride, padding: padding, ceilMode: ceilMode, zeroPoint: zp)
         }
         return x.quantizedMaxPool2d(kernel: kernelSize, stride: stride, padding: padding, ceilMode: ceilMode)
     }

@@ -40,7 +40,9 @@ public enum QuantizationError: Error, CustomStringConvertible, Equatable {
     case invalid(String)
 
     public var description: String {
-        switch self { case let .invalid(why): return why }
+        switch self {
+        case let .invalid(why): return why
+        }
     }
 }
 
@@ -55,7 +57,9 @@ public final class QuantizedModel: Module {
     /// The float32 tensors still used (those of layers left in float32), under the float model's names.
     public let floatState: [String: Tensor]
 
-    init(body: Module, scheme: QuantizationScheme, qmax: Int32, report: QuantizationReport, floatState: [String: Tensor]) {
+    init(
+        body: Module, scheme: QuantizationScheme, qmax: Int32, report: QuantizationReport, floatState: [String: Tensor]
+    ) {
         self.body = body
         self.scheme = scheme
         self.qmax = qmax
@@ -95,14 +99,18 @@ public final class QuantizedModel: Module {
     }
 
     /// Rebuilds a quantized `model` (its architecture; its values are not used) from ``quantizedState()``'s tensors,
-    /// checking every name, dtype, shape, scale and zero point first; throws ``QuantizationError`` saying what is wrong.
+    /// checking every name, dtype, shape, scale and zero point first; throws ``QuantizationError`` saying what is
+    /// wrong.
     /// `qmax` is the largest code the tensors were quantized with; where it exceeds `kernelQMax` (8-bit activations
     /// from a VNNI host loaded where u8·s8 products saturate beyond 7 bits) the int8 layers compute in float32 on
     /// the dequantized values (``Int8Conv/kernelQMax``): the same codes, slower.
-    public static func load(_ tensors: [String: Tensor], architecture model: Module, scheme: QuantizationScheme,
-                            qmax: Int32, kernelQMax: Int32 = Quantization.activationQMax) throws -> QuantizedModel {
-        require(kernelQMax == 127 || kernelQMax == 255,
-                "QuantizedModel.load: kernelQMax must be 127 or 255, got \(kernelQMax)")
+    public static func load(
+        _ tensors: [String: Tensor], architecture model: Module, scheme: QuantizationScheme,
+        qmax: Int32, kernelQMax: Int32 = Quantization.activationQMax
+    ) throws -> QuantizedModel {
+        require(
+            kernelQMax == 127 || kernelQMax == 255,
+            "QuantizedModel.load: kernelQMax must be 127 or 255, got \(kernelQMax)")
         model.eval()
         let values = StoredValues(tensors: tensors, qmax: qmax, kernelQMax: kernelQMax)
         let checked = try quantize(model, scheme: scheme, values: values)  // every tensor checked, nothing changed yet
@@ -120,8 +128,10 @@ extension Module {
     /// to observe activation ranges (twice for the histogram observer), and returns the int8 model. `calibration`
     /// calls its argument with each batch. Activations use 0…`qmax` (127 without VNNI, PyTorch's `reduce_range`).
     /// Throws ``QuantizationError`` for non-finite weights or an activation no batch reached.
-    public func quantizedStatic(observer: ActivationObserver = .histogram, qmax: Int32 = Quantization.activationQMax,
-                                calibration: ((Tensor) -> Void) -> Void) throws -> QuantizedModel {
+    public func quantizedStatic(
+        observer: ActivationObserver = .histogram, qmax: Int32 = Quantization.activationQMax,
+        calibration: ((Tensor) -> Void) -> Void
+    ) throws -> QuantizedModel {
         let wasTraining = training
         eval()
         defer { train(wasTraining) }
@@ -144,7 +154,8 @@ extension Module {
         let wasTraining = training
         eval()
         defer { train(wasTraining) }
-        return try quantize(self, scheme: .dynamic, values: Observers(fusedForInference(), observer: .minMax, qmax: 255))
+        return try quantize(
+            self, scheme: .dynamic, values: Observers(fusedForInference(), observer: .minMax, qmax: 255))
     }
 }
 
@@ -161,7 +172,9 @@ protocol QuantizationValues {
     func linear(_ name: String, _ linear: Linear) throws -> (weight: Tensor, scales: Tensor, bias: Tensor?)
 }
 
-func quantize(_ model: Module, fused: Module? = nil, scheme: QuantizationScheme, values: QuantizationValues) throws -> QuantizedModel {
+func quantize(_ model: Module, fused: Module? = nil, scheme: QuantizationScheme, values: QuantizationValues) throws
+    -> QuantizedModel
+{
     var names: [ObjectIdentifier: String] = [:]
     for (n, m) in model.namedModules() { names[ObjectIdentifier(m)] = n }
     var c = Converter(names: names, values: values, scheme: scheme)
@@ -171,7 +184,9 @@ func quantize(_ model: Module, fused: Module? = nil, scheme: QuantizationScheme,
     // Float tensors of the layers still in float32: all but those folded into int8 layers.
     let consumed = c.consumed
     var floatState: [String: Tensor] = [:]
-    for (key, t) in model.stateDict() where !consumed.contains(where: { key.hasPrefix($0 + ".") }) { floatState[key] = t }
+    for (key, t) in model.stateDict() where !consumed.contains(where: { key.hasPrefix($0 + ".") }) {
+        floatState[key] = t
+    }
     if let stored = values as? StoredValues { floatState = try stored.floats(expected: floatState) }
     return QuantizedModel(body: body, scheme: scheme, qmax: values.qmax, report: c.report, floatState: floatState)
 }
@@ -190,7 +205,9 @@ struct Converter {
 
     func convName(_ f: FusedConv2d) -> String { names[f.sources[0]] ?? "conv" }
 
-    mutating func quantizedConv(_ f: FusedConv2d, input: QParams, output: QParams, residual: QParams? = nil) throws -> QuantizedConv2d {
+    mutating func quantizedConv(_ f: FusedConv2d, input: QParams, output: QParams, residual: QParams? = nil) throws
+        -> QuantizedConv2d
+    {
         let n = convName(f)
         let v = try values.conv(n, f)
         let c = f.conv
@@ -199,10 +216,12 @@ struct Converter {
         }
         consumed += f.sources.compactMap { names[$0] }
         report.quantized.append(n)
-        return QuantizedConv2d(Int8Conv(weight: v.weight, weightScales: v.scales, bias: v.bias, stride: c.stride,
-                                        padding: c.padding, groups: c.groups, input: input, output: output,
-                                        residual: residual, epilogue: c.epilogue, kernelQMax: values.kernelQMax),
-                               name: n)
+        return QuantizedConv2d(
+            Int8Conv(
+                weight: v.weight, weightScales: v.scales, bias: v.bias, stride: c.stride,
+                padding: c.padding, groups: c.groups, input: input, output: output,
+                residual: residual, epilogue: c.epilogue, kernelQMax: values.kernelQMax),
+            name: n)
     }
 
     mutating func convert(_ m: Module, _ state: QParams?) throws -> (Module, QParams?) {
@@ -264,8 +283,10 @@ struct Converter {
             let input = scheme == .static ? try values.activation(n + ".input", of: l, output: false) : nil
             consumed.append(n)
             report.quantized.append(n)
-            let q = QuantizedLinear(Int8Linear(weight: v.weight, weightScales: v.scales, bias: v.bias, input: input,
-                                               kernelQMax: values.kernelQMax), name: n)
+            let q = QuantizedLinear(
+                Int8Linear(
+                    weight: v.weight, weightScales: v.scales, bias: v.bias, input: input,
+                    kernelQMax: values.kernelQMax), name: n)
             return (state.map { Sequential(Dequantize($0), q) } ?? q, nil)
         default:
             return try floatLayer(m, state)
@@ -276,8 +297,11 @@ struct Converter {
     mutating func floatLayer(_ m: Module, _ state: QParams?) throws -> (Module, QParams?) {
         let reason = scheme == .dynamic ? "dynamic quantization covers linear layers" : "no int8 kernel"
         for sub in m.modules() {
-            if let f = sub as? FusedConv2d { report.float.append((convName(f), reason)) }
-            else if sub is Conv2d || sub is Linear || sub is BatchNorm { report.float.append((name(sub), reason)) }
+            if let f = sub as? FusedConv2d {
+                report.float.append((convName(f), reason))
+            } else if sub is Conv2d || sub is Linear || sub is BatchNorm {
+                report.float.append((name(sub), reason))
+            }
         }
         return (state.map { Sequential(Dequantize($0), m) } ?? m, nil)
     }

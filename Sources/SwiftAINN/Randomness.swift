@@ -13,6 +13,8 @@ extension Module {
     /// The distinct generators of this model's ``RandomDrawing`` modules, in module order.
     public func generators() -> [Generator] {
         var seen = Set<ObjectIdentifier>()
-        return modules().compactMap { ($0 as? RandomDrawing)?.generator }.filter { seen.insert(ObjectIdentifier($0)).inserted }
+        return modules().compactMap { ($0 as? RandomDrawing)?.generator }.filter {
+            seen.insert(ObjectIdentifier($0)).inserted
+        }
     }
 }

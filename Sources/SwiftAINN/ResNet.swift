@@ -4,8 +4,12 @@ import SwiftAICore
 // shapes and parameter order are torchvision's and its weights load strictly.
 
 /// torchvision's `conv3x3`: 3×3, padding 1, no bias.
-private func conv3x3(_ inPlanes: Int, _ outPlanes: Int, stride: Int = 1, groups: Int = 1, generator: Generator) -> Conv2d {
-    Conv2d(inPlanes, outPlanes, kernelSize: 3, stride: stride, padding: 1, groups: groups, bias: false, generator: generator)
+private func conv3x3(_ inPlanes: Int, _ outPlanes: Int, stride: Int = 1, groups: Int = 1, generator: Generator)
+    -> Conv2d
+{
+    Conv2d(
+        inPlanes, outPlanes, kernelSize: 3, stride: stride, padding: 1, groups: groups, bias: false,
+        generator: generator)
 }
 
 /// torchvision's `conv1x1`: 1×1, no bias.
@@ -28,10 +32,13 @@ public final class BasicBlock: Module {
     public let downsample: Sequential?
 
     /// `groups` and `baseWidth` exist for signature parity with ``Bottleneck``; torchvision only allows 1 and 64.
-    public init(inPlanes: Int, planes: Int, stride: Int = 1, downsample: Sequential? = nil, groups: Int = 1,
-                baseWidth: Int = 64, generator: Generator = .default) {
-        require(groups == 1 && baseWidth == 64,
-                "BasicBlock: only supports groups=1 and base_width=64 (got groups \(groups), base_width \(baseWidth))")
+    public init(
+        inPlanes: Int, planes: Int, stride: Int = 1, downsample: Sequential? = nil, groups: Int = 1,
+        baseWidth: Int = 64, generator: Generator = .default
+    ) {
+        require(
+            groups == 1 && baseWidth == 64,
+            "BasicBlock: only supports groups=1 and base_width=64 (got groups \(groups), base_width \(baseWidth))")
         conv1 = conv3x3(inPlanes, planes, stride: stride, generator: generator)
         bn1 = BatchNorm2d(planes)
         relu = ReLU()
@@ -68,8 +75,10 @@ public final class Bottleneck: Module {
     public let relu: ReLU
     public let downsample: Sequential?
 
-    public init(inPlanes: Int, planes: Int, stride: Int = 1, downsample: Sequential? = nil, groups: Int = 1,
-                baseWidth: Int = 64, generator: Generator = .default) {
+    public init(
+        inPlanes: Int, planes: Int, stride: Int = 1, downsample: Sequential? = nil, groups: Int = 1,
+        baseWidth: Int = 64, generator: Generator = .default
+    ) {
         let width = Int(Double(planes) * (Double(baseWidth) / 64)) * groups
         conv1 = conv1x1(inPlanes, width, generator: generator)
         bn1 = BatchNorm2d(width)
@@ -97,7 +106,8 @@ public final class Bottleneck: Module {
 /// torchvision's `ResNet` (without dilation or a custom norm layer).
 ///
 /// Children are named as torchvision names them (`conv1`, `bn1`, `relu`, `maxpool`, `layer1`…`layer4`, `avgpool`,
-/// `fc`), so ``Module/stateDict()`` has torchvision's keys (`layer2.0.downsample.0.weight`, `bn1.num_batches_tracked`, …)
+/// `fc`), so ``Module/stateDict()`` has torchvision's keys (`layer2.0.downsample.0.weight`, `bn1.num_batches_tracked`,
+/// …)
 /// and ``Module/load(stateDict:strict:)`` accepts torchvision's state dicts.
 public final class ResNet: Module {
     /// Which residual block the stages are made of.
@@ -129,29 +139,42 @@ public final class ResNet: Module {
     /// torchvision does: convolutions Kaiming-normal (fan out, ReLU), BatchNorm weight 1 and bias 0, `fc` at
     /// `nn.Linear`'s default. With `zeroInitResidual` the last BatchNorm of every block starts with weight 0.
     /// `inChannels` (torchvision: always 3) sets the stem's input channels.
-    public init(block: Block, layers: [Int], numClasses: Int = 1000, inChannels: Int = 3, groups: Int = 1,
-                widthPerGroup: Int = 64, zeroInitResidual: Bool = false, generator: Generator = .default) {
-        require(layers.count == 4 && layers.allSatisfy { $0 >= 1 },
-                "ResNet: layers must be four block counts ≥ 1 (got \(layers))")
-        require(block == .bottleneck || (groups == 1 && widthPerGroup == 64),
-                "ResNet: BasicBlock only supports groups=1 and width_per_group=64 (got groups \(groups), width_per_group \(widthPerGroup))")
+    public init(
+        block: Block, layers: [Int], numClasses: Int = 1000, inChannels: Int = 3, groups: Int = 1,
+        widthPerGroup: Int = 64, zeroInitResidual: Bool = false, generator: Generator = .default
+    ) {
+        require(
+            layers.count == 4 && layers.allSatisfy { $0 >= 1 },
+            "ResNet: layers must be four block counts ≥ 1 (got \(layers))")
+        require(
+            block == .bottleneck || (groups == 1 && widthPerGroup == 64),
+            """
+            ResNet: BasicBlock only supports groups=1 and width_per_group=64 (got groups \(groups), width_per_group \
+            \(widthPerGroup))
+            """
+        )
         var inPlanes = 64
         func makeLayer(_ planes: Int, _ blocks: Int, stride: Int) -> Sequential {
             let outPlanes = planes * block.expansion
             var downsample: Sequential? = nil
             if stride != 1 || inPlanes != outPlanes {
-                downsample = Sequential(conv1x1(inPlanes, outPlanes, stride: stride, generator: generator), BatchNorm2d(outPlanes))
+                downsample = Sequential(
+                    conv1x1(inPlanes, outPlanes, stride: stride, generator: generator), BatchNorm2d(outPlanes))
             }
             var mods: [Module] = []
             for i in 0..<blocks {
                 let s = i == 0 ? stride : 1, ds = i == 0 ? downsample : nil
                 switch block {
                 case .basic:
-                    mods.append(BasicBlock(inPlanes: inPlanes, planes: planes, stride: s, downsample: ds, groups: groups,
-                                           baseWidth: widthPerGroup, generator: generator))
+                    mods.append(
+                        BasicBlock(
+                            inPlanes: inPlanes, planes: planes, stride: s, downsample: ds, groups: groups,
+                            baseWidth: widthPerGroup, generator: generator))
                 case .bottleneck:
-                    mods.append(Bottleneck(inPlanes: inPlanes, planes: planes, stride: s, downsample: ds, groups: groups,
-                                           baseWidth: widthPerGroup, generator: generator))
+                    mods.append(
+                        Bottleneck(
+                            inPlanes: inPlanes, planes: planes, stride: s, downsample: ds, groups: groups,
+                            baseWidth: widthPerGroup, generator: generator))
                 }
                 inPlanes = outPlanes
             }
@@ -171,7 +194,9 @@ public final class ResNet: Module {
         super.init()
         // BatchNorm2d already starts at weight 1, bias 0, as torchvision sets it.
         for m in modules() {
-            if let c = m as? Conv2d { Init.kaimingNormal(c.weight, mode: .fanOut, nonlinearity: .relu, generator: generator) }
+            if let c = m as? Conv2d {
+                Init.kaimingNormal(c.weight, mode: .fanOut, nonlinearity: .relu, generator: generator)
+            }
         }
         if zeroInitResidual {
             for m in modules() {
@@ -187,8 +212,9 @@ public final class ResNet: Module {
     }
 
     public override func fusedForInference() -> Module {
-        Sequential([FusedConv2d(conv1, bn: bn1, activation: relu, epilogue: [.leakyRelu(0)]), maxpool]
-                   + [layer1, layer2, layer3, layer4].map { $0.fusedForInference() } + [avgpool, Flatten(), fc])
+        Sequential(
+            [FusedConv2d(conv1, bn: bn1, activation: relu, epilogue: [.leakyRelu(0)]), maxpool]
+                + [layer1, layer2, layer3, layer4].map { $0.fusedForInference() } + [avgpool, Flatten(), fc])
     }
 
     /// The body's output: `[N, numFeatures, H/32, W/32]` (everything before `avgpool`).
@@ -198,35 +224,49 @@ public final class ResNet: Module {
     }
 
     /// Everything before `avgpool` as a `Sequential` of the same module instances (conv1, bn1, relu, maxpool,
-    /// layer1…layer4), named `0`…`7` as fastai's `create_body` names `model[0]` (`4.0.conv1.weight` is `layer1.0.conv1.weight`).
+    /// layer1…layer4), named `0`…`7` as fastai's `create_body` names `model[0]` (`4.0.conv1.weight` is
+    /// `layer1.0.conv1.weight`).
     public var body: Sequential { Sequential(conv1, bn1, relu, maxpool, layer1, layer2, layer3, layer4) }
 
     /// The torchvision names of ``body``'s members, by index.
     public static let bodyNames = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
 
     /// torchvision's `resnet18`: BasicBlock, [2, 2, 2, 2] (11 689 512 parameters with 1000 classes).
-    public static func resnet18(numClasses: Int = 1000, inChannels: Int = 3, generator: Generator = .default) -> ResNet {
-        ResNet(block: .basic, layers: [2, 2, 2, 2], numClasses: numClasses, inChannels: inChannels, generator: generator)
+    public static func resnet18(numClasses: Int = 1000, inChannels: Int = 3, generator: Generator = .default) -> ResNet
+    {
+        ResNet(
+            block: .basic, layers: [2, 2, 2, 2], numClasses: numClasses, inChannels: inChannels, generator: generator)
     }
 
     /// torchvision's `resnet34`: BasicBlock, [3, 4, 6, 3] (21 797 672 parameters).
-    public static func resnet34(numClasses: Int = 1000, inChannels: Int = 3, generator: Generator = .default) -> ResNet {
-        ResNet(block: .basic, layers: [3, 4, 6, 3], numClasses: numClasses, inChannels: inChannels, generator: generator)
+    public static func resnet34(numClasses: Int = 1000, inChannels: Int = 3, generator: Generator = .default) -> ResNet
+    {
+        ResNet(
+            block: .basic, layers: [3, 4, 6, 3], numClasses: numClasses, inChannels: inChannels, generator: generator)
     }
 
     /// torchvision's `resnet50`: Bottleneck, [3, 4, 6, 3] (25 557 032 parameters).
-    public static func resnet50(numClasses: Int = 1000, inChannels: Int = 3, generator: Generator = .default) -> ResNet {
-        ResNet(block: .bottleneck, layers: [3, 4, 6, 3], numClasses: numClasses, inChannels: inChannels, generator: generator)
+    public static func resnet50(numClasses: Int = 1000, inChannels: Int = 3, generator: Generator = .default) -> ResNet
+    {
+        ResNet(
+            block: .bottleneck, layers: [3, 4, 6, 3], numClasses: numClasses, inChannels: inChannels,
+            generator: generator)
     }
 
     /// torchvision's `resnet101`: Bottleneck, [3, 4, 23, 3] (44 549 160 parameters).
-    public static func resnet101(numClasses: Int = 1000, inChannels: Int = 3, generator: Generator = .default) -> ResNet {
-        ResNet(block: .bottleneck, layers: [3, 4, 23, 3], numClasses: numClasses, inChannels: inChannels, generator: generator)
+    public static func resnet101(numClasses: Int = 1000, inChannels: Int = 3, generator: Generator = .default) -> ResNet
+    {
+        ResNet(
+            block: .bottleneck, layers: [3, 4, 23, 3], numClasses: numClasses, inChannels: inChannels,
+            generator: generator)
     }
 
     /// torchvision's `resnet152`: Bottleneck, [3, 8, 36, 3] (60 192 808 parameters).
-    public static func resnet152(numClasses: Int = 1000, inChannels: Int = 3, generator: Generator = .default) -> ResNet {
-        ResNet(block: .bottleneck, layers: [3, 8, 36, 3], numClasses: numClasses, inChannels: inChannels, generator: generator)
+    public static func resnet152(numClasses: Int = 1000, inChannels: Int = 3, generator: Generator = .default) -> ResNet
+    {
+        ResNet(
+            block: .bottleneck, layers: [3, 8, 36, 3], numClasses: numClasses, inChannels: inChannels,
+            generator: generator)
     }
 }
 

@@ -11,7 +11,9 @@ public final class Sequential: Module {
 
     public convenience init(_ layers: Module...) { self.init(layers) }
 
-    public override var namedChildren: [(String, Module)] { layers.enumerated().map { (String($0.offset), $0.element) } }
+    public override var namedChildren: [(String, Module)] {
+        layers.enumerated().map { (String($0.offset), $0.element) }
+    }
 
     public override func forward(_ x: Tensor) -> Tensor { layers.reduce(x) { $1($0) } }
 
@@ -36,11 +38,15 @@ public typealias NormFactory = (Int) -> Module
 
 /// The lesson's `conv`: Conv2d (padding `ks/2`), then optional norm, then optional activation.
 /// The conv has a bias unless a batch norm follows (`bias: nil`), as in miniai.
-public func conv(_ ni: Int, _ nf: Int, ks: Int = 3, stride: Int = 2, act: ActivationFactory? = { ReLU() },
-                 norm: NormFactory? = nil, bias: Bool? = nil, generator: Generator = .default) -> Sequential {
+public func conv(
+    _ ni: Int, _ nf: Int, ks: Int = 3, stride: Int = 2, act: ActivationFactory? = { ReLU() },
+    norm: NormFactory? = nil, bias: Bool? = nil, generator: Generator = .default
+) -> Sequential {
     let normLayer = norm?(nf)
     let useBias = bias ?? !(normLayer is BatchNorm)
-    var layers: [Module] = [Conv2d(ni, nf, kernelSize: ks, stride: stride, padding: ks / 2, bias: useBias, generator: generator)]
+    var layers: [Module] = [
+        Conv2d(ni, nf, kernelSize: ks, stride: stride, padding: ks / 2, bias: useBias, generator: generator)
+    ]
     if let normLayer { layers.append(normLayer) }
     if let act { layers.append(act()) }
     return Sequential(layers)
@@ -57,27 +63,34 @@ public final class ResBlock: Module {
     public let pool: Module
     public let act: Module
 
-    public init(_ ni: Int, _ nf: Int, stride: Int = 1, ks: Int = 3, act: @escaping ActivationFactory = { ReLU() },
-                norm: NormFactory? = { BatchNorm2d($0) }, zeroInitLastNorm: Bool = false, generator: Generator = .default) {
-        convs = Sequential(conv(ni, nf, ks: ks, stride: 1, act: act, norm: norm, generator: generator),
-                           conv(nf, nf, ks: ks, stride: stride, act: nil, norm: norm, generator: generator))
+    public init(
+        _ ni: Int, _ nf: Int, stride: Int = 1, ks: Int = 3, act: @escaping ActivationFactory = { ReLU() },
+        norm: NormFactory? = { BatchNorm2d($0) }, zeroInitLastNorm: Bool = false, generator: Generator = .default
+    ) {
+        convs = Sequential(
+            conv(ni, nf, ks: ks, stride: 1, act: act, norm: norm, generator: generator),
+            conv(nf, nf, ks: ks, stride: stride, act: nil, norm: norm, generator: generator))
         idconv = ni == nf ? Identity() : conv(ni, nf, ks: 1, stride: 1, act: nil, norm: norm, generator: generator)
         pool = stride == 1 ? Identity() : AvgPool2d(2, ceilMode: true)
         self.act = act()
         super.init()
         if zeroInitLastNorm, let bn = (convs[1] as? Sequential)?.layers.last(where: { $0 is BatchNorm }) as? BatchNorm,
-           let w = bn.weight {
+            let w = bn.weight
+        {
             Init.zeros(w)
         }
     }
 
     public override func forward(_ x: Tensor) -> Tensor { act(convs(x) + idconv(pool(x))) }
 
-    /// `convs[1]`'s convolution adds the shortcut and applies `act` in its kernel (unfused if `act` or a norm cannot be).
+    /// `convs[1]`'s convolution adds the shortcut and applies `act` in its kernel (unfused if `act` or a norm cannot
+    /// be).
     public override func fusedForInference() -> Module {
         guard convs.count == 2, let second = convs[1] as? Sequential, let actEpilogue = FusedConv2d.epilogue(of: act),
-              let last = FusedConv2d.fuse(exactly: second.layers, epilogue: [.addResidual] + actEpilogue) else { return self }
-        return FusedResidual(main: [convs[0].fusedForInference()], last: last,
-                             shortcut: Sequential(pool, idconv.fusedForInference()), source: self)
+            let last = FusedConv2d.fuse(exactly: second.layers, epilogue: [.addResidual] + actEpilogue)
+        else { return self }
+        return FusedResidual(
+            main: [convs[0].fusedForInference()], last: last,
+            shortcut: Sequential(pool, idconv.fusedForInference()), source: self)
     }
 }

@@ -16,7 +16,10 @@ public struct StateDictError: Error, CustomStringConvertible, Equatable {
         if !unexpected.isEmpty { parts.append("unexpected keys: \(unexpected.joined(separator: ", "))") }
         if !mismatched.isEmpty { parts.append("size mismatch: \(mismatched.joined(separator: "; "))") }
         return "error(s) loading state dict: " + parts.joined(separator: ". ")
-            + ". The weights were saved from a different architecture; build the same model, or load with strict: false to skip missing/unexpected keys."
+            + """
+            . The weights were saved from a different architecture; build the same model, or load with strict: false \
+            to skip missing/unexpected keys.
+            """
     }
 }
 
@@ -55,7 +58,8 @@ extension Module {
             if t.shape != mine.shape {
                 err.mismatched.append("\(k): model \(mine.shape), given \(t.shape)")
             } else if t.dtype != mine.dtype && !(t.dtype.isFloatingPoint && mine.dtype.isFloatingPoint)
-                        && !(!t.dtype.isFloatingPoint && !mine.dtype.isFloatingPoint) {
+                && !(!t.dtype.isFloatingPoint && !mine.dtype.isFloatingPoint)
+            {
                 err.mismatched.append("\(k): model \(mine.dtype), given \(t.dtype)")
             }
         }

@@ -16,9 +16,12 @@ public final class GradScaler {
     public var growthTracker = 0
 
     /// PyTorch's defaults: initial scale 2¹⁶, growth ×2 every 2000 good steps, back-off ×0.5.
-    public init(initScale: Double = 65536, growthFactor: Double = 2, backoffFactor: Double = 0.5, growthInterval: Int = 2000) {
-        require(initScale > 0 && growthFactor > 1 && backoffFactor > 0 && backoffFactor < 1 && growthInterval > 0,
-                "GradScaler: need initScale > 0, growthFactor > 1, 0 < backoffFactor < 1 and growthInterval > 0")
+    public init(
+        initScale: Double = 65536, growthFactor: Double = 2, backoffFactor: Double = 0.5, growthInterval: Int = 2000
+    ) {
+        require(
+            initScale > 0 && growthFactor > 1 && backoffFactor > 0 && backoffFactor < 1 && growthInterval > 0,
+            "GradScaler: need initScale > 0, growthFactor > 1, 0 < backoffFactor < 1 and growthInterval > 0")
         scale = initScale
         self.growthFactor = growthFactor
         self.backoffFactor = backoffFactor

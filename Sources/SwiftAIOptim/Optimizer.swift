@@ -15,8 +15,10 @@ public struct Hyper: Sendable, Equatable {
     public var dampening: Double
     public var nesterov: Bool
 
-    public init(lr: Double, mom: Double = 0, sqrMom: Double = 0.99, eps: Double = 1e-8, wd: Double = 0,
-                dampening: Double = 0, nesterov: Bool = false) {
+    public init(
+        lr: Double, mom: Double = 0, sqrMom: Double = 0.99, eps: Double = 1e-8, wd: Double = 0,
+        dampening: Double = 0, nesterov: Bool = false
+    ) {
         self.lr = lr
         self.mom = mom
         self.sqrMom = sqrMom
@@ -51,7 +53,9 @@ public func weightDecaySplit(_ model: Module) -> (decay: [Parameter], noDecay: [
         }
     }
     let all = model.parameters()
-    return (all.filter { !noDecay.contains(ObjectIdentifier($0)) }, all.filter { noDecay.contains(ObjectIdentifier($0)) })
+    return (
+        all.filter { !noDecay.contains(ObjectIdentifier($0)) }, all.filter { noDecay.contains(ObjectIdentifier($0)) }
+    )
 }
 
 /// Base optimizer: parameter groups, per-parameter state, `step()` and `zeroGrad()`.
@@ -216,10 +220,17 @@ public struct SGDState: OptimizerState {
 public final class SGD: StatefulOptimizer<SGDState> {
     public override init(_ groups: [ParamGroup]) { super.init(groups) }
 
-    public convenience init(_ params: [Parameter], lr: Double, momentum: Double = 0, dampening: Double = 0,
-                            weightDecay: Double = 0, nesterov: Bool = false) {
-        self.init([ParamGroup(params, Hyper(lr: lr, mom: momentum, wd: weightDecay, dampening: dampening,
-                                            nesterov: nesterov))])
+    public convenience init(
+        _ params: [Parameter], lr: Double, momentum: Double = 0, dampening: Double = 0,
+        weightDecay: Double = 0, nesterov: Bool = false
+    ) {
+        self.init([
+            ParamGroup(
+                params,
+                Hyper(
+                    lr: lr, mom: momentum, wd: weightDecay, dampening: dampening,
+                    nesterov: nesterov))
+        ])
     }
 
     public override func update(_ w: Tensor, _ g: Tensor, _ st: inout SGDState, _ h: Hyper) -> Tensor {
@@ -272,8 +283,10 @@ public struct RMSPropState: OptimizerState {
 public final class RMSProp: StatefulOptimizer<RMSPropState> {
     public override init(_ groups: [ParamGroup]) { super.init(groups) }
 
-    public convenience init(_ params: [Parameter], lr: Double = 0.01, alpha: Double = 0.99, eps: Double = 1e-8,
-                            weightDecay: Double = 0, momentum: Double = 0) {
+    public convenience init(
+        _ params: [Parameter], lr: Double = 0.01, alpha: Double = 0.99, eps: Double = 1e-8,
+        weightDecay: Double = 0, momentum: Double = 0
+    ) {
         self.init([ParamGroup(params, Hyper(lr: lr, mom: momentum, sqrMom: alpha, eps: eps, wd: weightDecay))])
     }
 
@@ -335,8 +348,10 @@ public class Adam: StatefulOptimizer<AdamState> {
         super.init(groups)
     }
 
-    public convenience init(_ params: [Parameter], lr: Double = 1e-3, betas: (Double, Double) = (0.9, 0.999),
-                            eps: Double = 1e-8, weightDecay: Double = 0) {
+    public convenience init(
+        _ params: [Parameter], lr: Double = 1e-3, betas: (Double, Double) = (0.9, 0.999),
+        eps: Double = 1e-8, weightDecay: Double = 0
+    ) {
         self.init([ParamGroup(params, Hyper(lr: lr, mom: betas.0, sqrMom: betas.1, eps: eps, wd: weightDecay))])
     }
 
@@ -344,10 +359,12 @@ public class Adam: StatefulOptimizer<AdamState> {
         st.step += 1
         let t = Double(st.step)
         let bc1 = 1 - Glibc.pow(h.mom, t), bc2 = 1 - Glibc.pow(h.sqrMom, t)
-        if let r = Tensor.fusedAdamStep(weight: w, grad: g, expAvg: st.expAvg ?? Tensor.zeros(like: w),
-                                        expAvgSq: st.expAvgSq ?? Tensor.zeros(like: w), lr: h.lr,
-                                        beta1: h.mom, beta2: h.sqrMom, eps: h.eps, weightDecay: h.wd,
-                                        decoupled: decoupled, biasCorrection1: bc1, biasCorrection2: bc2) {
+        if let r = Tensor.fusedAdamStep(
+            weight: w, grad: g, expAvg: st.expAvg ?? Tensor.zeros(like: w),
+            expAvgSq: st.expAvgSq ?? Tensor.zeros(like: w), lr: h.lr,
+            beta1: h.mom, beta2: h.sqrMom, eps: h.eps, weightDecay: h.wd,
+            decoupled: decoupled, biasCorrection1: bc1, biasCorrection2: bc2)
+        {
             st.expAvg = r.expAvg
             st.expAvgSq = r.expAvgSq
             return r.weight
@@ -374,13 +391,15 @@ public class Adam: StatefulOptimizer<AdamState> {
     override func decode(_ g: OptimizerMetadata.Group, index: Int, into h: inout Hyper) throws {
         let betas = try g.required(\.betas, "betas", group: index)
         guard betas.count == 2 else {
-            throw OptimizerStateError.invalidHyperParameter(group: index, name: "betas",
-                                                            reason: "\(betas.count) values, not 2")
+            throw OptimizerStateError.invalidHyperParameter(
+                group: index, name: "betas",
+                reason: "\(betas.count) values, not 2")
         }
         let saved = try g.required(\.decoupledWeightDecay, "decoupled_weight_decay", group: index)
         guard saved == decoupled else {
-            throw OptimizerStateError.invalidHyperParameter(group: index, name: "decoupled_weight_decay",
-                                                            reason: "saved \(saved), this optimizer's is \(decoupled)")
+            throw OptimizerStateError.invalidHyperParameter(
+                group: index, name: "decoupled_weight_decay",
+                reason: "saved \(saved), this optimizer's is \(decoupled)")
         }
         (h.mom, h.sqrMom) = (betas[0], betas[1])
         h.eps = try g.required(\.eps, "eps", group: index)
@@ -391,8 +410,10 @@ public class Adam: StatefulOptimizer<AdamState> {
 public final class AdamW: Adam {
     public init(_ groups: [ParamGroup]) { super.init(groups, decoupledWeightDecay: true) }
 
-    public convenience init(_ params: [Parameter], lr: Double = 1e-3, betas: (Double, Double) = (0.9, 0.999),
-                            eps: Double = 1e-8, weightDecay: Double = 0.01) {
+    public convenience init(
+        _ params: [Parameter], lr: Double = 1e-3, betas: (Double, Double) = (0.9, 0.999),
+        eps: Double = 1e-8, weightDecay: Double = 0.01
+    ) {
         self.init([ParamGroup(params, Hyper(lr: lr, mom: betas.0, sqrMom: betas.1, eps: eps, wd: weightDecay))])
     }
 
@@ -418,8 +439,10 @@ public final class AutoAnnealAdam: Adam {
     /// The most recent squared-gradient average.
     public private(set) var lastAverage: Double = 0
 
-    public init(_ params: [Parameter], lr: Double = 1e-3, betas: (Double, Double) = (0.9, 0.999), eps: Double = 1e-8,
-                factor: Double = 4) {
+    public init(
+        _ params: [Parameter], lr: Double = 1e-3, betas: (Double, Double) = (0.9, 0.999), eps: Double = 1e-8,
+        factor: Double = 4
+    ) {
         self.factor = factor
         super.init([ParamGroup(params, Hyper(lr: lr, mom: betas.0, sqrMom: betas.1, eps: eps))])
     }

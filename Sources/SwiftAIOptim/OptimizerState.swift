@@ -145,7 +145,9 @@ public struct OptimizerMetadata: Codable, Equatable, Sendable {
     }
 
     init(kind: String, stepCount: Int, state: [Int: Entry], paramGroups: [Group], extra: [String: Double]) {
-        (self.kind, self.stepCount, self.state, self.paramGroups, self.extra) = (kind, stepCount, state, paramGroups, extra)
+        (self.kind, self.stepCount, self.state, self.paramGroups, self.extra) = (
+            kind, stepCount, state, paramGroups, extra
+        )
     }
 
     enum CodingKeys: String, CodingKey {
@@ -157,8 +159,9 @@ public struct OptimizerMetadata: Codable, Equatable, Sendable {
     public func json() throws -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
-        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf",
-                                                                      negativeInfinity: "-inf", nan: "nan")
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(
+            positiveInfinity: "inf",
+            negativeInfinity: "-inf", nan: "nan")
         do { return String(decoding: try encoder.encode(self), as: UTF8.self) } catch {
             throw OptimizerStateError.badMetadata("cannot encode the metadata: \(error)")
         }
@@ -167,14 +170,16 @@ public struct OptimizerMetadata: Codable, Equatable, Sendable {
     /// Parses ``json()``'s text; throws ``OptimizerStateError/badMetadata(_:)``.
     public init(json: String) throws {
         let decoder = JSONDecoder()
-        decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf",
-                                                                        negativeInfinity: "-inf", nan: "nan")
+        decoder.nonConformingFloatDecodingStrategy = .convertFromString(
+            positiveInfinity: "inf",
+            negativeInfinity: "-inf", nan: "nan")
         do { self = try decoder.decode(OptimizerMetadata.self, from: Data(json.utf8)) } catch {
             throw OptimizerStateError.badMetadata("the metadata is not SwiftAI optimizer state: \(error)")
         }
         guard version == Self.currentVersion else {
-            throw OptimizerStateError.badMetadata("format version \(version); this SwiftAI reads "
-                                                  + "\(Self.currentVersion)")
+            throw OptimizerStateError.badMetadata(
+                "format version \(version); this SwiftAI reads "
+                    + "\(Self.currentVersion)")
         }
     }
 }
@@ -201,8 +206,9 @@ public struct OptimizerStateDict {
     /// the tensors whose names start with `prefix` (without it) and the metadata under ``OptimizerMetadata/key``.
     public init(fileTensors: [String: Tensor], metadata: [String: String], prefix: String = "") throws {
         guard let json = metadata[OptimizerMetadata.key] else {
-            throw OptimizerStateError.badMetadata("no '\(OptimizerMetadata.key)' metadata: not a file of optimizer "
-                                                  + "state")
+            throw OptimizerStateError.badMetadata(
+                "no '\(OptimizerMetadata.key)' metadata: not a file of optimizer "
+                    + "state")
         }
         self.metadata = try OptimizerMetadata(json: json)
         tensors = [:]
@@ -218,8 +224,9 @@ extension Optimizer {
         var groups: [OptimizerMetadata.Group] = []
         var index = 0
         for pg in paramGroups {
-            var g = OptimizerMetadata.Group(params: Array(index..<(index + pg.params.count)), lr: pg.hyper.lr,
-                                            weightDecay: pg.hyper.wd, lrMult: pg.lrMult)
+            var g = OptimizerMetadata.Group(
+                params: Array(index..<(index + pg.params.count)), lr: pg.hyper.lr,
+                weightDecay: pg.hyper.wd, lrMult: pg.lrMult)
             encode(pg.hyper, into: &g)
             groups.append(g)
             for p in pg.params {
@@ -230,8 +237,10 @@ extension Optimizer {
                 index += 1
             }
         }
-        return OptimizerStateDict(tensors: tensors, metadata: OptimizerMetadata(
-            kind: kind, stepCount: stepCount, state: entries, paramGroups: groups, extra: extraState))
+        return OptimizerStateDict(
+            tensors: tensors,
+            metadata: OptimizerMetadata(
+                kind: kind, stepCount: stepCount, state: entries, paramGroups: groups, extra: extraState))
     }
 
     /// Loads state saved by ``stateDict()`` from an optimizer of the same kind over parameters of the same shapes

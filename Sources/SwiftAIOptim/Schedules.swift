@@ -3,8 +3,10 @@ import SwiftAICore
 
 /// A hyper-parameter value as a function of the training step `i` out of `n` steps.
 ///
-/// fastai-style schedules (`cos`, `linear`, `exponential`, `combine`, ``fastaiOneCycle(lrMax:div:divFinal:pctStart:moms:)``)
-/// depend on the position `i / n`; PyTorch-style ones (``oneCycleLR(maxLR:totalSteps:pctStart:divFactor:finalDivFactor:baseMomentum:maxMomentum:)``,
+/// fastai-style schedules (`cos`, `linear`, `exponential`, `combine`,
+/// ``fastaiOneCycle(lrMax:div:divFinal:pctStart:moms:)``)
+/// depend on the position `i / n`; PyTorch-style ones
+/// (``oneCycleLR(maxLR:totalSteps:pctStart:divFactor:finalDivFactor:baseMomentum:maxMomentum:)``,
 /// ``cosineAnnealing(base:tMax:etaMin:)``, ``stepDecay(base:stepSize:gamma:)``) on the step itself, exactly as
 /// `torch.optim.lr_scheduler` computes them.
 public struct Schedule {
@@ -35,7 +37,9 @@ public struct Schedule {
     public static func linear(_ start: Double, _ end: Double) -> Schedule { position { start + $0 * (end - start) } }
 
     /// Geometric from `start` to `end` (`SchedExp`).
-    public static func exponential(_ start: Double, _ end: Double) -> Schedule { position { start * Glibc.pow(end / start, $0) } }
+    public static func exponential(_ start: Double, _ end: Double) -> Schedule {
+        position { start * Glibc.pow(end / start, $0) }
+    }
 
     /// Polynomial from `start` to `end` (`SchedPoly`).
     public static func poly(_ start: Double, _ end: Double, power: Double) -> Schedule {
@@ -59,25 +63,35 @@ public struct Schedule {
 
     /// fastai's `fit_one_cycle` schedules: learning rate cos-warms from `lrMax/div` to `lrMax` over `pctStart`,
     /// then cos-anneals to `lrMax/divFinal`; momentum goes 0.95 → 0.85 → 0.95 on the same phases.
-    public static func fastaiOneCycle(lrMax: Double, div: Double = 25, divFinal: Double = 1e5, pctStart: Double = 0.25,
-                                      moms: (Double, Double, Double) = (0.95, 0.85, 0.95)) -> (lr: Schedule, mom: Schedule) {
-        (combine([pctStart, 1 - pctStart], [cos(lrMax / div, lrMax), cos(lrMax, lrMax / divFinal)]),
-         combine([pctStart, 1 - pctStart], [cos(moms.0, moms.1), cos(moms.1, moms.2)]))
+    public static func fastaiOneCycle(
+        lrMax: Double, div: Double = 25, divFinal: Double = 1e5, pctStart: Double = 0.25,
+        moms: (Double, Double, Double) = (0.95, 0.85, 0.95)
+    ) -> (lr: Schedule, mom: Schedule) {
+        (
+            combine([pctStart, 1 - pctStart], [cos(lrMax / div, lrMax), cos(lrMax, lrMax / divFinal)]),
+            combine([pctStart, 1 - pctStart], [cos(moms.0, moms.1), cos(moms.1, moms.2)])
+        )
     }
 
     // MARK: PyTorch
 
     /// `torch.optim.lr_scheduler.OneCycleLR` (cosine annealing, two phases), learning rate and momentum (β₁).
-    public static func oneCycleLR(maxLR: Double, totalSteps: Int, pctStart: Double = 0.3, divFactor: Double = 25,
-                                  finalDivFactor: Double = 1e4, baseMomentum: Double = 0.85,
-                                  maxMomentum: Double = 0.95) -> (lr: Schedule, mom: Schedule) {
+    public static func oneCycleLR(
+        maxLR: Double, totalSteps: Int, pctStart: Double = 0.3, divFactor: Double = 25,
+        finalDivFactor: Double = 1e4, baseMomentum: Double = 0.85,
+        maxMomentum: Double = 0.95
+    ) -> (lr: Schedule, mom: Schedule) {
         let initial = maxLR / divFactor, minLR = initial / finalDivFactor
         let phases: [(end: Double, lr: (Double, Double), mom: (Double, Double))] = [
             (pctStart * Double(totalSteps) - 1, (initial, maxLR), (maxMomentum, baseMomentum)),
-            (Double(totalSteps) - 1, (maxLR, minLR), (baseMomentum, maxMomentum)),
+            (Double(totalSteps) - 1, (maxLR, minLR), (baseMomentum, maxMomentum))
         ]
-        func anneal(_ a: Double, _ b: Double, _ pct: Double) -> Double { b + (a - b) / 2 * (Glibc.cos(Double.pi * pct) + 1) }
-        func value(_ step: Int, _ pick: ((end: Double, lr: (Double, Double), mom: (Double, Double))) -> (Double, Double)) -> Double {
+        func anneal(_ a: Double, _ b: Double, _ pct: Double) -> Double {
+            b + (a - b) / 2 * (Glibc.cos(Double.pi * pct) + 1)
+        }
+        func value(
+            _ step: Int, _ pick: ((end: Double, lr: (Double, Double), mom: (Double, Double))) -> (Double, Double)
+        ) -> Double {
             var start = 0.0
             for (k, ph) in phases.enumerated() {
                 if Double(step) <= ph.end || k == phases.count - 1 {

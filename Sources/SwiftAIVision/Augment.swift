@@ -1,7 +1,7 @@
 import SwiftAICore
 import SwiftAIData
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 // fastai's GPU batch augmentations (`aug_transforms`) as batch transforms that fuse into one CPU pass per item:
@@ -58,13 +58,21 @@ public struct AffineCoordTransform: BatchTransform {
     public var padMode: PadMode
     public var alignCorners: Bool
 
-    public init(flip: (kind: FlipKind, p: Double)? = nil, rotate: (maxDegrees: Double, p: Double)? = nil,
-                zoom: (min: Double, max: Double, p: Double)? = nil, warp: (magnitude: Double, p: Double)? = nil,
-                size: (height: Int, width: Int)? = nil, mode: ResampleMode = .bilinear, padMode: PadMode = .reflection,
-                alignCorners: Bool = true) {
-        require(zoom.map { $0.min <= $0.max && $0.min > 0 } ?? true,
-                "AffineCoordTransform: zoom range \(zoom.map { "\($0.min)...\($0.max)" } ?? "") must be positive and ordered")
-        require(size.map { $0.height > 0 && $0.width > 0 } ?? true, "AffineCoordTransform: size \(size!) must be positive")
+    public init(
+        flip: (kind: FlipKind, p: Double)? = nil, rotate: (maxDegrees: Double, p: Double)? = nil,
+        zoom: (min: Double, max: Double, p: Double)? = nil, warp: (magnitude: Double, p: Double)? = nil,
+        size: (height: Int, width: Int)? = nil, mode: ResampleMode = .bilinear, padMode: PadMode = .reflection,
+        alignCorners: Bool = true
+    ) {
+        require(
+            zoom.map { $0.min <= $0.max && $0.min > 0 } ?? true,
+            """
+            AffineCoordTransform: zoom range \(zoom.map { "\($0.min)...\($0.max)" } ?? "") must be positive and \
+            ordered
+            """
+        )
+        require(
+            size.map { $0.height > 0 && $0.width > 0 } ?? true, "AffineCoordTransform: size \(size!) must be positive")
         self.flip = flip
         self.rotate = rotate
         self.zoom = zoom
@@ -171,11 +179,19 @@ public struct RandomResizedCropGPU: BatchTransform {
     public var mode: ResampleMode
     public var validScale: Double
 
-    public init(size: (height: Int, width: Int), minScale: Double = 0.08, ratio: (min: Double, max: Double) = (3.0 / 4, 4.0 / 3),
-                mode: ResampleMode = .bilinear, validScale: Double = 1, maxScale: Double = 1) {
+    public init(
+        size: (height: Int, width: Int), minScale: Double = 0.08,
+        ratio: (min: Double, max: Double) = (3.0 / 4, 4.0 / 3),
+        mode: ResampleMode = .bilinear, validScale: Double = 1, maxScale: Double = 1
+    ) {
         require(size.height > 0 && size.width > 0, "RandomResizedCropGPU: size \(size) must be positive")
-        require(0 < minScale && minScale <= maxScale && 0 < ratio.min && ratio.min <= ratio.max,
-                "RandomResizedCropGPU: needs 0 < minScale (\(minScale)) <= maxScale (\(maxScale)) and 0 < ratio \(ratio) ordered")
+        require(
+            0 < minScale && minScale <= maxScale && 0 < ratio.min && ratio.min <= ratio.max,
+            """
+            RandomResizedCropGPU: needs 0 < minScale (\(minScale)) <= maxScale (\(maxScale)) and 0 < ratio \(ratio) \
+            ordered
+            """
+        )
         self.size = size
         self.minScale = minScale
         self.maxScale = maxScale
@@ -185,9 +201,13 @@ public struct RandomResizedCropGPU: BatchTransform {
     }
 
     /// A square `size`×`size` output.
-    public init(size: Int, minScale: Double = 0.08, ratio: (min: Double, max: Double) = (3.0 / 4, 4.0 / 3),
-                mode: ResampleMode = .bilinear, validScale: Double = 1, maxScale: Double = 1) {
-        self.init(size: (size, size), minScale: minScale, ratio: ratio, mode: mode, validScale: validScale, maxScale: maxScale)
+    public init(
+        size: Int, minScale: Double = 0.08, ratio: (min: Double, max: Double) = (3.0 / 4, 4.0 / 3),
+        mode: ResampleMode = .bilinear, validScale: Double = 1, maxScale: Double = 1
+    ) {
+        self.init(
+            size: (size, size), minScale: minScale, ratio: ratio, mode: mode, validScale: validScale, maxScale: maxScale
+        )
     }
 
     /// The crop of an `h`×`w` batch (fastai's `before_call`: 10 attempts, then the centre crop).
@@ -207,7 +227,11 @@ public struct RandomResizedCropGPU: BatchTransform {
         }
         var (ch, cw) = (h, w)
         let aspect = Double(w) / Double(h)
-        if aspect < ratio.min { ch = Int(Double(w) / ratio.min) } else if aspect > ratio.max { cw = Int(Double(h) * ratio.max) }
+        if aspect < ratio.min {
+            ch = Int(Double(w) / ratio.min)
+        } else if aspect > ratio.max {
+            cw = Int(Double(h) * ratio.max)
+        }
         if !training { (ch, cw) = (Int(Double(ch) * validScale), Int(Double(cw) * validScale)) }
         return CropBox(top: (h - ch) / 2, left: (w - cw) / 2, height: ch, width: cw)
     }
@@ -238,9 +262,12 @@ public struct Lighting: BatchTransform {
     public var brightness: (max: Double, p: Double)?
     public var contrast: (max: Double, p: Double)?
 
-    public init(brightness: (max: Double, p: Double)? = (0.2, 0.75), contrast: (max: Double, p: Double)? = (0.2, 0.75)) {
-        require((brightness.map { 0 <= $0.max && $0.max < 1 } ?? true) && (contrast.map { 0 <= $0.max && $0.max < 1 } ?? true),
-                "Lighting: max must be in [0, 1)")
+    public init(brightness: (max: Double, p: Double)? = (0.2, 0.75), contrast: (max: Double, p: Double)? = (0.2, 0.75))
+    {
+        require(
+            (brightness.map { 0 <= $0.max && $0.max < 1 } ?? true)
+                && (contrast.map { 0 <= $0.max && $0.max < 1 } ?? true),
+            "Lighting: max must be in [0, 1)")
         self.brightness = brightness
         self.contrast = contrast
     }
@@ -286,8 +313,9 @@ public struct Normalize: BatchTransform {
     public var mean: [Double], std: [Double]
 
     public init(mean: [Double], std: [Double]) {
-        require(mean.count == std.count && !mean.isEmpty && std.allSatisfy { $0 != 0 },
-                "Normalize: mean \(mean) and std \(std) must have the same, non-zero length and non-zero std")
+        require(
+            mean.count == std.count && !mean.isEmpty && std.allSatisfy { $0 != 0 },
+            "Normalize: mean \(mean) and std \(std) must have the same, non-zero length and non-zero std")
         self.mean = mean
         self.std = std
     }
@@ -320,14 +348,17 @@ public struct Normalize: BatchTransform {
 /// fastai's `aug_transforms`: a flip (or dihedral), warp, rotation and zoom merged into one ``AffineCoordTransform``,
 /// brightness and contrast into one ``Lighting``, and a ``RandomResizedCropGPU`` of square ratio when `minScale` is
 /// not 1 (the affine transform then keeps the input size). `mult` scales `maxRotate`, `maxLighting` and `maxWarp`.
-public func augTransforms(mult: Double = 1, doFlip: Bool = true, flipVert: Bool = false, maxRotate: Double = 10,
-                          minZoom: Double = 1, maxZoom: Double = 1.1, maxLighting: Double = 0.2, maxWarp: Double = 0.2,
-                          pAffine: Double = 0.75, pLighting: Double = 0.75, size: Int? = nil,
-                          mode: ResampleMode = .bilinear, padMode: PadMode = .reflection, alignCorners: Bool = true,
-                          minScale: Double = 1) -> [BatchTransform] {
+public func augTransforms(
+    mult: Double = 1, doFlip: Bool = true, flipVert: Bool = false, maxRotate: Double = 10,
+    minZoom: Double = 1, maxZoom: Double = 1.1, maxLighting: Double = 0.2, maxWarp: Double = 0.2,
+    pAffine: Double = 0.75, pLighting: Double = 0.75, size: Int? = nil,
+    mode: ResampleMode = .bilinear, padMode: PadMode = .reflection, alignCorners: Bool = true,
+    minScale: Double = 1
+) -> [BatchTransform] {
     let rotate = maxRotate * mult, lighting = maxLighting * mult, warp = maxWarp * mult
-    var affine = AffineCoordTransform(size: minScale == 1 ? size.map { ($0, $0) } : nil, mode: mode, padMode: padMode,
-                                      alignCorners: alignCorners)
+    var affine = AffineCoordTransform(
+        size: minScale == 1 ? size.map { ($0, $0) } : nil, mode: mode, padMode: padMode,
+        alignCorners: alignCorners)
     if doFlip { affine.flip = (flipVert ? .dihedral : .horizontal, 0.5) }
     if warp != 0 { affine.warp = (warp, pAffine) }
     if rotate != 0 { affine.rotate = (rotate, pAffine) }

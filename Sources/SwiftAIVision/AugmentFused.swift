@@ -13,8 +13,10 @@ struct FusedAugment: BatchTransform {
     var lighting: Lighting?
     var normalize: Normalize?
 
-    init(intToFloat: IntToFloat? = nil, affine: AffineCoordTransform? = nil, crop: RandomResizedCropGPU? = nil,
-         lighting: Lighting? = nil, normalize: Normalize? = nil) {
+    init(
+        intToFloat: IntToFloat? = nil, affine: AffineCoordTransform? = nil, crop: RandomResizedCropGPU? = nil,
+        lighting: Lighting? = nil, normalize: Normalize? = nil
+    ) {
         self.intToFloat = intToFloat
         self.affine = affine
         self.crop = crop
@@ -23,7 +25,9 @@ struct FusedAugment: BatchTransform {
     }
 
     /// `first` with as many of `following` as fit the stage order; `nil` when none does.
-    static func fuse(_ first: BatchTransform, _ following: ArraySlice<BatchTransform>) -> (transform: BatchTransform, consumed: Int)? {
+    static func fuse(_ first: BatchTransform, _ following: ArraySlice<BatchTransform>) -> (
+        transform: BatchTransform, consumed: Int
+    )? {
         var f = FusedAugment()
         guard f.absorb(first) else { return nil }
         var consumed = 0
@@ -63,8 +67,13 @@ struct FusedAugment: BatchTransform {
     func apply(_ batch: Batch, generator: Generator, training: Bool) -> Batch {
         let x = batch.x
         require(x.rank == 4, "\(description): expects a [B, C, H, W] batch, got shape \(x.shape)")
-        require(x.dtype == .float32 || (intToFloat != nil && x.dtype == .uint8),
-                "\(description): expects a float32 batch\(intToFloat == nil ? " (put IntToFloat first for uint8)" : " or uint8"), got \(x.dtype)")
+        require(
+            x.dtype == .float32 || (intToFloat != nil && x.dtype == .uint8),
+            """
+            \(description): expects a float32 \
+            batch\(intToFloat == nil ? " (put IntToFloat first for uint8)" : " or uint8"), got \(x.dtype)
+            """
+        )
         let draws = training ? affine?.draw(count: x.shape[0], generator: generator) : nil
         let y1 = affine?.size ?? (x.shape[2], x.shape[3])
         let box = crop?.box(height: y1.height, width: y1.width, generator: generator, training: training)
@@ -79,17 +88,19 @@ struct FusedAugment: BatchTransform {
         let out = crop?.size ?? affine?.size ?? (h, w)
         var normScale = [Float](repeating: 1, count: c), normShift = [Float](repeating: 0, count: c)
         if let normalize {
-            require(normalize.mean.count == c || normalize.mean.count == 1,
-                    "Normalize: \(normalize.mean.count) channel statistics for a batch of \(c) channels (shape \(x.shape))")
+            require(
+                normalize.mean.count == c || normalize.mean.count == 1,
+                "Normalize: \(normalize.mean.count) channel statistics for a batch of \(c) channels (shape \(x.shape))")
             for ch in 0..<c {
                 let k = normalize.mean.count == 1 ? 0 : ch
                 normScale[ch] = Float(1 / normalize.std[k])
                 normShift[ch] = Float(-normalize.mean[k] / normalize.std[k])
             }
         }
-        let settings = PassSettings(height: out.height, width: out.width, mode: affine?.mode ?? crop?.mode ?? .bilinear,
-                                    padMode: affine?.padMode ?? .reflection, alignCorners: affine?.alignCorners ?? true,
-                                    scale: Float(1 / (intToFloat?.div ?? 1)), normScale: normScale, normShift: normShift)
+        let settings = PassSettings(
+            height: out.height, width: out.width, mode: affine?.mode ?? crop?.mode ?? .bilinear,
+            padMode: affine?.padMode ?? .reflection, alignCorners: affine?.alignCorners ?? true,
+            scale: Float(1 / (intToFloat?.div ?? 1)), normScale: normScale, normShift: normShift)
         let items = (0..<b).map { i in
             var pass = itemPass(draws?[i] ?? AffineDraw(), crop: box, source: (h, w), settings: settings)
             if let l = lights?[i], !l.isNeutral { pass.lighting = l }
@@ -106,7 +117,9 @@ struct FusedAugment: BatchTransform {
     /// align_corners grid) → its normalised grid → matrix → warp → source; the area step follows fastai's crop pass
     /// (`d` from the crop size, zoom 1). When the item's geometry is the identity and the affine keeps the input size,
     /// the crop box itself is the sampled region, exactly as fastai's crop pass samples it.
-    func itemPass(_ d: AffineDraw, crop box: CropBox?, source: (height: Int, width: Int), settings s: PassSettings) -> ItemPass {
+    func itemPass(_ d: AffineDraw, crop box: CropBox?, source: (height: Int, width: Int), settings s: PassSettings)
+        -> ItemPass
+    {
         let (h, w) = source
         let align = affine?.alignCorners ?? true
         var matrix = d.matrix
@@ -128,15 +141,20 @@ struct FusedAugment: BatchTransform {
             } else {
                 let sx = s.width > 1 ? Double(box.width - 1) / Double(s.width - 1) : 0
                 let sy = s.height > 1 ? Double(box.height - 1) / Double(s.height - 1) : 0
-                let cropPixel = Mat3.scaleShift(sx: sx, tx: Double(box.left) + (s.width > 1 ? 0 : Double(box.width - 1) / 2),
-                                                sy: sy, ty: Double(box.top) + (s.height > 1 ? 0 : Double(box.height - 1) / 2))
-                toNormalised = geometry * normalisingMap(width: y1.width, height: y1.height, alignCorners: align) * cropPixel
+                let cropPixel = Mat3.scaleShift(
+                    sx: sx, tx: Double(box.left) + (s.width > 1 ? 0 : Double(box.width - 1) / 2),
+                    sy: sy, ty: Double(box.top) + (s.height > 1 ? 0 : Double(box.height - 1) / 2))
+                toNormalised =
+                    geometry * normalisingMap(width: y1.width, height: y1.height, alignCorners: align) * cropPixel
             }
         } else {
             d2 = areaFactor(height: h, width: w, outputWidth: s.width)
             toNormalised = geometry * normalisingMap(width: s.width, height: s.height, alignCorners: align)
-            let corners = [(0.0, 0.0), (Double(s.width - 1), 0), (0, Double(s.height - 1)), (Double(s.width - 1), Double(s.height - 1))]
-                .map { toNormalised.apply($0.0, $0.1) }
+            let corners = [
+                (0.0, 0.0), (Double(s.width - 1), 0), (0, Double(s.height - 1)),
+                (Double(s.width - 1), Double(s.height - 1))
+            ]
+            .map { toNormalised.apply($0.0, $0.1) }
             let values = corners.flatMap { [$0.x, $0.y] }
             zoomLimit = 2 / (values.max()! - values.min()!)
         }
@@ -146,7 +164,8 @@ struct FusedAugment: BatchTransform {
             pooled = (Int((Double(region.height) * f).rounded(.down)), Int((Double(region.width) * f).rounded(.down)))
         }
         let sampled = pooled ?? (region.height, region.width)
-        let map = unnormalisingMap(width: sampled.width, height: sampled.height, alignCorners: sourceAlign) * toNormalised
+        let map =
+            unnormalisingMap(width: sampled.width, height: sampled.height, alignCorners: sourceAlign) * toNormalised
         let direct = pooled == nil && sampled == (s.height, s.width) && map.isIdentity(tolerance: 1e-9)
         return ItemPass(map: direct ? nil : map, region: region, pooled: pooled, lighting: nil)
     }

@@ -1,6 +1,6 @@
 import SwiftAICore
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 // The fused batch resample: one pass over each output item that reads the source batch (uint8 or float32, any
@@ -16,13 +16,17 @@ struct Mat3: Equatable {
     static let identity = Mat3([1, 0, 0, 0, 1, 0, 0, 0, 1])
 
     /// The map `x ↦ sx·x + tx`, `y ↦ sy·y + ty`.
-    static func scaleShift(sx: Double, tx: Double, sy: Double, ty: Double) -> Mat3 { Mat3([sx, 0, tx, 0, sy, ty, 0, 0, 1]) }
+    static func scaleShift(sx: Double, tx: Double, sy: Double, ty: Double) -> Mat3 {
+        Mat3([sx, 0, tx, 0, sy, ty, 0, 0, 1])
+    }
 
     /// `self ∘ other`: applies `other` first.
     static func * (a: Mat3, b: Mat3) -> Mat3 {
         var r = [Double](repeating: 0, count: 9)
         for i in 0..<3 {
-            for j in 0..<3 { r[i * 3 + j] = a.m[i * 3] * b.m[j] + a.m[i * 3 + 1] * b.m[3 + j] + a.m[i * 3 + 2] * b.m[6 + j] }
+            for j in 0..<3 {
+                r[i * 3 + j] = a.m[i * 3] * b.m[j] + a.m[i * 3 + 1] * b.m[3 + j] + a.m[i * 3 + 2] * b.m[6 + j]
+            }
         }
         return Mat3(r)
     }
@@ -190,12 +194,15 @@ func runPasses(_ x: Tensor, _ items: [ItemPass], _ s: PassSettings) -> Tensor {
 }
 
 /// One item: pools the region if asked, then samples (or copies) it into `dst`.
-private func runItem<T: KernelSource>(_ base: UnsafePointer<T>, _ x: Tensor, _ item: ItemPass, _ s: PassSettings,
-                                      _ dst: UnsafeMutablePointer<Float>) {
+private func runItem<T: KernelSource>(
+    _ base: UnsafePointer<T>, _ x: Tensor, _ item: ItemPass, _ s: PassSettings,
+    _ dst: UnsafeMutablePointer<Float>
+) {
     let c = x.shape[1]
     let r = item.region
-    let src = Source(base: base + r.top * x.strides[2] + r.left * x.strides[3], height: r.height, width: r.width,
-                     channels: c, channelStride: x.strides[1], rowStride: x.strides[2], colStride: x.strides[3])
+    let src = Source(
+        base: base + r.top * x.strides[2] + r.left * x.strides[3], height: r.height, width: r.width,
+        channels: c, channelStride: x.strides[1], rowStride: x.strides[2], colStride: x.strides[3])
     let lighting = item.lighting.map { LightingTable(brightness: $0.brightness, contrast: $0.contrast) }
     let finish = RowFinish(s, channels: c, lighting: lighting?.lookup)
     defer { finish.deallocate(); lighting?.deallocate() }
@@ -203,8 +210,9 @@ private func runItem<T: KernelSource>(_ base: UnsafePointer<T>, _ x: Tensor, _ i
         let buffer = UnsafeMutablePointer<Float>.allocate(capacity: pooled.height * pooled.width * c)
         defer { buffer.deallocate() }
         areaPool(src, into: buffer, height: pooled.height, width: pooled.width)
-        let p = Source(base: UnsafePointer(buffer), height: pooled.height, width: pooled.width, channels: c,
-                       channelStride: 1, rowStride: pooled.width * c, colStride: c)
+        let p = Source(
+            base: UnsafePointer(buffer), height: pooled.height, width: pooled.width, channels: c,
+            channelStride: 1, rowStride: pooled.width * c, colStride: c)
         sample(p, item.map ?? .identity, s, finish, dst)
     } else if let map = item.map {
         sample(src, map, s, finish, dst)
@@ -339,7 +347,9 @@ private func pad(_ v: UnsafeMutablePointer<Float>, count: Int, size n: Int, _ mo
 }
 
 /// Samples `src` at `map(j, i)` for every output pixel, as `grid_sample` with the settings' mode and padding.
-private func sample<T>(_ src: Source<T>, _ map: Mat3, _ s: PassSettings, _ finish: RowFinish, _ dst: UnsafeMutablePointer<Float>) {
+private func sample<T>(
+    _ src: Source<T>, _ map: Mat3, _ s: PassSettings, _ finish: RowFinish, _ dst: UnsafeMutablePointer<Float>
+) {
     let m: [Float] = map.m.map { Float($0) }
     let (m0, m3, m6) = (m[0], m[3], m[6])
     let w = s.width, c = src.channels
@@ -372,8 +382,10 @@ private func sample<T>(_ src: Source<T>, _ map: Mat3, _ s: PassSettings, _ finis
 /// Bilinear samples of a packed RGB source. A first vectorised loop turns coordinates into the top-left neighbour's
 /// offset (-1 when a neighbour is outside) and the fractions; the gather loop then has short dependency chains.
 /// Pixels whose four neighbours are not all inside go through `bilinearEdge`.
-@inline(__always) private func bilinearRowRGB<T>(_ src: Source<T>, _ xs: UnsafeMutablePointer<Float>, _ ys: UnsafeMutablePointer<Float>,
-                                                 _ count: Int, _ out: UnsafeMutablePointer<Float>, _ scratch: RowScratch) {
+@inline(__always) private func bilinearRowRGB<T>(
+    _ src: Source<T>, _ xs: UnsafeMutablePointer<Float>, _ ys: UnsafeMutablePointer<Float>,
+    _ count: Int, _ out: UnsafeMutablePointer<Float>, _ scratch: RowScratch
+) {
     let rs = src.rowStride, lastX = Float(src.width - 2), lastY = Float(src.height - 2)
     let off = scratch.offsets, fx = scratch.fx, fy = scratch.fy
     for j in 0..<count {
@@ -417,13 +429,17 @@ struct RowScratch {
 }
 
 /// Bilinear samples of any strided source.
-private func bilinearRow<T>(_ src: Source<T>, _ xs: UnsafeMutablePointer<Float>, _ ys: UnsafeMutablePointer<Float>,
-                            _ count: Int, _ out: UnsafeMutablePointer<Float>) {
+private func bilinearRow<T>(
+    _ src: Source<T>, _ xs: UnsafeMutablePointer<Float>, _ ys: UnsafeMutablePointer<Float>,
+    _ count: Int, _ out: UnsafeMutablePointer<Float>
+) {
     for j in 0..<count { bilinearEdge(src, xs[j], ys[j], out + j * src.channels) }
 }
 
 /// One bilinear sample with `grid_sample`'s bounds checks: neighbours outside the source contribute 0.
-@inline(never) private func bilinearEdge<T>(_ src: Source<T>, _ x: Float, _ y: Float, _ out: UnsafeMutablePointer<Float>) {
+@inline(never) private func bilinearEdge<T>(
+    _ src: Source<T>, _ x: Float, _ y: Float, _ out: UnsafeMutablePointer<Float>
+) {
     let xf = x.rounded(.down), yf = y.rounded(.down)
     let ix = Int(xf), iy = Int(yf)
     let tx = x - xf, ty = y - yf
@@ -443,14 +459,17 @@ private func bilinearRow<T>(_ src: Source<T>, _ xs: UnsafeMutablePointer<Float>,
 }
 
 /// Nearest samples (`nearbyint`, ties to even); outside the source reads 0.
-private func nearestRow<T>(_ src: Source<T>, _ xs: UnsafeMutablePointer<Float>, _ ys: UnsafeMutablePointer<Float>,
-                           _ count: Int, _ out: UnsafeMutablePointer<Float>) {
+private func nearestRow<T>(
+    _ src: Source<T>, _ xs: UnsafeMutablePointer<Float>, _ ys: UnsafeMutablePointer<Float>,
+    _ count: Int, _ out: UnsafeMutablePointer<Float>
+) {
     let c = src.channels
     for j in 0..<count {
         let ix = Int(xs[j].rounded(.toNearestOrEven)), iy = Int(ys[j].rounded(.toNearestOrEven))
         let inside = ix >= 0 && iy >= 0 && ix < src.width && iy < src.height
         for ch in 0..<c {
-            out[j * c + ch] = inside ? src.base[iy * src.rowStride + ix * src.colStride + ch * src.channelStride].kernelFloat : 0
+            out[j * c + ch] =
+                inside ? src.base[iy * src.rowStride + ix * src.colStride + ch * src.channelStride].kernelFloat : 0
         }
     }
 }

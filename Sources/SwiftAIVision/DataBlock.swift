@@ -39,22 +39,32 @@ public struct DataBlock {
     public var maxPixels = Image.defaultMaxPixels
 
     /// Single-label classification.
-    public init(blocks: (ImageBlock, CategoryBlock), getItems: @escaping (Path) throws -> [Path] = { try getImageFiles($0) },
-                splitter: Splitter = RandomSplitter(), getX: ((Path) -> Path)? = nil,
-                getY: @escaping (Path) throws -> String, itemTfms: [ItemTransform] = [], batchTfms: [BatchTransform] = []) {
-        self.init(blocks.0, multi: false, vocab: blocks.1.vocab, getItems, splitter, getX, { [try getY($0)] }, itemTfms, batchTfms)
+    public init(
+        blocks: (ImageBlock, CategoryBlock), getItems: @escaping (Path) throws -> [Path] = { try getImageFiles($0) },
+        splitter: Splitter = RandomSplitter(), getX: ((Path) -> Path)? = nil,
+        getY: @escaping (Path) throws -> String, itemTfms: [ItemTransform] = [], batchTfms: [BatchTransform] = []
+    ) {
+        self.init(
+            blocks.0, multi: false, vocab: blocks.1.vocab, getItems, splitter, getX, { [try getY($0)] }, itemTfms,
+            batchTfms)
     }
 
     /// Multi-label classification: `getY` gives every label of an item.
-    public init(blocks: (ImageBlock, MultiCategoryBlock), getItems: @escaping (Path) throws -> [Path] = { try getImageFiles($0) },
-                splitter: Splitter = RandomSplitter(), getX: ((Path) -> Path)? = nil,
-                getY: @escaping (Path) throws -> [String], itemTfms: [ItemTransform] = [], batchTfms: [BatchTransform] = []) {
+    public init(
+        blocks: (ImageBlock, MultiCategoryBlock),
+        getItems: @escaping (Path) throws -> [Path] = { try getImageFiles($0) },
+        splitter: Splitter = RandomSplitter(), getX: ((Path) -> Path)? = nil,
+        getY: @escaping (Path) throws -> [String], itemTfms: [ItemTransform] = [], batchTfms: [BatchTransform] = []
+    ) {
         self.init(blocks.0, multi: true, vocab: blocks.1.vocab, getItems, splitter, getX, getY, itemTfms, batchTfms)
     }
 
-    init(_ image: ImageBlock, multi: Bool, vocab: [String]?, _ getItems: @escaping (Path) throws -> [Path], _ splitter: Splitter,
-         _ getX: ((Path) -> Path)?, _ getLabels: @escaping (Path) throws -> [String], _ itemTfms: [ItemTransform],
-         _ batchTfms: [BatchTransform]) {
+    init(
+        _ image: ImageBlock, multi: Bool, vocab: [String]?, _ getItems: @escaping (Path) throws -> [Path],
+        _ splitter: Splitter,
+        _ getX: ((Path) -> Path)?, _ getLabels: @escaping (Path) throws -> [String], _ itemTfms: [ItemTransform],
+        _ batchTfms: [BatchTransform]
+    ) {
         imageBlock = image
         multiLabel = multi
         fixedVocab = vocab
@@ -62,7 +72,8 @@ public struct DataBlock {
         self.splitter = splitter
         self.getX = getX
         self.getLabels = getLabels
-        self.itemTfms = itemTfms.enumerated().sorted { ($0.element.order, $0.offset) < ($1.element.order, $1.offset) }.map(\.element)
+        self.itemTfms = itemTfms.enumerated().sorted { ($0.element.order, $0.offset) < ($1.element.order, $1.offset) }
+            .map(\.element)
         self.batchTfms = batchTfms
     }
 
@@ -83,14 +94,18 @@ public struct DataBlock {
         let index = Dictionary(uniqueKeysWithValues: vocab.enumerated().map { ($1, $0) })
         func encode(_ i: Int) throws -> [Int] {
             try labels[i].map { label in
-                guard let k = index[label] else { throw DataBlockError.labelOnlyInValidation(label: label, item: items[i].string) }
+                guard let k = index[label] else {
+                    throw DataBlockError.labelOnlyInValidation(label: label, item: items[i].string)
+                }
                 return k
             }
         }
         let log = SkipLog()
         func make(_ idx: [Int]) throws -> ImageDataset {
-            ImageDataset(items: idx.map { getX?(items[$0]) ?? items[$0] }, targets: try idx.map(encode), classes: vocab.count,
-                         multiLabel: multiLabel, mode: imageBlock.mode, itemTfms: itemTfms, maxPixels: maxPixels, strict: strict, log: log)
+            ImageDataset(
+                items: idx.map { getX?(items[$0]) ?? items[$0] }, targets: try idx.map(encode), classes: vocab.count,
+                multiLabel: multiLabel, mode: imageBlock.mode, itemTfms: itemTfms, maxPixels: maxPixels, strict: strict,
+                log: log)
         }
         return Datasets(items: items, train: try make(trainIdx), valid: try make(validIdx), vocab: vocab, log: log)
     }
@@ -102,15 +117,19 @@ public struct DataBlock {
     ///   - numWorkers: decoding threads (default: the number of cores).
     ///   - seed: shuffling and augmentation (default: random, as fastai).
     ///   - strict: an unreadable image stops loading instead of being skipped with a warning.
-    public func dataloaders(from source: Path, bs: Int = 64, valBs: Int? = nil, numWorkers: Int? = nil, seed: UInt64? = nil,
-                            strict: Bool = false) throws -> DataLoaders {
+    public func dataloaders(
+        from source: Path, bs: Int = 64, valBs: Int? = nil, numWorkers: Int? = nil, seed: UInt64? = nil,
+        strict: Bool = false
+    ) throws -> DataLoaders {
         let ds = try datasets(source, strict: strict)
         let workers = numWorkers ?? ProcessInfo.processInfo.activeProcessorCount
         let s = seed ?? UInt64.random(in: 0...UInt64.max)
-        let train = DataLoader(ds.train, batchSize: bs, shuffle: true, dropLast: true, seed: s, training: true,
-                               numWorkers: workers, batchTransforms: allBatchTfms)
-        let valid = DataLoader(ds.valid, batchSize: valBs ?? bs, seed: s, training: false, numWorkers: workers,
-                               batchTransforms: allBatchTfms)
+        let train = DataLoader(
+            ds.train, batchSize: bs, shuffle: true, dropLast: true, seed: s, training: true,
+            numWorkers: workers, batchTransforms: allBatchTfms)
+        let valid = DataLoader(
+            ds.valid, batchSize: valBs ?? bs, seed: s, training: false, numWorkers: workers,
+            batchTransforms: allBatchTfms)
         return DataLoaders(train: train, valid: valid, vocab: ds.vocab)
     }
 }
@@ -140,8 +159,10 @@ public final class ImageDataset: Dataset {
     public let strict: Bool
     let log: SkipLog
 
-    init(items: [Path], targets: [[Int]], classes: Int, multiLabel: Bool, mode: ImageMode, itemTfms: [ItemTransform],
-         maxPixels: Int, strict: Bool, log: SkipLog) {
+    init(
+        items: [Path], targets: [[Int]], classes: Int, multiLabel: Bool, mode: ImageMode, itemTfms: [ItemTransform],
+        maxPixels: Int, strict: Bool, log: SkipLog
+    ) {
         self.items = items
         self.targets = targets
         self.classes = classes
@@ -158,8 +179,9 @@ public final class ImageDataset: Dataset {
     /// Decodes item `i` (already scaled when the first item transform allows) without item transforms.
     public func decode(_ i: Int) throws -> Image {
         let first = itemTfms.first
-        return try Image.read(items[i].string, mode: mode, maxPixels: maxPixels,
-                              neededSize: first.map { t in { t.neededSourceSize(width: $0, height: $1) } })
+        return try Image.read(
+            items[i].string, mode: mode, maxPixels: maxPixels,
+            neededSize: first.map { t in { t.neededSourceSize(width: $0, height: $1) } })
     }
 
     /// Item `i` after the item transforms, drawing from `seed`.
@@ -200,7 +222,8 @@ public func collate(_ images: [Image]) throws -> Tensor {
         throw DataBlockError.collate(shapes: images.map { [$0.channels, $0.height, $0.width] })
     }
     let per = f.pixels.count
-    let out = Tensor.uninitialized([images.count, f.height, f.width, f.channels], dtype: .uint8)  // every byte is written below
+    // every byte is written below
+    let out = Tensor.uninitialized([images.count, f.height, f.width, f.channels], dtype: .uint8)
     let dst = out.pointer(UInt8.self)
     for (k, img) in images.enumerated() {
         img.pixels.withUnsafeBufferPointer { src in

@@ -13,7 +13,9 @@ public struct Path: Hashable, Comparable, CustomStringConvertible, ExpressibleBy
     public init(stringLiteral value: String) { self.init(value) }
 
     /// The last component (`images/beagle_75.jpg` → `beagle_75.jpg`).
-    public var name: String { string.split(separator: "/", omittingEmptySubsequences: true).last.map(String.init) ?? string }
+    public var name: String {
+        string.split(separator: "/", omittingEmptySubsequences: true).last.map(String.init) ?? string
+    }
     /// The name without its last extension.
     public var stem: String {
         guard let dot = name.lastIndex(of: "."), dot != name.startIndex else { return name }
@@ -30,7 +32,9 @@ public struct Path: Hashable, Comparable, CustomStringConvertible, ExpressibleBy
         return slash == string.startIndex ? Path("/") : Path(String(string[..<slash]))
     }
 
-    public static func / (lhs: Path, rhs: String) -> Path { Path(lhs.string == "/" ? "/" + rhs : lhs.string + "/" + rhs) }
+    public static func / (lhs: Path, rhs: String) -> Path {
+        Path(lhs.string == "/" ? "/" + rhs : lhs.string + "/" + rhs)
+    }
     public static func < (lhs: Path, rhs: Path) -> Bool { lhs.string < rhs.string }
     public var description: String { string }
 
@@ -43,8 +47,10 @@ public struct Path: Hashable, Comparable, CustomStringConvertible, ExpressibleBy
 
 /// Extensions `getImageFiles` collects (lower-cased, as fastai's `image_extensions`; only JPEG and PNG decode,
 /// other image files are reported as skipped when loaded).
-public let imageExtensions: Set<String> = [".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".gif", ".bmp", ".tif", ".tiff",
-                                           ".webp", ".ico", ".pbm", ".pgm", ".ppm", ".pnm", ".heic", ".heif", ".avif", ".svg"]
+public let imageExtensions: Set<String> = [
+    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".gif", ".bmp", ".tif", ".tiff",
+    ".webp", ".ico", ".pbm", ".pgm", ".ppm", ".pnm", ".heic", ".heif", ".avif", ".svg"
+]
 
 /// Why a data source could not be used.
 public enum DataBlockError: Error, CustomStringConvertible, Equatable {
@@ -59,17 +65,24 @@ public enum DataBlockError: Error, CustomStringConvertible, Equatable {
 
     public var description: String {
         switch self {
-        case let .missingFolder(p): return "no folder at \(p): check the path (it must hold the image files or their class folders)"
+        case let .missingFolder(p):
+            return "no folder at \(p): check the path (it must hold the image files or their class folders)"
         case let .noItems(p, what): return "found no \(what) in \(p): check the path and the file extensions"
-        case let .labelNotFound(pattern, item): return "Failed to find \"\(pattern)\" in \"\(item)\": fix the pattern (its first group is the label)"
+        case let .labelNotFound(pattern, item):
+            return "Failed to find \"\(pattern)\" in \"\(item)\": fix the pattern (its first group is the label)"
         case let .labelOnlyInValidation(label, item):
-            return "Label '\(label)' was not included in the training dataset (validation item \(item)): move some of its items to the training set or change the split"
+            return
+                """
+                Label '\(label)' was not included in the training dataset (validation item \(item)): move some of its \
+                items to the training set or change the split
+                """
         case let .emptySplit(which, detail): return "the \(which) set is empty (\(detail)): check the split"
         case let .collate(shapes):
             return "Could not collate the 0-th members of your tuples because got the following shapes: "
                 + shapes.map { "[" + $0.map(String.init).joined(separator: ", ") + "]" }.joined(separator: ", ")
                 + ". Add an item transform that gives every image the same size, e.g. Resize(224)."
-        case let .noLoadableItems(skipped): return "none of the \(skipped.count) items of a batch could be loaded (first: \(skipped.first ?? "-"))"
+        case let .noLoadableItems(skipped):
+            return "none of the \(skipped.count) items of a batch could be loaded (first: \(skipped.first ?? "-"))"
         case let .invalid(msg): return msg
         }
     }
@@ -77,7 +90,9 @@ public enum DataBlockError: Error, CustomStringConvertible, Equatable {
 
 /// Files below `path` with one of `extensions` (case-insensitive), as fastai's `get_files`: hidden files and
 /// folders skipped, `folders` limits the first level, `recurse: false` looks at `path` only. Sorted by path.
-public func getFiles(_ path: Path, extensions: Set<String>? = nil, recurse: Bool = true, folders: [String] = []) throws -> [Path] {
+public func getFiles(_ path: Path, extensions: Set<String>? = nil, recurse: Bool = true, folders: [String] = []) throws
+    -> [Path]
+{
     guard path.isDirectory else { throw DataBlockError.missingFolder(path) }
     let fm = FileManager.default
     var out: [Path] = []
@@ -129,14 +144,16 @@ public struct RegexLabeller: @unchecked Sendable {
             throw DataBlockError.invalid("invalid regular expression \"\(pattern)\": \(error.localizedDescription)")
         }
         guard regex.numberOfCaptureGroups >= 1 else {
-            throw DataBlockError.invalid("the pattern \"\(pattern)\" has no group: put the label in parentheses, e.g. (.+)_\\d+.jpg$")
+            throw DataBlockError.invalid(
+                "the pattern \"\(pattern)\" has no group: put the label in parentheses, e.g. (.+)_\\d+.jpg$")
         }
     }
 
     public func callAsFunction(_ text: String) throws -> String {
         let ns = text as NSString
         guard let m = regex.firstMatch(in: text, range: NSRange(location: 0, length: ns.length)),
-              m.range(at: 1).location != NSNotFound else {
+            m.range(at: 1).location != NSNotFound
+        else {
             throw DataBlockError.labelNotFound(pattern: pattern, item: text)
         }
         return ns.substring(with: m.range(at: 1))

@@ -11,8 +11,9 @@ public struct Image: Equatable {
     public var pixels: [UInt8]
 
     public init(width: Int, height: Int, channels: Int, pixels: [UInt8]) {
-        require(width >= 0 && height >= 0 && channels >= 1 && pixels.count == width * height * channels,
-                "Image: \(pixels.count) values for \(width)x\(height)x\(channels)")
+        require(
+            width >= 0 && height >= 0 && channels >= 1 && pixels.count == width * height * channels,
+            "Image: \(pixels.count) values for \(width)x\(height)x\(channels)")
         self.width = width
         self.height = height
         self.channels = channels
@@ -21,8 +22,9 @@ public struct Image: Equatable {
 
     /// An image filled with `value`.
     public init(width: Int, height: Int, channels: Int, fill value: UInt8 = 0) {
-        self.init(width: width, height: height, channels: channels,
-                  pixels: [UInt8](repeating: value, count: width * height * channels))
+        self.init(
+            width: width, height: height, channels: channels,
+            pixels: [UInt8](repeating: value, count: width * height * channels))
     }
 
     /// The value at row `y`, column `x`, channel `c`.
@@ -81,7 +83,11 @@ public enum ImageError: Error, CustomStringConvertible, Equatable {
         case let .notAnImage(path): return "\(path) is not a JPEG or PNG image (unrecognised file signature)"
         case let .corrupt(path, reason): return "cannot decode \(path): \(reason)"
         case let .tooLarge(path, w, h, limit):
-            return "\(path) is \(w)x\(h) = \(w * h) pixels, over the limit of \(limit); raise `maxPixels` (CLI: --max-pixels) if the image is genuine"
+            return
+                """
+                \(path) is \(w)x\(h) = \(w * h) pixels, over the limit of \(limit); raise `maxPixels` (CLI: \
+                --max-pixels) if the image is genuine
+                """
         case let .writeFailed(path, reason): return "cannot write \(path): \(reason)"
         }
     }
@@ -89,7 +95,9 @@ public enum ImageError: Error, CustomStringConvertible, Equatable {
     /// The file the error is about.
     public var path: String {
         switch self {
-        case let .unreadable(p, _), let .notAnImage(p), let .corrupt(p, _), let .tooLarge(p, _, _, _), let .writeFailed(p, _): return p
+        case let .unreadable(p, _), let .notAnImage(p), let .corrupt(p, _), let .tooLarge(p, _, _, _),
+            let .writeFailed(p, _):
+            return p
         }
     }
 }

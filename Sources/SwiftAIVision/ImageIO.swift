@@ -21,18 +21,24 @@ extension Image {
     ///   - neededSize: given the full (EXIF-oriented) size, the smallest size still needed; JPEGs are then decoded
     ///     with the smallest DCT scaling (1/8, 1/4 or 1/2) that keeps both sides at least that large. PNGs ignore it.
     /// - Throws: ``ImageError`` naming the file and what was wrong with it.
-    public static func read(_ path: String, mode: ImageMode = .rgb, maxPixels: Int = Image.defaultMaxPixels,
-                            neededSize: ((_ width: Int, _ height: Int) -> (width: Int, height: Int))? = nil) throws -> Image {
+    public static func read(
+        _ path: String, mode: ImageMode = .rgb, maxPixels: Int = Image.defaultMaxPixels,
+        neededSize: ((_ width: Int, _ height: Int) -> (width: Int, height: Int))? = nil
+    ) throws -> Image {
         let bytes = try readFileBytes(path, upTo: maxFileBytes)
         return try decode(bytes, path: path, mode: mode, maxPixels: maxPixels, neededSize: neededSize)
     }
 
-    /// Decodes the bytes of a JPEG or PNG file; `path` names it in errors. Options as ``read(_:mode:maxPixels:neededSize:)``.
-    public static func decode(_ bytes: [UInt8], path: String, mode: ImageMode = .rgb, maxPixels: Int = Image.defaultMaxPixels,
-                              neededSize: ((_ width: Int, _ height: Int) -> (width: Int, height: Int))? = nil) throws -> Image {
+    /// Decodes the bytes of a JPEG or PNG file; `path` names it in errors. Options as
+    /// ``read(_:mode:maxPixels:neededSize:)``.
+    public static func decode(
+        _ bytes: [UInt8], path: String, mode: ImageMode = .rgb, maxPixels: Int = Image.defaultMaxPixels,
+        neededSize: ((_ width: Int, _ height: Int) -> (width: Int, height: Int))? = nil
+    ) throws -> Image {
         try bytes.withUnsafeBufferPointer { data in
             switch try ImageFileFormat(sniffing: data, path: path) {
-            case .jpeg: return try decodeJPEG(data, path: path, mode: mode, maxPixels: maxPixels, neededSize: neededSize)
+            case .jpeg:
+                return try decodeJPEG(data, path: path, mode: mode, maxPixels: maxPixels, neededSize: neededSize)
             case .png: return try decodePNG(data, path: path, mode: mode, maxPixels: maxPixels)
             }
         }
@@ -67,7 +73,9 @@ extension Image {
         let io = UnsafeMutablePointer<cpng_io>.allocate(capacity: 1)
         io.initialize(to: cpng_io())
         defer { free(io.pointee.output); io.deallocate() }
-        guard let created = cpng_create_write(io) else { throw ImageError.writeFailed(path: "<png>", reason: "out of memory") }
+        guard let created = cpng_create_write(io) else {
+            throw ImageError.writeFailed(path: "<png>", reason: "out of memory")
+        }
         var png: png_structp? = created
         var info = png_create_info_struct(created)
         defer { png_destroy_write_struct(&png, &info) }
@@ -97,10 +105,13 @@ extension Image {
         var out = [UInt8](repeating: 0, count: Int(size))
         let status = out.withUnsafeMutableBufferPointer { buffer -> Int32 in
             var target = buffer.baseAddress
-            return tjCompress2(handle, pixels, Int32(width), 0, Int32(height), Int32(format.rawValue), &target, &size,
-                               subsampling, Int32(quality), TJFLAG_NOREALLOC | TJFLAG_ACCURATEDCT)
+            return tjCompress2(
+                handle, pixels, Int32(width), 0, Int32(height), Int32(format.rawValue), &target, &size,
+                subsampling, Int32(quality), TJFLAG_NOREALLOC | TJFLAG_ACCURATEDCT)
         }
-        guard status == 0 else { throw ImageError.writeFailed(path: "<jpeg>", reason: String(cString: tjGetErrorStr2(handle))) }
+        guard status == 0 else {
+            throw ImageError.writeFailed(path: "<jpeg>", reason: String(cString: tjGetErrorStr2(handle)))
+        }
         return Array(out.prefix(Int(size)))
     }
 
@@ -151,11 +162,13 @@ extension Image {
         var info = stat()
         guard fstat(fd, &info) == 0 else { throw failure("cannot stat") }
         guard info.st_mode & S_IFMT == S_IFREG else {
-            throw ImageError.unreadable(path: path, reason: info.st_mode & S_IFMT == S_IFDIR ? "is a directory" : "not a regular file")
+            throw ImageError.unreadable(
+                path: path, reason: info.st_mode & S_IFMT == S_IFDIR ? "is a directory" : "not a regular file")
         }
         let size = Int(info.st_size)
         guard size <= maxFileBytes else {
-            throw ImageError.unreadable(path: path, reason: "file is \(size) bytes, over the \(maxFileBytes >> 20) MiB limit for an image file")
+            throw ImageError.unreadable(
+                path: path, reason: "file is \(size) bytes, over the \(maxFileBytes >> 20) MiB limit for an image file")
         }
         let wanted = min(size, limit)
         var readError: Int32 = 0
@@ -203,7 +216,9 @@ func pngHeaderSize(_ data: UnsafeBufferPointer<UInt8>, path: String) throws -> (
     guard data.count >= 24, Array(data[12..<16]) == Array("IHDR".utf8) else {
         throw ImageError.corrupt(path: path, reason: "PNG has no IHDR header chunk")
     }
-    func u32(_ at: Int) -> Int { Int(data[at]) << 24 | Int(data[at + 1]) << 16 | Int(data[at + 2]) << 8 | Int(data[at + 3]) }
+    func u32(_ at: Int) -> Int {
+        Int(data[at]) << 24 | Int(data[at + 1]) << 16 | Int(data[at + 2]) << 8 | Int(data[at + 3])
+    }
     let (width, height) = (u32(16), u32(20))
     guard (1...Int(Int32.max)).contains(width), (1...Int(Int32.max)).contains(height) else {
         throw ImageError.corrupt(path: path, reason: "PNG header claims an invalid size \(width)x\(height)")
@@ -214,7 +229,9 @@ func pngHeaderSize(_ data: UnsafeBufferPointer<UInt8>, path: String) throws -> (
 // MARK: - PNG
 
 extension Image {
-    static func decodePNG(_ data: UnsafeBufferPointer<UInt8>, path: String, mode: ImageMode, maxPixels: Int) throws -> Image {
+    static func decodePNG(_ data: UnsafeBufferPointer<UInt8>, path: String, mode: ImageMode, maxPixels: Int) throws
+        -> Image
+    {
         // The size check reads IHDR itself, before libpng looks at any other chunk.
         let size = try pngHeaderSize(data, path: path)
         guard size.width * size.height <= maxPixels else {
@@ -252,11 +269,20 @@ extension Image {
 func pngChunksFit(_ data: UnsafeBufferPointer<UInt8>, path: String) throws {
     var at = 8
     while true {
-        guard data.count - at >= 12 else { throw ImageError.corrupt(path: path, reason: "PNG is truncated: it ends before its IEND chunk") }
+        guard data.count - at >= 12 else {
+            throw ImageError.corrupt(path: path, reason: "PNG is truncated: it ends before its IEND chunk")
+        }
         let length = Int(data[at]) << 24 | Int(data[at + 1]) << 16 | Int(data[at + 2]) << 8 | Int(data[at + 3])
         let type = String(decoding: UnsafeBufferPointer(rebasing: data[(at + 4)..<(at + 8)]), as: UTF8.self)
         guard length <= data.count - at - 12 else {
-            throw ImageError.corrupt(path: path, reason: "PNG is truncated: its '\(type)' chunk claims \(length) bytes but only \(data.count - at - 12) follow")
+            throw ImageError.corrupt(
+                path: path,
+                reason:
+                    """
+                    PNG is truncated: its '\(type)' chunk claims \(length) bytes but only \(data.count - at - 12) \
+                    follow
+                    """
+            )
         }
         at += 12 + length
         if type == "IEND" { return }
@@ -270,21 +296,25 @@ func pngMessage(_ io: UnsafeMutablePointer<cpng_io>) -> String {
 // MARK: - JPEG
 
 extension Image {
-    static func decodeJPEG(_ data: UnsafeBufferPointer<UInt8>, path: String, mode: ImageMode, maxPixels: Int,
-                           neededSize: ((Int, Int) -> (width: Int, height: Int))?) throws -> Image {
+    static func decodeJPEG(
+        _ data: UnsafeBufferPointer<UInt8>, path: String, mode: ImageMode, maxPixels: Int,
+        neededSize: ((Int, Int) -> (width: Int, height: Int))?
+    ) throws -> Image {
         guard let handle = tjInitDecompress() else {
             throw ImageError.corrupt(path: path, reason: String(cString: tjGetErrorStr2(nil)))
         }
         defer { tjDestroy(handle) }
         var w: Int32 = 0, h: Int32 = 0, subsampling: Int32 = 0, colourspace: Int32 = 0
-        var warning = try jpegWarning(tjDecompressHeader3(handle, data.baseAddress, UInt(data.count), &w, &h, &subsampling, &colourspace),
-                                      handle, path)
+        var warning = try jpegWarning(
+            tjDecompressHeader3(handle, data.baseAddress, UInt(data.count), &w, &h, &subsampling, &colourspace),
+            handle, path)
         let width = Int(w), height = Int(h)
         guard width * height <= maxPixels else {
             throw ImageError.tooLarge(path: path, width: width, height: height, limit: maxPixels)
         }
         let orientation = JPEGHeader(data).orientation
-        let denominator = neededSize.map { scaleDenominator(width: width, height: height, orientation: orientation, needed: $0) } ?? 1
+        let denominator =
+            neededSize.map { scaleDenominator(width: width, height: height, orientation: orientation, needed: $0) } ?? 1
         let outWidth = (width + denominator - 1) / denominator, outHeight = (height + denominator - 1) / denominator
 
         let format: TJPF
@@ -295,8 +325,9 @@ extension Image {
         }
         let channels = format == TJPF_CMYK ? 4 : format == TJPF_GRAY ? 1 : 3
         let decoded = try [UInt8](unsafeUninitializedCapacity: outWidth * outHeight * channels) { buffer, count in
-            let status = tjDecompress2(handle, data.baseAddress, UInt(data.count), buffer.baseAddress, Int32(outWidth), 0,
-                                       Int32(outHeight), Int32(format.rawValue), 0)
+            let status = tjDecompress2(
+                handle, data.baseAddress, UInt(data.count), buffer.baseAddress, Int32(outWidth), 0,
+                Int32(outHeight), Int32(format.rawValue), 0)
             warning = try jpegWarning(status, handle, path) ?? warning
             count = outWidth * outHeight * channels
         }
@@ -314,13 +345,17 @@ extension Image {
     static func jpegWarning(_ status: Int32, _ handle: tjhandle, _ path: String) throws -> String? {
         guard status != 0 else { return nil }
         let message = String(cString: tjGetErrorStr2(handle))
-        guard tjGetErrorCode(handle) == Int32(TJERR_WARNING.rawValue) else { throw ImageError.corrupt(path: path, reason: message) }
+        guard tjGetErrorCode(handle) == Int32(TJERR_WARNING.rawValue) else {
+            throw ImageError.corrupt(path: path, reason: message)
+        }
         return message
     }
 
     /// The DCT scaling denominator (8, 4, 2 or 1) giving the smallest decoded size still at least `needed`.
-    static func scaleDenominator(width: Int, height: Int, orientation: Int,
-                                 needed: (Int, Int) -> (width: Int, height: Int)) -> Int {
+    static func scaleDenominator(
+        width: Int, height: Int, orientation: Int,
+        needed: (Int, Int) -> (width: Int, height: Int)
+    ) -> Int {
         let swaps = orientation >= 5
         let want = swaps ? needed(height, width) : needed(width, height)
         let (needW, needH) = swaps ? (want.height, want.width) : (want.width, want.height)

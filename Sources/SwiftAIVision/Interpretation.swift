@@ -58,8 +58,9 @@ public final class ClassificationInterpretation {
         }
         let (n, c) = (preds.shape[0], preds.shape[1])
         guard targets.rank == 1, targets.shape[0] == n else {
-            throw InterpretationError.mismatch("targets \(targets.shape) must be one class index per item for \(n) predictions "
-                                               + "(multi-label targets are not supported)")
+            throw InterpretationError.mismatch(
+                "targets \(targets.shape) must be one class index per item for \(n) predictions "
+                    + "(multi-label targets are not supported)")
         }
         guard losses.count == n else {
             throw InterpretationError.mismatch("\(losses.count) losses for \(n) predictions")
@@ -110,14 +111,18 @@ public final class ClassificationInterpretation {
     /// fastai's `plot_confusion_matrix` as a PNG: 'Blues' colours, class names on both axes (x labels rotated),
     /// each cell's count (or, with `normalize`, its share of the actual class with `normDec` decimals) when
     /// `plotTxt`. The figure grows with the number of classes so 37 classes stay legible.
-    public func plotConfusionMatrix(to path: String, normalize: Bool = false, title: String = "Confusion matrix",
-                                    normDec: Int = 2, plotTxt: Bool = true) throws {
+    public func plotConfusionMatrix(
+        to path: String, normalize: Bool = false, title: String = "Confusion matrix",
+        normDec: Int = 2, plotTxt: Bool = true
+    ) throws {
         let values: [[Double]] = matrix.map { row in
             let sum = Double(row.reduce(0, +))
             return row.map { normalize ? Double($0) / sum : Double($0) }  // 0/0 is NaN, as numpy
         }
         let texts = values.map { row in
-            row.map { v in v.isNaN ? "nan" : normalize ? String(format: "%.\(Swift.max(0, normDec))f", v) : String(Int(v)) }
+            row.map { v in
+                v.isNaN ? "nan" : normalize ? String(format: "%.\(Swift.max(0, normDec))f", v) : String(Int(v))
+            }
         }
         let widest = plotTxt ? texts.joined().max { $0.count < $1.count } ?? "" : ""
         let layout = try MatrixLayout(vocab: vocab, title: title, widest: widest)
@@ -141,8 +146,9 @@ public final class ClassificationInterpretation {
             for i in 0..<n {
                 for j in 0..<n {
                     let white = values[i][j] > hi / 2
-                    canvas.text(texts[i][j], gl + (Double(j) + 0.5) * cell, gt + (Double(i) + 0.5) * cell, size: size,
-                                gray: white ? 1 : 0)
+                    canvas.text(
+                        texts[i][j], gl + (Double(j) + 0.5) * cell, gt + (Double(i) + 0.5) * cell, size: size,
+                        gray: white ? 1 : 0)
                 }
             }
         }
@@ -161,10 +167,14 @@ public final class ClassificationInterpretation {
             canvas.text(name, gl - layout.tick - 3, gt + mid, size: layout.labelSize, anchor: 1)
             canvas.text(name, gl + mid, gt + grid + layout.tick + 3, size: layout.labelSize, anchor: 1, rotate: true)
         }
-        canvas.text(title, layout.titleX, MatrixLayout.margin + MatrixLayout.titleSize / 2, size: MatrixLayout.titleSize)
-        canvas.text("Actual", MatrixLayout.margin + MatrixLayout.axisSize / 2, gt + grid / 2, size: MatrixLayout.axisSize, rotate: true)
-        canvas.text("Predicted", gl + grid / 2, Double(layout.height) - MatrixLayout.margin - MatrixLayout.axisSize / 2,
-                    size: MatrixLayout.axisSize)
+        canvas.text(
+            title, layout.titleX, MatrixLayout.margin + MatrixLayout.titleSize / 2, size: MatrixLayout.titleSize)
+        canvas.text(
+            "Actual", MatrixLayout.margin + MatrixLayout.axisSize / 2, gt + grid / 2, size: MatrixLayout.axisSize,
+            rotate: true)
+        canvas.text(
+            "Predicted", gl + grid / 2, Double(layout.height) - MatrixLayout.margin - MatrixLayout.axisSize / 2,
+            size: MatrixLayout.axisSize)
         try canvas.write(to: path)
     }
 
@@ -173,32 +183,46 @@ public final class ClassificationInterpretation {
     /// probability` (of the predicted class), in a grid of `ncols` columns of `cell`-pixel images.
     /// - Throws: ``InterpretationError/noImages(_:)`` when the loader is not over an ``ImageDataset``;
     ///   ``InterpretationError/mismatch(_:)`` when it no longer has one item per prediction.
-    public func plotTopLosses(_ k: Int = 9, to path: String, largest: Bool = true, ncols: Int = 3, cell: Int = 192) throws {
-        guard let dl else { throw InterpretationError.noImages("this interpretation was built from values, without a loader") }
+    public func plotTopLosses(_ k: Int = 9, to path: String, largest: Bool = true, ncols: Int = 3, cell: Int = 192)
+        throws
+    {
+        guard let dl else {
+            throw InterpretationError.noImages("this interpretation was built from values, without a loader")
+        }
         guard let ds = dl.dataset as? ImageDataset else {
             throw InterpretationError.noImages("the loader's dataset is a \(type(of: dl.dataset)), not an ImageDataset")
         }
         guard ds.count == losses.count else {
-            throw InterpretationError.mismatch("\(losses.count) predictions for \(ds.count) items (were images skipped?)")
+            throw InterpretationError.mismatch(
+                "\(losses.count) predictions for \(ds.count) items (were images skipped?)")
         }
         let top = topLosses(k, largest: largest)
-        guard !top.isEmpty else { throw PlotError(description: "plotTopLosses: no items to show (k = \(k), \(losses.count) items)") }
+        guard !top.isEmpty else {
+            throw PlotError(description: "plotTopLosses: no items to show (k = \(k), \(losses.count) items)")
+        }
         let probs = preds.doubles, c = vocab.count
         let titles = top.map { l, i in
             let p = probs[i * c..<(i + 1) * c].max()!
-            return "\(vocab[decoded[i]])/\(vocab[targets[i]]) / \(String(format: "%.2f", l)) / \(String(format: "%.2f", p))"
+            return
+                """
+                \(vocab[decoded[i]])/\(vocab[targets[i]]) / \(String(format: "%.2f", l)) / \
+                \(String(format: "%.2f", p))
+                """
         }
         let images = try top.map { try ds.image($0.index, seed: 0, training: false) }
-        try drawTitledGrid(images, titles: titles, header: "Prediction/Actual/Loss/Probability", ncols: ncols, cell: cell, to: path)
+        try drawTitledGrid(
+            images, titles: titles, header: "Prediction/Actual/Loss/Probability", ncols: ncols, cell: cell, to: path)
     }
 }
 
 extension Color {
     /// matplotlib's 'Blues' colour map for `t` ∈ [0, 1].
     static func blues(_ t: Double) -> Color {
-        let stops = [Color(0.9686, 0.9843, 1.0), Color(0.8706, 0.9216, 0.9686), Color(0.7765, 0.8588, 0.9373),
-                     Color(0.6196, 0.7922, 0.8824), Color(0.4196, 0.6824, 0.8392), Color(0.2588, 0.5725, 0.7765),
-                     Color(0.1294, 0.4431, 0.7098), Color(0.0314, 0.3176, 0.6118), Color(0.0314, 0.1882, 0.4196)]
+        let stops = [
+            Color(0.9686, 0.9843, 1.0), Color(0.8706, 0.9216, 0.9686), Color(0.7765, 0.8588, 0.9373),
+            Color(0.6196, 0.7922, 0.8824), Color(0.4196, 0.6824, 0.8392), Color(0.2588, 0.5725, 0.7765),
+            Color(0.1294, 0.4431, 0.7098), Color(0.0314, 0.3176, 0.6118), Color(0.0314, 0.1882, 0.4196)
+        ]
         let x = Swift.min(Swift.max(t.isNaN ? 0 : t, 0), 1) * Double(stops.count - 1)
         let i = Swift.min(Int(x), stops.count - 2), f = x - Double(i)
         let a = stops[i], b = stops[i + 1]
@@ -217,7 +241,8 @@ struct MatrixLayout {
     init(vocab: [String], title: String, widest: String = "") throws {
         let n = Double(vocab.count)
         let measure = try Canvas(width: 1, height: 1)
-        cell = Swift.max((480 / n).rounded(.down).clamped(28, 80), (measure.width(of: widest, size: 10) + 8).rounded(.up))
+        cell = Swift.max(
+            (480 / n).rounded(.down).clamped(28, 80), (measure.width(of: widest, size: 10) + 8).rounded(.up))
         let size = Swift.min(13, cell * 0.45)
         labelSize = size
         let longest = vocab.map { measure.width(of: $0, size: size) }.max() ?? 0
@@ -250,7 +275,8 @@ final class Canvas {
 
     init(width: Int, height: Int) throws {
         guard let s = cairo_image_surface_create(CAIRO_FORMAT_RGB24, Int32(width), Int32(height)),
-              cairo_surface_status(s) == CAIRO_STATUS_SUCCESS, let c = cairo_create(s) else {
+            cairo_surface_status(s) == CAIRO_STATUS_SUCCESS, let c = cairo_create(s)
+        else {
             throw PlotError(description: "cannot create a \(width)×\(height) image")
         }
         surface = s
@@ -275,7 +301,10 @@ final class Canvas {
 
     /// Draws `s` centred vertically on `y`, with `anchor` of its width at `x` (0 left, 0.5 centre, 1 right);
     /// `rotate` turns it a quarter counter-clockwise about (x, y), reading upwards.
-    func text(_ s: String, _ x: Double, _ y: Double, size: Double, anchor: Double = 0.5, rotate: Bool = false, gray: Double = 0.1) {
+    func text(
+        _ s: String, _ x: Double, _ y: Double, size: Double, anchor: Double = 0.5, rotate: Bool = false,
+        gray: Double = 0.1
+    ) {
         cairo_save(cr)
         cairo_set_font_size(cr, size)
         var fe = cairo_font_extents_t()
@@ -295,14 +324,19 @@ final class Canvas {
         for r in 0..<img.height {
             for c in 0..<img.width {
                 let o = r * stride + c * 4, p = (r * img.width + c) * img.channels
-                let (red, green, blue) = img.channels >= 3 ? (img.pixels[p], img.pixels[p + 1], img.pixels[p + 2])
-                                                           : (img.pixels[p], img.pixels[p], img.pixels[p])
+                let (red, green, blue) =
+                    img.channels >= 3
+                    ? (img.pixels[p], img.pixels[p + 1], img.pixels[p + 2])
+                    : (img.pixels[p], img.pixels[p], img.pixels[p])
                 argb[o] = blue; argb[o + 1] = green; argb[o + 2] = red
             }
         }
         argb.withUnsafeMutableBufferPointer { buf in
-            guard let src = cairo_image_surface_create_for_data(buf.baseAddress, CAIRO_FORMAT_RGB24, Int32(img.width),
-                                                                Int32(img.height), Int32(stride)) else { return }
+            guard
+                let src = cairo_image_surface_create_for_data(
+                    buf.baseAddress, CAIRO_FORMAT_RGB24, Int32(img.width),
+                    Int32(img.height), Int32(stride))
+            else { return }
             defer { cairo_surface_destroy(src) }
             cairo_save(cr)
             cairo_translate(cr, x, y)
@@ -347,7 +381,8 @@ func fitTitle(_ title: String, width: Double, canvas: Canvas) -> (lines: [String
 }
 
 /// Images in a grid of `cell`-pixel squares under a `header`, each with its (fitted) title above it.
-func drawTitledGrid(_ images: [Image], titles: [String], header: String, ncols: Int, cell: Int, to path: String) throws {
+func drawTitledGrid(_ images: [Image], titles: [String], header: String, ncols: Int, cell: Int, to path: String) throws
+{
     let cols = Swift.max(1, Swift.min(ncols, images.count)), rows = (images.count + cols - 1) / cols
     let pad = 8.0, headerH = 30.0, lineH = 16.0, side = Double(cell)
     let measure = try Canvas(width: 1, height: 1)
@@ -363,7 +398,9 @@ func drawTitledGrid(_ images: [Image], titles: [String], header: String, ncols: 
             canvas.text(line, x0 + side / 2, y0 + titleH - 2 - (Double(lines.count - k) - 0.5) * lineH, size: size)
         }
         let s = side / Double(Swift.max(img.width, img.height, 1))
-        canvas.paint(img, x: x0 + (side - Double(img.width) * s) / 2, y: y0 + titleH + (side - Double(img.height) * s) / 2, scale: s)
+        canvas.paint(
+            img, x: x0 + (side - Double(img.width) * s) / 2, y: y0 + titleH + (side - Double(img.height) * s) / 2,
+            scale: s)
     }
     try canvas.write(to: path)
 }

@@ -12,23 +12,28 @@ public enum Resampling: Sendable {
 extension Image {
     /// This image resampled to `width`×`height`, as Pillow's `Image.resize((width, height), resample)`.
     public func resized(width: Int, height: Int, resampling: Resampling = .bilinear) -> Image {
-        resizedRegion(x: 0, y: 0, width: self.width, height: self.height, toWidth: width, toHeight: height,
-                      resampling: resampling)
+        resizedRegion(
+            x: 0, y: 0, width: self.width, height: self.height, toWidth: width, toHeight: height,
+            resampling: resampling)
     }
 
     /// The `w`×`h` region at (`x`, `y`) resampled to `toWidth`×`toHeight`: the same as cropping then resizing, without
     /// the intermediate copy.
-    func resizedRegion(x: Int, y: Int, width w: Int, height h: Int, toWidth: Int, toHeight: Int,
-                       resampling: Resampling) -> Image {
+    func resizedRegion(
+        x: Int, y: Int, width w: Int, height h: Int, toWidth: Int, toHeight: Int,
+        resampling: Resampling
+    ) -> Image {
         require(toWidth > 0 && toHeight > 0, "Image.resized: output size \(toWidth)x\(toHeight) must be positive")
-        require(w > 0 && h > 0 && x >= 0 && y >= 0 && x + w <= width && y + h <= height,
-                "Image.resized: region \(w)x\(h) at (\(x), \(y)) must be non-empty and inside the \(width)x\(height) image")
+        require(
+            w > 0 && h > 0 && x >= 0 && y >= 0 && x + w <= width && y + h <= height,
+            "Image.resized: region \(w)x\(h) at (\(x), \(y)) must be non-empty and inside the \(width)x\(height) image")
         let c = channels
         var out = [UInt8](repeating: 0, count: toWidth * toHeight * c)
         pixels.withUnsafeBufferPointer { src in
             out.withUnsafeMutableBufferPointer { dst in
-                let region = PixelRegion(base: src.baseAddress! + (y * width + x) * c, width: w, height: h,
-                                         rowStride: width * c, channels: c)
+                let region = PixelRegion(
+                    base: src.baseAddress! + (y * width + x) * c, width: w, height: h,
+                    rowStride: width * c, channels: c)
                 switch resampling {
                 case .bilinear: resampleBilinear(region, into: dst.baseAddress!, width: toWidth, height: toHeight)
                 case .nearest: resampleNearest(region, into: dst.baseAddress!, width: toWidth, height: toHeight)
@@ -91,8 +96,10 @@ struct ResampleCoefficients {
             let shift = fixedWindows && inSize >= taps ? max(lo + taps - inSize, 0) : 0
             for i in 0..<(hi - lo) {
                 let w = total != 0 ? k[i] / total : k[i]
-                weights[o * taps + i + shift] = Int32(w < 0 ? -0.5 + w * Double(1 << precisionBits)
-                                                            : 0.5 + w * Double(1 << precisionBits))
+                weights[o * taps + i + shift] = Int32(
+                    w < 0
+                        ? -0.5 + w * Double(1 << precisionBits)
+                        : 0.5 + w * Double(1 << precisionBits))
             }
             first[o] = Int32(lo - shift)
             count[o] = Int32(fixedWindows && inSize >= taps ? taps : hi - lo)
@@ -136,7 +143,8 @@ private func resampleBilinear(_ src: PixelRegion, into out: UnsafeMutablePointer
         let temp = UnsafeMutablePointer<UInt8>.allocate(capacity: src.width * height * c)
         defer { temp.deallocate() }
         verticalPass(src, rowOffset: 0, vertical, into: temp)
-        let mid = PixelRegion(base: UnsafePointer(temp), width: src.width, height: height, rowStride: src.width * c, channels: c)
+        let mid = PixelRegion(
+            base: UnsafePointer(temp), width: src.width, height: height, rowStride: src.width * c, channels: c)
         horizontalPass(mid, rows: 0..<height, horizontal, into: out)
         return
     }
@@ -144,7 +152,8 @@ private func resampleBilinear(_ src: PixelRegion, into out: UnsafeMutablePointer
     let temp = UnsafeMutablePointer<UInt8>.allocate(capacity: width * (lastRow - firstRow) * c)
     defer { temp.deallocate() }
     horizontalPass(src, rows: firstRow..<lastRow, horizontal, into: temp)
-    let mid = PixelRegion(base: UnsafePointer(temp), width: width, height: lastRow - firstRow, rowStride: width * c, channels: c)
+    let mid = PixelRegion(
+        base: UnsafePointer(temp), width: width, height: lastRow - firstRow, rowStride: width * c, channels: c)
     verticalPass(mid, rowOffset: firstRow, vertical, into: out)
 }
 
@@ -152,64 +161,77 @@ private func resampleBilinear(_ src: PixelRegion, into out: UnsafeMutablePointer
 /// RGB rows go two at a time, each pixel accumulating as one 4-lane vector per tap (the 4th lane, the next pixel's
 /// red, is discarded); an output pixel reading the row's last source pixel takes the scalar path so the 4-byte load
 /// stays inside the row.
-private func horizontalPass(_ src: PixelRegion, rows: Range<Int>, _ coefficients: ResampleCoefficients,
-                            into out: UnsafeMutablePointer<UInt8>) {
+private func horizontalPass(
+    _ src: PixelRegion, rows: Range<Int>, _ coefficients: ResampleCoefficients,
+    into out: UnsafeMutablePointer<UInt8>
+) {
     let outWidth = coefficients.first.count, taps = coefficients.taps, c = src.channels
     coefficients.weights.withUnsafeBufferPointer { wbuf in
-    coefficients.first.withUnsafeBufferPointer { firsts in
-    coefficients.count.withUnsafeBufferPointer { counts in
-        let kk = wbuf.baseAddress!
-        func scalar(_ o: Int, _ line: UnsafePointer<UInt8>, _ dst: UnsafeMutablePointer<UInt8>) {
-            let k = kk + o * taps, p = line + Int(firsts[o]) * c
-            for ch in 0..<c {
-                var sum = half
-                for t in 0..<Int(counts[o]) { sum &+= Int32(p[t * c + ch]) &* k[t] }
-                dst[o * c + ch] = clip8(sum)
-            }
-        }
-        // Stores 4 bytes; the 4th is overwritten by the next pixel (the last output pixel is always scalar).
-        @inline(__always) func store(_ sum: SIMD4<Int32>, _ d: UnsafeMutablePointer<UInt8>) {
-            UnsafeMutableRawPointer(d).storeBytes(of: SIMD4<UInt8>(truncatingIfNeeded: narrow(sum)), as: SIMD4<UInt8>.self)
-        }
-        // Output pixels before `vectorEnd` never read the last source pixel; the last output pixel always does.
-        var vectorEnd = outWidth - 1
-        while c == 3 && vectorEnd > 0 && Int(firsts[vectorEnd - 1] + counts[vectorEnd - 1]) >= src.width { vectorEnd -= 1 }
-        var r = 0
-        while r < rows.count {
-            let pair = c == 3 && r + 1 < rows.count && taps < vectorTapLimit
-            let lineA = src.base + (rows.lowerBound + r) * src.rowStride, lineB = lineA + src.rowStride
-            let dstA = out + r * outWidth * c, dstB = dstA + outWidth * c
-            if pair {
-                for o in 0..<vectorEnd {
-                    let k = kk + o * taps, offset = Int(firsts[o]) * 3
-                    var a = SIMD4<Int32>(repeating: half), b = a
-                    for t in 0..<Int(counts[o]) {
-                        let w = SIMD4<Int32>(repeating: k[t])
-                        a &+= SIMD4<Int32>(truncatingIfNeeded: UnsafeRawPointer(lineA + offset + 3 * t).loadUnaligned(as: SIMD4<UInt8>.self)) &* w
-                        b &+= SIMD4<Int32>(truncatingIfNeeded: UnsafeRawPointer(lineB + offset + 3 * t).loadUnaligned(as: SIMD4<UInt8>.self)) &* w
+        coefficients.first.withUnsafeBufferPointer { firsts in
+            coefficients.count.withUnsafeBufferPointer { counts in
+                let kk = wbuf.baseAddress!
+                func scalar(_ o: Int, _ line: UnsafePointer<UInt8>, _ dst: UnsafeMutablePointer<UInt8>) {
+                    let k = kk + o * taps, p = line + Int(firsts[o]) * c
+                    for ch in 0..<c {
+                        var sum = half
+                        for t in 0..<Int(counts[o]) { sum &+= Int32(p[t * c + ch]) &* k[t] }
+                        dst[o * c + ch] = clip8(sum)
                     }
-                    store(a, dstA + o * 3)
-                    store(b, dstB + o * 3)
                 }
-                for o in vectorEnd..<outWidth {
-                    scalar(o, lineA, dstA)
-                    scalar(o, lineB, dstB)
+                // Stores 4 bytes; the 4th is overwritten by the next pixel (the last output pixel is always scalar).
+                @inline(__always) func store(_ sum: SIMD4<Int32>, _ d: UnsafeMutablePointer<UInt8>) {
+                    UnsafeMutableRawPointer(d).storeBytes(
+                        of: SIMD4<UInt8>(truncatingIfNeeded: narrow(sum)), as: SIMD4<UInt8>.self)
                 }
-                r += 2
-            } else {
-                for o in 0..<outWidth { scalar(o, lineA, dstA) }
-                r += 1
+                // Output pixels before `vectorEnd` never read the last source pixel; the last output pixel always does.
+                var vectorEnd = outWidth - 1
+                while c == 3 && vectorEnd > 0 && Int(firsts[vectorEnd - 1] + counts[vectorEnd - 1]) >= src.width {
+                    vectorEnd -= 1
+                }
+                var r = 0
+                while r < rows.count {
+                    let pair = c == 3 && r + 1 < rows.count && taps < vectorTapLimit
+                    let lineA = src.base + (rows.lowerBound + r) * src.rowStride, lineB = lineA + src.rowStride
+                    let dstA = out + r * outWidth * c, dstB = dstA + outWidth * c
+                    if pair {
+                        for o in 0..<vectorEnd {
+                            let k = kk + o * taps, offset = Int(firsts[o]) * 3
+                            var a = SIMD4<Int32>(repeating: half), b = a
+                            for t in 0..<Int(counts[o]) {
+                                let w = SIMD4<Int32>(repeating: k[t])
+                                a &+=
+                                    SIMD4<Int32>(
+                                        truncatingIfNeeded: UnsafeRawPointer(lineA + offset + 3 * t).loadUnaligned(
+                                            as: SIMD4<UInt8>.self)) &* w
+                                b &+=
+                                    SIMD4<Int32>(
+                                        truncatingIfNeeded: UnsafeRawPointer(lineB + offset + 3 * t).loadUnaligned(
+                                            as: SIMD4<UInt8>.self)) &* w
+                            }
+                            store(a, dstA + o * 3)
+                            store(b, dstB + o * 3)
+                        }
+                        for o in vectorEnd..<outWidth {
+                            scalar(o, lineA, dstA)
+                            scalar(o, lineB, dstB)
+                        }
+                        r += 2
+                    } else {
+                        for o in 0..<outWidth { scalar(o, lineA, dstA) }
+                        r += 1
+                    }
+                }
             }
         }
-    }
-    }
     }
 }
 
 /// Resamples the columns of `src` (whose row 0 is source row `rowOffset`) to `coefficients.first.count` rows,
 /// 16 values at a time along the contiguous rows.
-private func verticalPass(_ src: PixelRegion, rowOffset: Int, _ coefficients: ResampleCoefficients,
-                          into out: UnsafeMutablePointer<UInt8>) {
+private func verticalPass(
+    _ src: PixelRegion, rowOffset: Int, _ coefficients: ResampleCoefficients,
+    into out: UnsafeMutablePointer<UInt8>
+) {
     let n = src.width * src.channels, taps = coefficients.taps
     coefficients.weights.withUnsafeBufferPointer { wbuf in
         for o in 0..<coefficients.first.count {
@@ -223,7 +245,8 @@ private func verticalPass(_ src: PixelRegion, rowOffset: Int, _ coefficients: Re
                     let v = UnsafeRawPointer(top + t * src.rowStride + i).loadUnaligned(as: SIMD16<UInt8>.self)
                     sum &+= SIMD16<Int32>(truncatingIfNeeded: v) &* k[t]
                 }
-                UnsafeMutableRawPointer(dst + i).storeBytes(of: SIMD16<UInt8>(truncatingIfNeeded: narrow(sum)), as: SIMD16<UInt8>.self)
+                UnsafeMutableRawPointer(dst + i).storeBytes(
+                    of: SIMD16<UInt8>(truncatingIfNeeded: narrow(sum)), as: SIMD16<UInt8>.self)
                 i += 16
             }
             while i < n {

@@ -32,15 +32,17 @@ struct CropWindow: Equatable {
 extension Image {
     /// The `width`×`height` region whose top-left pixel is (`x`, `y`); it must lie inside the image.
     public func cropped(x: Int, y: Int, width w: Int, height h: Int) -> Image {
-        require(w >= 0 && h >= 0 && x >= 0 && y >= 0 && x + w <= width && y + h <= height,
-                "Image.cropped: region \(w)x\(h) at (\(x), \(y)) must lie inside the \(width)x\(height) image")
+        require(
+            w >= 0 && h >= 0 && x >= 0 && y >= 0 && x + w <= width && y + h <= height,
+            "Image.cropped: region \(w)x\(h) at (\(x), \(y)) must lie inside the \(width)x\(height) image")
         var out = [UInt8](repeating: 0, count: w * h * channels)
         let rowBytes = w * channels
         pixels.withUnsafeBufferPointer { src in
             out.withUnsafeMutableBufferPointer { dst in
                 for row in 0..<h {
-                    (dst.baseAddress! + row * rowBytes).update(from: src.baseAddress! + ((y + row) * width + x) * channels,
-                                                               count: rowBytes)
+                    (dst.baseAddress! + row * rowBytes).update(
+                        from: src.baseAddress! + ((y + row) * width + x) * channels,
+                        count: rowBytes)
                 }
             }
         }
@@ -50,9 +52,12 @@ extension Image {
     /// This image with `left`, `top`, `right`, `bottom` pixels added, filled per `mode` as torchvision's `pad`
     /// (NumPy's `reflect` keeps mirroring when a pad is wider than the image; a 1-pixel side replicates).
     public func padded(left: Int, top: Int, right: Int, bottom: Int, mode: PadMode) -> Image {
-        require(left >= 0 && top >= 0 && right >= 0 && bottom >= 0,
-                "Image.padded: pads (\(left), \(top), \(right), \(bottom)) must be non-negative")
-        require(width > 0 && height > 0 || mode == .zeros, "Image.padded: cannot \(mode)-pad an empty \(width)x\(height) image")
+        require(
+            left >= 0 && top >= 0 && right >= 0 && bottom >= 0,
+            "Image.padded: pads (\(left), \(top), \(right), \(bottom)) must be non-negative")
+        require(
+            width > 0 && height > 0 || mode == .zeros,
+            "Image.padded: cannot \(mode)-pad an empty \(width)x\(height) image")
         let w = width + left + right, h = height + top + bottom, c = channels
         // Source index for each output column / row; -1 means zero fill.
         func sources(_ count: Int, _ before: Int, _ size: Int) -> [Int] {
@@ -93,8 +98,9 @@ extension Image {
         let left = x0 - window.x, top = y0 - window.y
         let right = window.x + window.width - x1, bottom = window.y + window.height - y1
         if left == 0 && top == 0 && right == 0 && bottom == 0 {
-            return resizedRegion(x: x0, y: y0, width: x1 - x0, height: y1 - y0, toWidth: toWidth, toHeight: toHeight,
-                                 resampling: .bilinear)
+            return resizedRegion(
+                x: x0, y: y0, width: x1 - x0, height: y1 - y0, toWidth: toWidth, toHeight: toHeight,
+                resampling: .bilinear)
         }
         return cropped(x: x0, y: y0, width: x1 - x0, height: y1 - y0)
             .padded(left: left, top: top, right: right, bottom: bottom, mode: padMode)
@@ -147,8 +153,9 @@ public struct Resize: ItemTransform {
 
     /// The transform with the window position pinned to `pcts` (x, y).
     func apply(_ image: Image, pcts: (Double, Double)) -> Image {
-        image.cropPadResized(window(width: image.width, height: image.height, pcts: pcts), padMode: padMode,
-                             toWidth: width, toHeight: height)
+        image.cropPadResized(
+            window(width: image.width, height: image.height, pcts: pcts), padMode: padMode,
+            toWidth: width, toHeight: height)
     }
 
     /// fastai's `Resize.encodes` arithmetic: the window of the output's aspect ratio that fits inside (crop) or
@@ -184,17 +191,26 @@ public struct RandomResizedCrop: ItemTransform {
     public var order: Int { 1 }
 
     /// A square `size`×`size` output.
-    public init(_ size: Int, minScale: Double = 0.08, ratio: (Double, Double) = (3.0 / 4, 4.0 / 3), valXtra: Double = 0.14,
-                maxScale: Double = 1) {
+    public init(
+        _ size: Int, minScale: Double = 0.08, ratio: (Double, Double) = (3.0 / 4, 4.0 / 3), valXtra: Double = 0.14,
+        maxScale: Double = 1
+    ) {
         self.init(height: size, width: size, minScale: minScale, ratio: ratio, valXtra: valXtra, maxScale: maxScale)
     }
 
     /// A `width`×`height` output (fastai's `RandomResizedCrop((height, width))`).
-    public init(height: Int, width: Int, minScale: Double = 0.08, ratio: (Double, Double) = (3.0 / 4, 4.0 / 3),
-                valXtra: Double = 0.14, maxScale: Double = 1) {
+    public init(
+        height: Int, width: Int, minScale: Double = 0.08, ratio: (Double, Double) = (3.0 / 4, 4.0 / 3),
+        valXtra: Double = 0.14, maxScale: Double = 1
+    ) {
         require(width > 0 && height > 0, "RandomResizedCrop: size \(width)x\(height) must be positive")
-        require(minScale > 0 && minScale <= maxScale && ratio.0 > 0 && ratio.0 <= ratio.1 && valXtra >= 0,
-                "RandomResizedCrop: need 0 < minScale (\(minScale)) <= maxScale (\(maxScale)), 0 < ratio.0 <= ratio.1 \(ratio), valXtra (\(valXtra)) >= 0")
+        require(
+            minScale > 0 && minScale <= maxScale && ratio.0 > 0 && ratio.0 <= ratio.1 && valXtra >= 0,
+            """
+            RandomResizedCrop: need 0 < minScale (\(minScale)) <= maxScale (\(maxScale)), 0 < ratio.0 <= ratio.1 \
+            \(ratio), valXtra (\(valXtra)) >= 0
+            """
+        )
         self.width = width
         self.height = height
         self.minScale = minScale
@@ -214,16 +230,19 @@ public struct RandomResizedCrop: ItemTransform {
             let squished = image.resized(width: width + xtra, height: height + xtra)
             return xtra == 0 ? squished : squished.cropped(x: xtra / 2, y: xtra / 2, width: width, height: height)
         }
-        let window = trainingWindow(width: image.width, height: image.height,
-                                    uniform: { a, b in a + (b - a) * generator.nextDouble() },
-                                    randint: { a, b in a + generator.nextInt(in: 0..<(b - a + 1)) })
+        let window = trainingWindow(
+            width: image.width, height: image.height,
+            uniform: { a, b in a + (b - a) * generator.nextDouble() },
+            randint: { a, b in a + generator.nextInt(in: 0..<(b - a + 1)) })
         return image.cropPadResized(window, padMode: .zeros, toWidth: width, toHeight: height)
     }
 
     /// fastai's training window for a `w`×`h` image; `uniform(a, b)` and `randint(a, b)` (inclusive) are the draws,
     /// as Python's `random.uniform` / `random.randint`, in fastai's order.
-    func trainingWindow(width w: Int, height h: Int, uniform: (Double, Double) -> Double,
-                        randint: (Int, Int) -> Int) -> CropWindow {
+    func trainingWindow(
+        width w: Int, height h: Int, uniform: (Double, Double) -> Double,
+        randint: (Int, Int) -> Int
+    ) -> CropWindow {
         for _ in 0..<10 {
             let area = uniform(minScale, maxScale) * Double(w) * Double(h)
             let r = exp(uniform(log(ratio.0), log(ratio.1)))
@@ -236,7 +255,8 @@ public struct RandomResizedCrop: ItemTransform {
             }
         }
         let aspect = Double(w) / Double(h)
-        let (cw, ch) = aspect < ratio.0 ? (w, Int(Double(w) / ratio.0)) : aspect > ratio.1 ? (Int(Double(h) * ratio.1), h) : (w, h)
+        let (cw, ch) =
+            aspect < ratio.0 ? (w, Int(Double(w) / ratio.0)) : aspect > ratio.1 ? (Int(Double(h) * ratio.1), h) : (w, h)
         return CropWindow(x: (w - cw) / 2, y: (h - ch) / 2, width: cw, height: ch)
     }
 
@@ -246,8 +266,9 @@ public struct RandomResizedCrop: ItemTransform {
         let area = minScale * Double(w) * Double(h)
         let minW = (area * ratio.0).squareRoot(), minH = (area / ratio.1).squareRoot()
         let xtra = Double(validationExtra)
-        let s = max(Double(width) / minW, Double(height) / minH,
-                    (Double(width) + xtra) / Double(w), (Double(height) + xtra) / Double(h))
+        let s = max(
+            Double(width) / minW, Double(height) / minH,
+            (Double(width) + xtra) / Double(w), (Double(height) + xtra) / Double(h))
         return scaledSize(w, h, by: s)
     }
 }

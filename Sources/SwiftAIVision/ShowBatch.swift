@@ -5,7 +5,8 @@ import SwiftAIData
 extension DataLoaders {
     /// fastai's `show_batch`: a PNG grid of the first `nrows × ncols` images of a training batch (or a validation
     /// one), decoded back to pixels (`Normalize` undone) and titled with their labels.
-    public func showBatch(nrows: Int = 3, ncols: Int = 3, to path: String, valid: Bool = false, cell: Int = 180) throws {
+    public func showBatch(nrows: Int = 3, ncols: Int = 3, to path: String, valid: Bool = false, cell: Int = 180) throws
+    {
         let dl = valid ? self.valid : self.train
         let b = dl.batchTransforms.decode(try dl.first())
         let images = imagesForDisplay(b.x)
@@ -23,7 +24,9 @@ extension DataLoaders {
 
 /// Batch `[B, C, H, W]` (uint8, or float in [0, 1]) as RGB images.
 func imagesForDisplay(_ x: Tensor) -> [Image] {
-    require(x.rank == 4 && (x.shape[1] == 1 || x.shape[1] == 3), "showBatch: expected images [B, 1|3, H, W], got \(x.shape)")
+    require(
+        x.rank == 4 && (x.shape[1] == 1 || x.shape[1] == 3), "showBatch: expected images [B, 1|3, H, W], got \(x.shape)"
+    )
     let scaled = x.dtype == .uint8 ? x.to(.float32) / 255 : x.to(.float32)
     let hwc = scaled.permute([0, 2, 3, 1]).contiguous()
     let v = hwc.floats

@@ -20,7 +20,9 @@ public struct RandomSplitter: Splitter {
     }
 
     public func split(_ items: [Path]) throws -> (train: [Int], valid: [Int]) {
-        guard validPct >= 0 && validPct < 1 else { throw DataBlockError.invalid("validPct must be in [0, 1), got \(validPct)") }
+        guard validPct >= 0 && validPct < 1 else {
+            throw DataBlockError.invalid("validPct must be in [0, 1), got \(validPct)")
+        }
         let g = seed.map { Generator(seed: $0) } ?? Generator(seed: UInt64.random(in: 0...UInt64.max))
         let perm = g.permutation(items.count)
         let cut = Int(validPct * Double(items.count))
@@ -77,7 +79,10 @@ public struct FileSplitter: Splitter {
             throw DataBlockError.invalid("FileSplitter: cannot read \(file) (one validation file name per line)")
         }
         let names = Set(text.split(whereSeparator: \.isNewline).map(String.init))
-        return (items.indices.filter { !names.contains(items[$0].name) }, items.indices.filter { names.contains(items[$0].name) })
+        return (
+            items.indices.filter { !names.contains(items[$0].name) },
+            items.indices.filter { names.contains(items[$0].name) }
+        )
     }
     public var description: String { "FileSplitter(\(file))" }
 }

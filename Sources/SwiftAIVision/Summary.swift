@@ -21,8 +21,10 @@ extension DataBlock {
     ///
     /// - Parameter checkAll: decode every item (on all cores) to list the files that would be skipped.
     @discardableResult
-    public func summary(_ source: Path, bs: Int = 4, checkAll: Bool = false, strict: Bool = false,
-                        print out: (String) -> Void = { Swift.print($0) }) throws -> DataSummary {
+    public func summary(
+        _ source: Path, bs: Int = 4, checkAll: Bool = false, strict: Bool = false,
+        print out: (String) -> Void = { Swift.print($0) }
+    ) throws -> DataSummary {
         out("Setting-up type transforms pipelines")
         out("Collecting items from \(source)")
         let ds = try datasets(source, strict: strict)
@@ -30,9 +32,15 @@ extension DataBlock {
         out("2 datasets of sizes \(ds.train.count),\(ds.valid.count)")
         let target = multiLabel ? "MultiCategorize" : "Categorize"
         out("Setting up Pipeline: Image.read(\(imageBlock.mode))")
-        out("Setting up Pipeline: getY -> \(target) -- {vocab: \(ds.vocab.count) classes\(fixedVocab == nil ? ", sorted" : "")}")
-        var summary = DataSummary(items: ds.items.count, train: ds.train.count, valid: ds.valid.count, classes: ds.vocab.count,
-                                  skipped: [], error: nil)
+        out(
+            """
+            Setting up Pipeline: getY -> \(target) -- {vocab: \(ds.vocab.count) \
+            classes\(fixedVocab == nil ? ", sorted" : "")}
+            """
+        )
+        var summary = DataSummary(
+            items: ds.items.count, train: ds.train.count, valid: ds.valid.count, classes: ds.vocab.count,
+            skipped: [], error: nil)
         if checkAll {
             for set in [ds.train, ds.valid] { set.checkAll() }
         }
@@ -49,10 +57,20 @@ extension DataBlock {
         }
         let img0 = try train.decode(i0)
         out("\nBuilding one sample")
-        out("  Pipeline: Image.read\n    starting from\n      \(train.items[i0])\n    applying Image.read gives\n      \(describe(img0))")
+        out(
+            """
+              Pipeline: Image.read\n    starting from\n      \(train.items[i0])\n    applying Image.read gives\n      \
+            \(describe(img0))
+            """
+        )
         let labels = train.targets[i0].map { ds.vocab[$0] }
         let y0 = multiLabel ? "TensorMultiCategory(\(train.targets[i0]))" : "TensorCategory(\(train.targets[i0][0]))"
-        out("  Pipeline: getY -> \(target)\n    starting from\n      \(train.items[i0])\n    applying getY gives\n      \(multiLabel ? "\(labels)" : labels[0])\n    applying \(target) gives\n      \(y0)")
+        out(
+            """
+              Pipeline: getY -> \(target)\n    starting from\n      \(train.items[i0])\n    applying getY gives\n      \
+            \(multiLabel ? "\(labels)" : labels[0])\n    applying \(target) gives\n      \(y0)
+            """
+        )
         out("\nFinal sample: (\(describe(img0)), \(y0))\n")
         let itemNames = itemTfms.map(\.description) + ["ToTensor"]
         out("Setting up after_item: Pipeline: \(itemNames.joined(separator: " -> "))")
@@ -69,9 +87,16 @@ extension DataBlock {
             img = t.apply(img, generator: g, training: true)
             out("    applying \(t) gives\n      (\(describe(img)), \(y0))")
         }
-        out("    applying ToTensor gives\n      (TensorImage of size \(img.channels)x\(img.height)x\(img.width), \(y0))")
+        out(
+            "    applying ToTensor gives\n      (TensorImage of size \(img.channels)x\(img.height)x\(img.width), \(y0))"
+        )
         let idx = Array((0..<train.count).prefix(bs))
-        out("\nAdding the next \(idx.count - 1) samples\n\nNo before_batch transform to apply\n\nCollating items in a batch")
+        out(
+            """
+            \nAdding the next \(idx.count - 1) samples\n\nNo before_batch transform to apply\n\nCollating items in a \
+            batch
+            """
+        )
         var batch: Batch
         do {
             batch = try train.batch(idx, seeds: idx.map { UInt64($0) }, training: true)
@@ -82,7 +107,12 @@ extension DataBlock {
             summary.skipped = ds.skipped.map(\.path)
             return summary
         }
-        out("\nApplying batch_tfms to the batch built\n  Pipeline: \(pipeline)\n    starting from\n      \(describe(batch))")
+        out(
+            """
+            \nApplying batch_tfms to the batch built\n  Pipeline: \(pipeline)\n    starting from\n      \
+            \(describe(batch))
+            """
+        )
         for t in pipeline.transforms {
             batch = noGrad { t.apply(batch, generator: g, training: true) }
             out("    applying \(t) gives\n      \(describe(batch))")
@@ -97,7 +127,10 @@ extension DataBlock {
 
     private func describe(_ b: Batch) -> String {
         let x = b.x.shape.map(String.init).joined(separator: "x")
-        let y = b.y.dtype == .int64 ? "TensorCategory(\(b.y.scalars(as: Int64.self)))" : "TensorMultiCategory of size \(b.y.shape.map(String.init).joined(separator: "x"))"
+        let y =
+            b.y.dtype == .int64
+            ? "TensorCategory(\(b.y.scalars(as: Int64.self)))"
+            : "TensorMultiCategory of size \(b.y.shape.map(String.init).joined(separator: "x"))"
         return "(TensorImage of size \(x) \(b.x.dtype), \(y))"
     }
 }

@@ -21,10 +21,15 @@ public enum TransformCoding {
     public static func encode(_ t: ItemTransform) throws -> [String: Any] {
         switch t {
         case let r as Resize:
-            return ["type": "Resize", "height": r.height, "width": r.width, "method": r.method.rawValue, "pad_mode": r.padMode.rawValue]
+            return [
+                "type": "Resize", "height": r.height, "width": r.width, "method": r.method.rawValue,
+                "pad_mode": r.padMode.rawValue
+            ]
         case let r as RandomResizedCrop:
-            return ["type": "RandomResizedCrop", "height": r.height, "width": r.width, "min_scale": r.minScale,
-                    "max_scale": r.maxScale, "ratio": [r.ratio.0, r.ratio.1], "val_xtra": r.valXtra]
+            return [
+                "type": "RandomResizedCrop", "height": r.height, "width": r.width, "min_scale": r.minScale,
+                "max_scale": r.maxScale, "ratio": [r.ratio.0, r.ratio.1], "val_xtra": r.valXtra
+            ]
         default: throw TransformCodingError("item transform \(t) cannot be exported (known: Resize, RandomResizedCrop)")
         }
     }
@@ -35,24 +40,40 @@ public enum TransformCoding {
         case let i as IntToFloat: return ["type": "IntToFloat", "div": i.div]
         case let n as Normalize: return ["type": "Normalize", "mean": n.mean, "std": n.std]
         case let a as AffineCoordTransform:
-            return ["type": "AffineCoordTransform",
-                    "flip": a.flip.map { ["kind": $0.kind == .horizontal ? "horizontal" : "dihedral", "p": $0.p] as [String: Any] } ?? NSNull(),
-                    "rotate": pair(a.rotate, "max_degrees", "p"),
-                    "zoom": a.zoom.map { ["min": $0.min, "max": $0.max, "p": $0.p] } ?? NSNull(),
-                    "warp": pair(a.warp, "magnitude", "p"), "size": a.size.map { [$0.height, $0.width] } ?? NSNull(),
-                    "mode": a.mode.rawValue, "pad_mode": a.padMode.rawValue, "align_corners": a.alignCorners]
+            return [
+                "type": "AffineCoordTransform",
+                "flip": a.flip.map {
+                    ["kind": $0.kind == .horizontal ? "horizontal" : "dihedral", "p": $0.p] as [String: Any]
+                } ?? NSNull(),
+                "rotate": pair(a.rotate, "max_degrees", "p"),
+                "zoom": a.zoom.map { ["min": $0.min, "max": $0.max, "p": $0.p] } ?? NSNull(),
+                "warp": pair(a.warp, "magnitude", "p"), "size": a.size.map { [$0.height, $0.width] } ?? NSNull(),
+                "mode": a.mode.rawValue, "pad_mode": a.padMode.rawValue, "align_corners": a.alignCorners
+            ]
         case let r as RandomResizedCropGPU:
-            return ["type": "RandomResizedCropGPU", "size": [r.size.height, r.size.width], "min_scale": r.minScale,
-                    "max_scale": r.maxScale, "ratio": [r.ratio.min, r.ratio.max], "mode": r.mode.rawValue, "valid_scale": r.validScale]
+            return [
+                "type": "RandomResizedCropGPU", "size": [r.size.height, r.size.width], "min_scale": r.minScale,
+                "max_scale": r.maxScale, "ratio": [r.ratio.min, r.ratio.max], "mode": r.mode.rawValue,
+                "valid_scale": r.validScale
+            ]
         case let l as Lighting:
-            return ["type": "Lighting", "brightness": pair(l.brightness, "max", "p"), "contrast": pair(l.contrast, "max", "p")]
+            return [
+                "type": "Lighting", "brightness": pair(l.brightness, "max", "p"),
+                "contrast": pair(l.contrast, "max", "p")
+            ]
         case let c as RandomCrop: return ["type": "RandomCrop", "padding": c.padding, "order": c.order]
         case let f as RandomFlip: return ["type": "RandomFlip", "p": f.p, "order": f.order]
-        case let e as RandErase: return ["type": "RandErase", "pct": e.patches.pct, "max_num": e.patches.maxNum, "order": e.order]
-        case let c as RandCopy: return ["type": "RandCopy", "pct": c.patches.pct, "max_num": c.patches.maxNum, "order": c.order]
+        case let e as RandErase:
+            return ["type": "RandErase", "pct": e.patches.pct, "max_num": e.patches.maxNum, "order": e.order]
+        case let c as RandCopy:
+            return ["type": "RandCopy", "pct": c.patches.pct, "max_num": c.patches.maxNum, "order": c.order]
         default:
-            throw TransformCodingError("batch transform \(t) cannot be exported (closures are code; known: IntToFloat, Normalize, "
-                                       + "AffineCoordTransform, RandomResizedCropGPU, Lighting, RandomCrop, RandomFlip, RandErase, RandCopy)")
+            throw TransformCodingError(
+                "batch transform \(t) cannot be exported (closures are code; known: IntToFloat, Normalize, "
+                    + """
+                    AffineCoordTransform, RandomResizedCropGPU, Lighting, RandomCrop, RandomFlip, RandErase, RandCopy)
+                    """
+            )
         }
     }
 
@@ -60,14 +81,17 @@ public enum TransformCoding {
         let f = Fields(d)
         switch try f.string("type") {
         case "Resize":
-            return Resize(height: try f.side("height"), width: try f.side("width"), method: try f.raw("method", ResizeMethod.self),
-                          padMode: try f.raw("pad_mode", PadMode.self))
+            return Resize(
+                height: try f.side("height"), width: try f.side("width"),
+                method: try f.raw("method", ResizeMethod.self),
+                padMode: try f.raw("pad_mode", PadMode.self))
         case "RandomResizedCrop":
             let (minScale, maxScale) = (try f.number("min_scale", 0...1), try f.number("max_scale", 0...1))
             let ratio = try f.pair("ratio", 0.01...100)
             guard minScale > 0 && minScale <= maxScale else { throw f.error("min_scale must be in (0, max_scale]") }
-            return RandomResizedCrop(height: try f.side("height"), width: try f.side("width"), minScale: minScale, ratio: ratio,
-                                     valXtra: try f.number("val_xtra", 0...1), maxScale: maxScale)
+            return RandomResizedCrop(
+                height: try f.side("height"), width: try f.side("width"), minScale: minScale, ratio: ratio,
+                valXtra: try f.number("val_xtra", 0...1), maxScale: maxScale)
         case let other: throw f.error("unknown item transform '\(other)'")
         }
     }
@@ -88,24 +112,37 @@ public enum TransformCoding {
             var flip: (kind: AffineCoordTransform.FlipKind, p: Double)? = nil
             if let g = try f.object("flip") {
                 let kind = try g.string("kind")
-                guard kind == "horizontal" || kind == "dihedral" else { throw g.error("flip kind must be horizontal or dihedral") }
+                guard kind == "horizontal" || kind == "dihedral" else {
+                    throw g.error("flip kind must be horizontal or dihedral")
+                }
                 flip = (kind == "horizontal" ? .horizontal : .dihedral, try g.number("p", 0...1))
             }
-            let rotate = try f.object("rotate").map { (maxDegrees: try $0.number("max_degrees", 0...360), p: try $0.number("p", 0...1)) }
-            let zoom = try f.object("zoom").map { (min: try $0.number("min", 0.01...100), max: try $0.number("max", 0.01...100), p: try $0.number("p", 0...1)) }
+            let rotate = try f.object("rotate").map {
+                (maxDegrees: try $0.number("max_degrees", 0...360), p: try $0.number("p", 0...1))
+            }
+            let zoom = try f.object("zoom").map {
+                (
+                    min: try $0.number("min", 0.01...100), max: try $0.number("max", 0.01...100),
+                    p: try $0.number("p", 0...1)
+                )
+            }
             if let zoom, zoom.min > zoom.max { throw f.error("zoom min must not exceed max") }
-            let warp = try f.object("warp").map { (magnitude: try $0.number("magnitude", 0...1), p: try $0.number("p", 0...1)) }
+            let warp = try f.object("warp").map {
+                (magnitude: try $0.number("magnitude", 0...1), p: try $0.number("p", 0...1))
+            }
             let size = try f.optionalSize("size")
-            return AffineCoordTransform(flip: flip, rotate: rotate, zoom: zoom, warp: warp, size: size,
-                                        mode: try f.raw("mode", ResampleMode.self), padMode: try f.raw("pad_mode", PadMode.self),
-                                        alignCorners: try f.bool("align_corners"))
+            return AffineCoordTransform(
+                flip: flip, rotate: rotate, zoom: zoom, warp: warp, size: size,
+                mode: try f.raw("mode", ResampleMode.self), padMode: try f.raw("pad_mode", PadMode.self),
+                alignCorners: try f.bool("align_corners"))
         case "RandomResizedCropGPU":
             guard let size = try f.optionalSize("size") else { throw f.error("size is required") }
             let (minScale, maxScale) = (try f.number("min_scale", 0...1), try f.number("max_scale", 0...1))
             guard minScale > 0 && minScale <= maxScale else { throw f.error("min_scale must be in (0, max_scale]") }
             let ratio = try f.pair("ratio", 0.01...100)
-            return RandomResizedCropGPU(size: size, minScale: minScale, ratio: (ratio.0, ratio.1), mode: try f.raw("mode", ResampleMode.self),
-                                        validScale: try f.number("valid_scale", 0.01...1), maxScale: maxScale)
+            return RandomResizedCropGPU(
+                size: size, minScale: minScale, ratio: (ratio.0, ratio.1), mode: try f.raw("mode", ResampleMode.self),
+                validScale: try f.number("valid_scale", 0.01...1), maxScale: maxScale)
         case "Lighting":
             func part(_ k: String) throws -> (max: Double, p: Double)? {
                 try f.object(k).map { (max: try $0.number("max", 0...0.999), p: try $0.number("p", 0...1)) }
@@ -114,9 +151,13 @@ public enum TransformCoding {
         case "RandomCrop": return RandomCrop(padding: try f.int("padding", 0...64), order: try f.int("order", 0...1000))
         case "RandomFlip": return RandomFlip(p: try f.number("p", 0...1), order: try f.int("order", 0...1000))
         case "RandErase":
-            return RandErase(pct: try f.number("pct", 0.001...0.999), maxNum: try f.int("max_num", 0...64), order: try f.int("order", 0...1000))
+            return RandErase(
+                pct: try f.number("pct", 0.001...0.999), maxNum: try f.int("max_num", 0...64),
+                order: try f.int("order", 0...1000))
         case "RandCopy":
-            return RandCopy(pct: try f.number("pct", 0.001...0.999), maxNum: try f.int("max_num", 0...64), order: try f.int("order", 0...1000))
+            return RandCopy(
+                pct: try f.number("pct", 0.001...0.999), maxNum: try f.int("max_num", 0...64),
+                order: try f.int("order", 0...1000))
         case let other: throw f.error("unknown batch transform '\(other)'")
         }
     }
@@ -165,8 +206,9 @@ private struct Fields {
     func optionalSize(_ k: String) throws -> (height: Int, width: Int)? {
         if d[k] == nil || d[k] is NSNull { return nil }
         guard let a = d[k] as? [NSNumber], a.count == 2,
-              let h = Int(exactly: a[0].doubleValue), let w = Int(exactly: a[1].doubleValue),
-              (1...TransformCoding.maxSide).contains(h), (1...TransformCoding.maxSide).contains(w) else {
+            let h = Int(exactly: a[0].doubleValue), let w = Int(exactly: a[1].doubleValue),
+            (1...TransformCoding.maxSide).contains(h), (1...TransformCoding.maxSide).contains(w)
+        else {
             throw error("'\(k)' must be null or [height, width] in 1…\(TransformCoding.maxSide)")
         }
         return (h, w)

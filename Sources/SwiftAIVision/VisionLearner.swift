@@ -13,8 +13,10 @@ public func torchvisionCheckpointDirectory(_ env: [String: String] = ProcessInfo
 }
 
 /// The cached torchvision checkpoint of `arch` (`<arch>-<hash>.pth`), if there is one.
-public func findPretrainedWeights(_ arch: ResNetArch,
-                                  environment: [String: String] = ProcessInfo.processInfo.environment) -> String? {
+public func findPretrainedWeights(
+    _ arch: ResNetArch,
+    environment: [String: String] = ProcessInfo.processInfo.environment
+) -> String? {
     let dir = torchvisionCheckpointDirectory(environment)
     guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return nil }
     return names.filter { $0.hasPrefix(arch.rawValue + "-") && ($0.hasSuffix(".pth") || $0.hasSuffix(".safetensors")) }
@@ -36,30 +38,38 @@ public func readStateDict(_ path: String) throws -> [String: Tensor] {
 /// from torchvision's checkpoint cache when `pretrained` (see ``findPretrainedWeights(_:)``); with none the body
 /// keeps torchvision's random initialisation and a note says so. Inputs with `nIn != 3` channels adapt the
 /// first convolution's pretrained weights as fastai (1 channel: summed; 2: the first two × 1.5; more: zeros added).
-public func visionLearner(_ dls: DataLoaders, _ arch: ResNetArch, nOut: Int? = nil, pretrained: Bool = true, weights: String? = nil,
-                          lossFunc: Loss = CrossEntropyLoss(), metrics: [Metric] = [], cut: Int = -2, linFtrs: [Int] = [512],
-                          ps: Double = 0.5, concatPool: Bool = true, firstBn: Bool = true, bnFinal: Bool = false,
-                          yRange: (Double, Double)? = nil, normalize: Bool = true,
-                          nIn: Int = 3, lr: Double = 1e-3, progress: Bool = true, generator: Generator = .default,
-                          environment: [String: String] = ProcessInfo.processInfo.environment,
-                          note: (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }) throws -> Learner {
+public func visionLearner(
+    _ dls: DataLoaders, _ arch: ResNetArch, nOut: Int? = nil, pretrained: Bool = true, weights: String? = nil,
+    lossFunc: Loss = CrossEntropyLoss(), metrics: [Metric] = [], cut: Int = -2, linFtrs: [Int] = [512],
+    ps: Double = 0.5, concatPool: Bool = true, firstBn: Bool = true, bnFinal: Bool = false,
+    yRange: (Double, Double)? = nil, normalize: Bool = true,
+    nIn: Int = 3, lr: Double = 1e-3, progress: Bool = true, generator: Generator = .default,
+    environment: [String: String] = ProcessInfo.processInfo.environment,
+    note: (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
+) throws -> Learner {
     let n = nOut ?? dls.c
     guard n > 0 else { throw DataBlockError.invalid("visionLearner: the loaders have no vocab; pass nOut") }
     let net = arch.make(numClasses: 1000, inChannels: nIn, generator: generator)
     let file = weights ?? (pretrained ? findPretrainedWeights(arch, environment: environment) : nil)
     if let file {
         var sd = bodyAsTorchvision(try readStateDict(file))
-        if nIn != 3, let w = sd["conv1.weight"], w.rank == 4, w.shape[1] == 3 { sd["conv1.weight"] = adaptFirstLayer(w, nIn) }
-        for (k, v) in net.fc.stateDict() { sd["fc." + k] = v }  // the classifier is replaced by the head: any class count loads
+        if nIn != 3, let w = sd["conv1.weight"], w.rank == 4, w.shape[1] == 3 {
+            sd["conv1.weight"] = adaptFirstLayer(w, nIn)
+        }
+        // the classifier is replaced by the head: any class count loads
+        for (k, v) in net.fc.stateDict() { sd["fc." + k] = v }
         try net.load(stateDict: sd)
     } else if pretrained {
-        note("note: no pretrained \(arch.rawValue) weights in \(torchvisionCheckpointDirectory(environment)) "
-             + "(or --weights FILE): training starts from random initialisation")
+        note(
+            "note: no pretrained \(arch.rawValue) weights in \(torchvisionCheckpointDirectory(environment)) "
+                + "(or --weights FILE): training starts from random initialisation")
     }
-    let spec = VisionModelSpec(arch: arch, nIn: nIn, nOut: n, cut: cut, linFtrs: linFtrs, ps: ps, concatPool: concatPool,
-                               firstBn: firstBn, bnFinal: bnFinal, yRange: yRange)
+    let spec = VisionModelSpec(
+        arch: arch, nIn: nIn, nOut: n, cut: cut, linFtrs: linFtrs, ps: ps, concatPool: concatPool,
+        firstBn: firstBn, bnFinal: bnFinal, yRange: yRange)
     guard (1...ResNet.bodyNames.count).contains(spec.keptChildren) else {
-        throw DataBlockError.invalid("visionLearner: cut \(cut) must keep 1…\(ResNet.bodyNames.count) of \(arch.rawValue)'s 10 children")
+        throw DataBlockError.invalid(
+            "visionLearner: cut \(cut) must keep 1…\(ResNet.bodyNames.count) of \(arch.rawValue)'s 10 children")
     }
     let model = spec.make(from: net, generator: generator)
     let body = model[0] as! Sequential, head = model[1] as! Sequential, kept = spec.keptChildren
@@ -71,7 +81,9 @@ public func visionLearner(_ dls: DataLoaders, _ arch: ResNetArch, nOut: Int? = n
     }
     let learn = Learner(model: model, dls: dls, lossFunc: lossFunc, lr: lr, metrics: metrics, progress: progress)
     learn.modelSpec = .vision(spec)
-    learn.splitter = { _ in [body[0..<min(6, kept)].parameters(), body[min(6, kept)..<kept].parameters(), head.parameters()] }
+    learn.splitter = { _ in
+        [body[0..<min(6, kept)].parameters(), body[min(6, kept)..<kept].parameters(), head.parameters()]
+    }
     if usesPretrained { learn.freeze() }
     return learn
 }

@@ -50,9 +50,10 @@ struct FashionMNISTOption: ParsableArguments {
 /// How the CLI reads an image folder: labels, split, presizing and loading.
 struct ImageFolderOptions: ParsableArguments {
     @Option(help: "Image folder (default: Fashion-MNIST as PNG files, written once to the cache).") var data: String?
-    @Option(help: """
-        Label = first group of this regular expression searched in the file name (default: the parent folder's name).
-        """)
+    @Option(
+        help: """
+            Label = first group of this regular expression searched in the file name (default: the parent folder's name).
+            """)
     var labelRe: String?
     @Option(help: "Validation share when DIR has no train/ + valid/ (or test/) folders.") var validPct = 0.2
     @Option(help: "Seed for the split, shuffling and augmentation.") var seed: UInt64 = 42
@@ -80,7 +81,9 @@ struct ImageFolderOptions: ParsableArguments {
         guard dir.isDirectory else { throw DataBlockError.missingFolder(dir) }
         let validName = ["valid", "test"].first { (dir / $0).isDirectory }
         let byFolder = (dir / "train").isDirectory && validName != nil
-        let splitter: Splitter = byFolder ? GrandparentSplitter(train: "train", valid: validName!)
+        let splitter: Splitter =
+            byFolder
+            ? GrandparentSplitter(train: "train", valid: validName!)
             : RandomSplitter(validPct: validPct, seed: seed)
         let folders = byFolder ? ["train", validName!] : []
         let getY: (Path) throws -> String
@@ -90,26 +93,32 @@ struct ImageFolderOptions: ParsableArguments {
         } else {
             getY = parentLabel
         }
-        var block = DataBlock(blocks: (ImageBlock(), CategoryBlock()),
-                              getItems: { try getImageFiles($0, folders: folders) }, splitter: splitter, getY: getY,
-                              itemTfms: noResize ? [] : [Resize(presize)],
-                              batchTfms: noResize ? [] : augTransforms(size: size, minScale: minScale)
-                                  + [Normalize.imagenet])
+        var block = DataBlock(
+            blocks: (ImageBlock(), CategoryBlock()),
+            getItems: { try getImageFiles($0, folders: folders) }, splitter: splitter, getY: getY,
+            itemTfms: noResize ? [] : [Resize(presize)],
+            batchTfms: noResize
+                ? []
+                : augTransforms(size: size, minScale: minScale)
+                    + [Normalize.imagenet])
         block.maxPixels = maxPixels
         return block
     }
 
     func dataloaders(bs: Int? = nil) throws -> (Path, DataLoaders) {
         let dir = try folder()
-        let dls = try dataBlock(dir).dataloaders(from: dir, bs: bs ?? self.bs ?? 64, numWorkers: workers, seed: seed,
-                                                 strict: strict)
+        let dls = try dataBlock(dir).dataloaders(
+            from: dir, bs: bs ?? self.bs ?? 64, numWorkers: workers, seed: seed,
+            strict: strict)
         return (dir, dls)
     }
 
     /// Fine-tuning data for a loaded bundle: the image folder (split and labels as `train`) or Fashion-MNIST, with
     /// the bundle's classes.
     func trainingData(_ fmnist: FashionMNISTOption, for learn: Learner) throws -> DataLoaders {
-        let dls = data != nil ? try dataloaders().1
+        let dls =
+            data != nil
+            ? try dataloaders().1
             : DataLoaders.fashionMNIST(try fmnist.load(), batchSize: bs ?? 256, seed: seed)
         guard dls.vocab == learn.dls.vocab else {
             let theirs = dls.vocab.prefix(5).joined(separator: ", ")
@@ -122,24 +131,28 @@ struct ImageFolderOptions: ParsableArguments {
 
 /// The training recipe of `train`, `lr-find` and `summary`: model, data, batch size and loss.
 struct RecipeOptions: ParsableArguments {
-    @Option(name: [.customLong("arch"), .customLong("model")], help: """
-        Architecture: cnn, resnet, wide (the lesson's, Fashion-MNIST tensors) or resnet18…resnet152 (torchvision).
-        """)
+    @Option(
+        name: [.customLong("arch"), .customLong("model")],
+        help: """
+            Architecture: cnn, resnet, wide (the lesson's, Fashion-MNIST tensors) or resnet18…resnet152 (torchvision).
+            """)
     var arch: Arch = .lesson(.resnet)
     @OptionGroup var folder: ImageFolderOptions
     @OptionGroup var fmnist: FashionMNISTOption
-    @Option(help: """
-        Pretrained weights for a torchvision arch (.pth or .safetensors); default: torchvision's checkpoint cache.
-        """)
+    @Option(
+        help: """
+            Pretrained weights for a torchvision arch (.pth or .safetensors); default: torchvision's checkpoint cache.
+            """)
     var weights: String?
     @Flag(help: "Start a torchvision arch from random weights even when a checkpoint is cached.")
     var noPretrained = false
     @OptionGroup var threads: ThreadOptions
     @Option(help: "Stop each training epoch after this many batches (quick runs).") var limitBatches: Int?
-    @Flag(help: """
-        Fashion-MNIST: random crop (padding 1) and horizontal flip of training batches (folders always use \
-        augTransforms).
-        """)
+    @Flag(
+        help: """
+            Fashion-MNIST: random crop (padding 1) and horizontal flip of training batches (folders always use \
+            augTransforms).
+            """)
     var aug = false
     @Option(help: "Label smoothing of the cross-entropy loss.") var labelSmoothing = 0.0
     @Option(help: "Weight decay (decoupled, AdamW; default 0.01, 0.1 for cnn).") var wd: Double?
@@ -156,7 +169,8 @@ struct RecipeOptions: ParsableArguments {
 
     func validate() throws {
         if folder.data != nil, case .lesson = arch {
-            throw ValidationError("""
+            throw ValidationError(
+                """
                 the lesson's models (cnn, resnet, wide) take Fashion-MNIST tensors; use --arch resnet18…resnet152 \
                 with --data
                 """)
@@ -167,7 +181,9 @@ struct RecipeOptions: ParsableArguments {
     func prepare(lr: Double, callbacks: [Callback] = []) throws -> Learner {
         threads.apply()
         manualSeed(seed)
-        let dls = folder.data != nil ? try folder.dataloaders(bs: batchSize).1
+        let dls =
+            folder.data != nil
+            ? try folder.dataloaders(bs: batchSize).1
             : DataLoaders.fashionMNIST(try fmnist.load(), batchSize: batchSize, seed: seed, augment: augment)
         dls.train.maxBatches = limitBatches
         let wd = weightDecay
@@ -175,13 +191,15 @@ struct RecipeOptions: ParsableArguments {
         let learn: Learner
         switch arch {
         case let .lesson(m):
-            learn = Learner(model: m.make(generator: Generator(seed: seed)), dls: dls, lossFunc: loss, lr: lr,
-                            metrics: [.accuracy], callbacks: callbacks)
+            learn = Learner(
+                model: m.make(generator: Generator(seed: seed)), dls: dls, lossFunc: loss, lr: lr,
+                metrics: [.accuracy], callbacks: callbacks)
             learn.modelSpec = .lesson(m)
         case let .torchvision(r):
-            learn = try visionLearner(dls, r, pretrained: !noPretrained, weights: weights, lossFunc: loss,
-                                      metrics: [.accuracy], nIn: folder.data == nil ? 1 : 3, lr: lr,
-                                      generator: Generator(seed: seed))
+            learn = try visionLearner(
+                dls, r, pretrained: !noPretrained, weights: weights, lossFunc: loss,
+                metrics: [.accuracy], nIn: folder.data == nil ? 1 : 3, lr: lr,
+                generator: Generator(seed: seed))
             for cb in callbacks { learn.add(cb) }
         }
         learn.optFunc = { AdamW.fastai($0, lr: $1, wd: wd) }

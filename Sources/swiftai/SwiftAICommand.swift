@@ -18,7 +18,7 @@ struct SwiftAICommand: ParsableCommand {
             PruneCommand.self,
             QuantizeCommand.self,
             DataCommand.self,
-            BenchCommand.self,
+            BenchCommand.self
         ])
 }
 

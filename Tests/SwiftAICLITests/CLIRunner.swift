@@ -43,8 +43,10 @@ enum CLI {
     /// Runs `swiftai arguments` in `directory`, stopped (and reported as timed out) after `timeout` seconds; with
     /// `signal`, sends it `signal.number` as soon as the file `signal.when` (relative to `directory`) exists.
     /// One OpenMP thread per run: the tests run side by side.
-    static func run(_ arguments: [String], in directory: URL, timeout: Double = 120,
-                    signal: (number: Int32, when: String)? = nil) async throws -> CLIRun {
+    static func run(
+        _ arguments: [String], in directory: URL, timeout: Double = 120,
+        signal: (number: Int32, when: String)? = nil
+    ) async throws -> CLIRun {
         let process = Process()
         process.executableURL = binary
         process.arguments = arguments
@@ -89,9 +91,10 @@ enum CLI {
         }
         timer.cancel()
         let timedOut = process.terminationReason == .uncaughtSignal && Date().timeIntervalSince(started) >= timeout
-        return CLIRun(arguments: arguments, status: process.terminationStatus,
-                      stdout: (try? String(contentsOf: outURL, encoding: .utf8)) ?? "",
-                      stderr: (try? String(contentsOf: errURL, encoding: .utf8)) ?? "", timedOut: timedOut)
+        return CLIRun(
+            arguments: arguments, status: process.terminationStatus,
+            stdout: (try? String(contentsOf: outURL, encoding: .utf8)) ?? "",
+            stderr: (try? String(contentsOf: errURL, encoding: .utf8)) ?? "", timedOut: timedOut)
     }
 
     /// A fresh temporary folder.
@@ -109,8 +112,9 @@ enum CLI {
             let folder = dir.appendingPathComponent(label)
             try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
             for name in files {
-                try FileManager.default.copyItem(at: fixtures.appendingPathComponent(name + ".png"),
-                                                 to: folder.appendingPathComponent(name + ".png"))
+                try FileManager.default.copyItem(
+                    at: fixtures.appendingPathComponent(name + ".png"),
+                    to: folder.appendingPathComponent(name + ".png"))
             }
         }
     }

@@ -31,7 +31,9 @@ import SwiftAITestSupport
         let c = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
             _ = Tensor.ones([1, 3, 8, 8]).conv2d(weight: Tensor.ones([4, 2, 3, 3]))
         }
-        #expect(stderr(of: c).contains("conv2d: given groups=1, weight of size [4, 2, 3, 3], expected input [1, 3, 8, 8] to have 2 channels"))
+        #expect(
+            stderr(of: c).contains(
+                "conv2d: given groups=1, weight of size [4, 2, 3, 3], expected input [1, 3, 8, 8] to have 2 channels"))
         let g = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
             _ = crossEntropy(Tensor.ones([2, 3]), Tensor([Int64(0), 3]))
         }

@@ -17,15 +17,20 @@ import SwiftAITestSupport
 
     static func cases(_ prefix: String) throws -> [Case] {
         guard let f = try loadFixture("ops") else { return [] }
-        let names = Set(f.tensors.keys.map { String($0.split(separator: ".")[0]) }).filter { $0.hasPrefix(prefix) }.sorted()
+        let names = Set(f.tensors.keys.map { String($0.split(separator: ".")[0]) }).filter { $0.hasPrefix(prefix) }
+            .sorted()
         return names.map { n in
-            let meta = f.metadata[n].flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) } as? [String: Any] ?? [:]
+            let meta =
+                f.metadata[n].flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) } as? [String: Any]
+                ?? [:]
             return Case(name: n, t: f.tensors, params: meta)
         }
     }
 
     /// Runs `f` on fresh leaves for `inputs`, back-propagates `grad_output`, and compares output and grads.
-    func check(_ c: Case, inputs: [String], sourceLocation: SourceLocation = #_sourceLocation, _ f: ([Tensor]) -> Tensor) {
+    func check(
+        _ c: Case, inputs: [String], sourceLocation: SourceLocation = #_sourceLocation, _ f: ([Tensor]) -> Tensor
+    ) {
         let xs = inputs.map { c[$0].requiringGrad() }
         let y = f(xs)
         expectClose(y, c["output"], "\(c.name) output", sourceLocation: sourceLocation)
@@ -45,7 +50,8 @@ import SwiftAITestSupport
         for c in cs {
             let names = ["input", "weight"] + (c.has("bias") ? ["bias"] : [])
             check(c, inputs: names) {
-                $0[0].conv2d(weight: $0[1], bias: $0.count > 2 ? $0[2] : nil, stride: c.int("stride"), padding: c.int("padding"))
+                $0[0].conv2d(
+                    weight: $0[1], bias: $0.count > 2 ? $0[2] : nil, stride: c.int("stride"), padding: c.int("padding"))
             }
         }
     }
@@ -56,8 +62,9 @@ import SwiftAITestSupport
         for c in cs {
             var rm = c["running_mean"], rv = c["running_var"]
             check(c, inputs: ["input", "weight", "bias"]) {
-                $0[0].batchNorm(weight: $0[1], bias: $0[2], runningMean: &rm, runningVar: &rv, training: c.bool("training"),
-                                momentum: 0.1, eps: 1e-5)
+                $0[0].batchNorm(
+                    weight: $0[1], bias: $0[2], runningMean: &rm, runningVar: &rv, training: c.bool("training"),
+                    momentum: 0.1, eps: 1e-5)
             }
             expectClose(rm, c["running_mean_after"], "\(c.name) running_mean")
             expectClose(rv, c["running_var_after"], "\(c.name) running_var")
@@ -70,8 +77,9 @@ import SwiftAITestSupport
         for c in cs {
             let k = c.int("kernel"), s = c.int("stride"), p = c.int("padding"), ceil = c.bool("ceil_mode")
             check(c, inputs: ["input"]) {
-                c.name.hasPrefix("avg") ? $0[0].avgPool2d(kernel: k, stride: s, padding: p, ceilMode: ceil)
-                                        : $0[0].maxPool2d(kernel: k, stride: s, padding: p, ceilMode: ceil)
+                c.name.hasPrefix("avg")
+                    ? $0[0].avgPool2d(kernel: k, stride: s, padding: p, ceilMode: ceil)
+                    : $0[0].maxPool2d(kernel: k, stride: s, padding: p, ceilMode: ceil)
             }
         }
     }

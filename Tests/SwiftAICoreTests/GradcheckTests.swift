@@ -65,7 +65,9 @@ import SwiftAITestSupport
         gradcheck([x], "flatten / movedim") { $0[0].reshape([2, 3, 4]).movedim(0, 2).flatten(startDim: 1) }
         gradcheck([x], "contiguous of transposed") { $0[0].transpose(0, 1).contiguous() * 2 }
         gradcheck([x], "channels-last copy") { $0[0].reshape([1, 2, 3, 4]).contiguous(.channelsLast).exp() }
-        gradcheck([x], eps: 1e-2, rtol: 1e-3, atol: 1e-4, "float32 round trip") { ($0[0].to(.float32).to(.float64)) * 1 }
+        gradcheck([x], eps: 1e-2, rtol: 1e-3, atol: 1e-4, "float32 round trip") {
+            ($0[0].to(.float32).to(.float64)) * 1
+        }
     }
 
     @Test func joiningAndPadding() {
@@ -96,7 +98,9 @@ import SwiftAITestSupport
     }
 
     @Test func convolution() {
-        gradcheck([randn([2, 3, 5, 5], seed: 33), randn([4, 3, 3, 3], seed: 34), randn([4], seed: 35)], "conv2d pad 1 bias") {
+        gradcheck(
+            [randn([2, 3, 5, 5], seed: 33), randn([4, 3, 3, 3], seed: 34), randn([4], seed: 35)], "conv2d pad 1 bias"
+        ) {
             $0[0].conv2d(weight: $0[1], bias: $0[2], padding: 1)
         }
         gradcheck([randn([1, 2, 6, 5], seed: 36), randn([3, 2, 3, 3], seed: 37)], "conv2d stride 2") {
@@ -114,7 +118,9 @@ import SwiftAITestSupport
         let x = randn([2, 2, 5, 5], seed: 42)
         gradcheck([x], "avgPool ceil") { $0[0].avgPool2d(kernel: 2, ceilMode: true) }
         gradcheck([x], "avgPool padding") { $0[0].avgPool2d(kernel: 3, stride: 2, padding: 1) }
-        gradcheck([x], "avgPool exclude pad") { $0[0].avgPool2d(kernel: 3, stride: 2, padding: 1, ceilMode: true, countIncludePad: false) }
+        gradcheck([x], "avgPool exclude pad") {
+            $0[0].avgPool2d(kernel: 3, stride: 2, padding: 1, ceilMode: true, countIncludePad: false)
+        }
         gradcheck([x], "maxPool ceil") { $0[0].maxPool2d(kernel: 2, ceilMode: true) }
         gradcheck([x], "maxPool padding") { $0[0].maxPool2d(kernel: 3, stride: 2, padding: 1) }
         gradcheck([x], "adaptive avg pool") { $0[0].adaptiveAvgPool2d((2, 3)) }
@@ -168,7 +174,9 @@ import SwiftAITestSupport
     @Test func dropoutWithFixedGenerator() {
         let x = randn([4, 5], seed: 53)
         gradcheck([x], "dropout") { $0[0].dropout(p: 0.3, generator: Generator(seed: 7)) }
-        gradcheck([randn([2, 3, 2, 2], seed: 54)], "dropout2d") { $0[0].dropout2d(p: 0.5, generator: Generator(seed: 8)) }
+        gradcheck([randn([2, 3, 2, 2], seed: 54)], "dropout2d") {
+            $0[0].dropout2d(p: 0.5, generator: Generator(seed: 8))
+        }
     }
 }
 
@@ -178,16 +186,17 @@ import SwiftAITestSupport
         (n: 17, c: 5, h: 2, w: 2, oc: 7, k: 3, s: 2, p: 1),  // 2×2 → 1×1: per-position GEMMs (batches of 16 or more)
         (n: 16, c: 4, h: 2, w: 2, oc: 6, k: 3, s: 1, p: 1),  // 2×2 → 2×2
         (n: 16, c: 3, h: 1, w: 1, oc: 4, k: 3, s: 1, p: 1),  // 1×1
-        (n: 16, c: 16, h: 7, w: 7, oc: 8, k: 3, s: 2, p: 1), // 7×7, 16 channels
-        (n: 3, c: 5, h: 2, w: 2, oc: 7, k: 3, s: 2, p: 1),   // the same map at a small batch: oneDNN
-        (n: 2, c: 3, h: 4, w: 4, oc: 5, k: 3, s: 2, p: 1),   // 4×4 → 2×2
-        (n: 2, c: 3, h: 4, w: 3, oc: 5, k: 3, s: 1, p: 1),   // 4×3, stride 1
-        (n: 2, c: 2, h: 3, w: 3, oc: 4, k: 1, s: 1, p: 0),   // 1×1 kernel on 3×3
-        (n: 2, c: 3, h: 5, w: 6, oc: 4, k: 3, s: 2, p: 1),   // oneDNN
-        (n: 2, c: 1, h: 6, w: 6, oc: 8, k: 3, s: 1, p: 1),   // one input channel
+        (n: 16, c: 16, h: 7, w: 7, oc: 8, k: 3, s: 2, p: 1),  // 7×7, 16 channels
+        (n: 3, c: 5, h: 2, w: 2, oc: 7, k: 3, s: 2, p: 1),  // the same map at a small batch: oneDNN
+        (n: 2, c: 3, h: 4, w: 4, oc: 5, k: 3, s: 2, p: 1),  // 4×4 → 2×2
+        (n: 2, c: 3, h: 4, w: 3, oc: 5, k: 3, s: 1, p: 1),  // 4×3, stride 1
+        (n: 2, c: 2, h: 3, w: 3, oc: 4, k: 1, s: 1, p: 0),  // 1×1 kernel on 3×3
+        (n: 2, c: 3, h: 5, w: 6, oc: 4, k: 3, s: 2, p: 1),  // oneDNN
+        (n: 2, c: 1, h: 6, w: 6, oc: 8, k: 3, s: 1, p: 1)  // one input channel
     ])
     func float32MatchesReference(_ s: (n: Int, c: Int, h: Int, w: Int, oc: Int, k: Int, s: Int, p: Int)) {
-        let x = randn([s.n, s.c, s.h, s.w], seed: 60), w = randn([s.oc, s.c, s.k, s.k], seed: 61), b = randn([s.oc], seed: 62)
+        let x = randn([s.n, s.c, s.h, s.w], seed: 60), w = randn([s.oc, s.c, s.k, s.k], seed: 61),
+            b = randn([s.oc], seed: 62)
         let ref = [x, w, b].map { $0.requiringGrad() }
         let y64 = ref[0].conv2d(weight: ref[1], bias: ref[2], stride: s.s, padding: s.p)
         let up = randn(y64.shape, seed: 63)
@@ -208,7 +217,8 @@ import SwiftAITestSupport
         let a = randn([d.0, d.1], seed: 70), b = randn([d.1, d.2], seed: 71)
         let ref = a.matmul(b)
         expectClose(a.to(.float32).matmul(b.to(.float32)).to(.float64), ref, rtol: 1e-4, atol: 1e-3, "A·B")
-        expectClose(b.to(.float32).transpose(0, 1).matmul(a.to(.float32).transpose(0, 1)).to(.float64),
-                    ref.transpose(0, 1), rtol: 1e-4, atol: 1e-3, "Bᵀ·Aᵀ")
+        expectClose(
+            b.to(.float32).transpose(0, 1).matmul(a.to(.float32).transpose(0, 1)).to(.float64),
+            ref.transpose(0, 1), rtol: 1e-4, atol: 1e-3, "Bᵀ·Aᵀ")
     }
 }

@@ -14,17 +14,23 @@ import SwiftAITestSupport
     func availabilityFollowsTheCPU() {
         let bf16 = CPUFeatures.lowPrecisionUnavailable(.bfloat16)
         #expect((bf16 == nil) == (CPUFeatures.nativeBF16 && Self.bf16Kernels))
-        #expect(CPUFeatures.nativeBF16 == (CPUFeatures.flags.contains("avx512_bf16") || CPUFeatures.flags.contains("amx_bf16")))
+        #expect(
+            CPUFeatures.nativeBF16
+                == (CPUFeatures.flags.contains("avx512_bf16") || CPUFeatures.flags.contains("amx_bf16")))
         if let bf16 { #expect(bf16.contains(CPUFeatures.isa), "\(bf16)") }
         // oneDNN 2.6 runs bf16 from avx512_core up, never on AVX2.
-        if CPUFeatures.isa.hasPrefix("avx2") || !CPUFeatures.flags.contains("avx512f") { #expect(!Self.bf16Kernels && bf16 != nil) }
+        if CPUFeatures.isa.hasPrefix("avx2") || !CPUFeatures.flags.contains("avx512f") {
+            #expect(!Self.bf16Kernels && bf16 != nil)
+        }
         // It has no float16 kernels for x86 at all, so float16 is refused with a reason everywhere.
         #expect(!CPUFeatures.hasKernels(.float16) && CPUFeatures.lowPrecisionUnavailable(.float16) != nil)
         #expect(CPUFeatures.lowPrecisionUnavailable(.float32) != nil)
     }
 
-    @Test(.enabled(if: !bf16Kernels && !CPUFeatures.referenceForced,
-                   "bf16 kernels (or the forced reference path) exist here"))
+    @Test(
+        .enabled(
+            if: !bf16Kernels && !CPUFeatures.referenceForced,
+            "bf16 kernels (or the forced reference path) exist here"))
     func requestingMissingKernelsNamesTheISA() async {
         let r = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
             _ = Tensor.ones([1, 2, 4, 4]).conv2d(weight: Tensor.ones([2, 2, 3, 3]), precision: .bfloat16)
@@ -51,11 +57,16 @@ import SwiftAITestSupport
         (y * r).sum().backward()
         // The reference: float32 convolution of the bf16-rounded operands (the output gradient is rounded too).
         let xr = rounded(x.detached()), wr = rounded(w.detached())
-        expectClose(y, xr.conv2d(weight: wr, bias: b.detached(), stride: 2, padding: 1), rtol: 1e-4, atol: 1e-4, "forward")
-        expectClose(x.grad!, Tensor.conv2dInputGrad(gradOutput: rounded(r), weight: wr, inputShape: x.shape, stride: 2, padding: 1),
-                    rtol: 1e-4, atol: 1e-4, "dx")
-        expectClose(w.grad!, Tensor.conv2dWeightGrad(input: xr, gradOutput: rounded(r), weightShape: w.shape, stride: 2, padding: 1),
-                    rtol: 1e-4, atol: 1e-3, "dw")
+        expectClose(
+            y, xr.conv2d(weight: wr, bias: b.detached(), stride: 2, padding: 1), rtol: 1e-4, atol: 1e-4, "forward")
+        expectClose(
+            x.grad!,
+            Tensor.conv2dInputGrad(gradOutput: rounded(r), weight: wr, inputShape: x.shape, stride: 2, padding: 1),
+            rtol: 1e-4, atol: 1e-4, "dx")
+        expectClose(
+            w.grad!,
+            Tensor.conv2dWeightGrad(input: xr, gradOutput: rounded(r), weightShape: w.shape, stride: 2, padding: 1),
+            rtol: 1e-4, atol: 1e-3, "dw")
         expectClose(b.grad!, rounded(r).sum(dims: [0, 2, 3]), rtol: 1e-4, atol: 1e-4, "db")  // of the rounded dy
         #expect(w.grad!.dtype == .float32 && x.grad!.dtype == .float32)
     }
@@ -70,7 +81,8 @@ import SwiftAITestSupport
         let xr = rounded(x.detached()), wr = rounded(w.detached()), rr = rounded(r)
         expectClose(y, xr.linear(weight: wr, bias: b.detached()), rtol: 1e-4, atol: 1e-4, "forward")
         expectClose(x.grad!, rr.matmul(wr), rtol: 1e-4, atol: 1e-4, "dx")
-        expectClose(w.grad!, rr.reshape([-1, 7]).transpose(0, 1).matmul(xr.reshape([-1, 12])), rtol: 1e-4, atol: 1e-3, "dw")
+        expectClose(
+            w.grad!, rr.reshape([-1, 7]).transpose(0, 1).matmul(xr.reshape([-1, 12])), rtol: 1e-4, atol: 1e-3, "dw")
         expectClose(b.grad!, rr.reshape([-1, 7]).sum(dims: [0]), rtol: 1e-4, atol: 1e-4, "db")
     }
 

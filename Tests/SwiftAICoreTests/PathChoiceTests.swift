@@ -8,7 +8,10 @@ import SwiftAITestSupport
     @Test func theFasterCandidateIsChosenOnceAndKept() {
         let choice = PathChoice<String>("test", rounds: 2)
         var calls = [0, 0]
-        let slow = { calls[0] += 1; usleep(2_000) }, fast = { calls[1] += 1 }
+        let
+            slow = {
+                calls[0] += 1; usleep(2_000)
+            }, fast = { calls[1] += 1 }
         #expect(choice.choice("k") == nil)
         let run = { (i: Int) in i == 0 ? slow() : fast() }
         #expect(choice.choose("k", count: 2, run) == 1)

@@ -11,16 +11,22 @@ struct CoreOpsResNet {
     mutating func convBlock(_ p: String, _ x: Tensor, stride: Int, ks: Int, act: Bool) -> Tensor {
         var y = x.conv2d(weight: params[p + ".0.weight"]!, stride: stride, padding: ks / 2)
         var rm = buffers[p + ".1.running_mean"]!, rv = buffers[p + ".1.running_var"]!
-        y = y.batchNorm(weight: params[p + ".1.weight"], bias: params[p + ".1.bias"], runningMean: &rm, runningVar: &rv, training: true)
+        y = y.batchNorm(
+            weight: params[p + ".1.weight"], bias: params[p + ".1.bias"], runningMean: &rm, runningVar: &rv,
+            training: true)
         buffers[p + ".1.running_mean"] = rm
         buffers[p + ".1.running_var"] = rv
         return act ? y.generalRelu(leak: 0.1, sub: 0.4) : y
     }
 
     mutating func resBlock(_ i: Int, _ x: Tensor, stride: Int) -> Tensor {
-        let c = convBlock("\(i).convs.1", convBlock("\(i).convs.0", x, stride: 1, ks: 3, act: true), stride: stride, ks: 3, act: false)
+        let c = convBlock(
+            "\(i).convs.1", convBlock("\(i).convs.0", x, stride: 1, ks: 3, act: true), stride: stride, ks: 3, act: false
+        )
         let pooled = stride == 1 ? x : x.avgPool2d(kernel: 2, ceilMode: true)
-        let id = params["\(i).idconv.0.weight"] == nil ? pooled : convBlock("\(i).idconv", pooled, stride: 1, ks: 1, act: false)
+        let id =
+            params["\(i).idconv.0.weight"] == nil
+            ? pooled : convBlock("\(i).idconv", pooled, stride: 1, ks: 1, act: false)
         return (c + id).generalRelu(leak: 0.1, sub: 0.4)
     }
 
@@ -29,7 +35,8 @@ struct CoreOpsResNet {
         for i in 1...5 { h = resBlock(i, h, stride: 2) }
         h = h.flatten(startDim: 1).linear(weight: params["7.weight"]!)
         var rm = buffers["8.running_mean"]!, rv = buffers["8.running_var"]!
-        h = h.batchNorm(weight: params["8.weight"], bias: params["8.bias"], runningMean: &rm, runningVar: &rv, training: true)
+        h = h.batchNorm(
+            weight: params["8.weight"], bias: params["8.bias"], runningMean: &rm, runningVar: &rv, training: true)
         buffers["8.running_mean"] = rm
         buffers["8.running_var"] = rv
         return h

@@ -54,27 +54,37 @@ import SwiftAITestSupport
         }
         #expect(throws: SafetensorsError.self) { try Safetensors.decode(header("{}", declaredLength: 100)) }
         #expect(throws: SafetensorsError.malformedHeader("not valid JSON")) { try Safetensors.decode(header("{nope")) }
-        #expect(throws: SafetensorsError.malformedHeader("top level is not a JSON object")) { try Safetensors.decode(header("[1]")) }
+        #expect(throws: SafetensorsError.malformedHeader("top level is not a JSON object")) {
+            try Safetensors.decode(header("[1]"))
+        }
         #expect(throws: SafetensorsError.unsupportedDType(tensor: "x", dtype: "F8_E4M3")) {
             try Safetensors.decode(header(#"{"x":{"dtype":"F8_E4M3","shape":[1],"data_offsets":[0,1]}}"#, data: [0]))
         }
         // Data section shorter than the offsets claim.
         #expect(throws: SafetensorsError.self) {
-            try Safetensors.decode(header(#"{"x":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#, data: [0, 0, 0, 0]))
+            try Safetensors.decode(
+                header(#"{"x":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#, data: [0, 0, 0, 0]))
         }
         // Size disagreeing with the shape, negative shape, overlapping tensors, bad metadata.
-        for bad in [#"{"x":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#,
-                    #"{"x":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}"#,
-                    #"{"x":{"dtype":"F32","shape":[1],"data_offsets":[4,0]}}"#,
-                    #"{"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"y":{"dtype":"F32","shape":[1],"data_offsets":[2,6]}}"#,
-                    #"{"__metadata__":{"a":1}}"#,
-                    #"{"x":{"dtype":"F32","shape":[1]}}"#] {
-            #expect(throws: SafetensorsError.self, "\(bad)") { try Safetensors.decode(header(bad, data: [UInt8](repeating: 0, count: 8))) }
+        for bad in [
+            #"{"x":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#,
+            #"{"x":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}"#,
+            #"{"x":{"dtype":"F32","shape":[1],"data_offsets":[4,0]}}"#,
+            #"{"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"#
+                + #""y":{"dtype":"F32","shape":[1],"data_offsets":[2,6]}}"#,
+            #"{"__metadata__":{"a":1}}"#,
+            #"{"x":{"dtype":"F32","shape":[1]}}"#
+        ] {
+            #expect(throws: SafetensorsError.self, "\(bad)") {
+                try Safetensors.decode(header(bad, data: [UInt8](repeating: 0, count: 8)))
+            }
         }
         #expect(throws: SafetensorsError.cannotRead(path: "/nonexistent/x.safetensors", reason: "no such file")) {
             try Safetensors.read(path: "/nonexistent/x.safetensors")
         }
-        #expect(throws: SafetensorsError.self) { try Safetensors.write(["a": Tensor.ones([1])], to: "/nonexistent-dir/x.safetensors") }
+        #expect(throws: SafetensorsError.self) {
+            try Safetensors.write(["a": Tensor.ones([1])], to: "/nonexistent-dir/x.safetensors")
+        }
     }
 
     /// Found by review of Fuzz/ (docs/fuzzing.md): no elements, but sizes whose product overflows — making the

@@ -102,8 +102,9 @@ import SwiftAITestSupport
             yb.backward(g.contiguous(.channelsLast))
             #expect(a.grad!.floats == b.grad!.contiguous().floats)
             // Without gradients (inference) the same values.
-            #expect(noGrad { plain.contiguous(.channelsLast).maxPool2d(kernel: k, stride: s, padding: p, ceilMode: ceil) }
-                .contiguous().floats.map(\.bitPattern) == ya.floats.map(\.bitPattern))
+            #expect(
+                noGrad { plain.contiguous(.channelsLast).maxPool2d(kernel: k, stride: s, padding: p, ceilMode: ceil) }
+                    .contiguous().floats.map(\.bitPattern) == ya.floats.map(\.bitPattern))
         }
     }
 
@@ -220,18 +221,25 @@ import SwiftAITestSupport
             return DNNLPrimitive(&desc, "test conv")
         }
         let x = Tensor.randn([1, 16, 14, 14], generator: Generator(seed: 3)).contiguous(.channelsLast)
-        let w = Tensor.randn([32, 16, 3, 3], generator: Generator(seed: 4)), b = Tensor.randn([32], generator: Generator(seed: 5))
+        let w = Tensor.randn([32, 16, 3, 3], generator: Generator(seed: 4)),
+            b = Tensor.randn([32], generator: Generator(seed: 5))
         func run(_ p: DNNLPrimitive) -> [Float] {
-            let y = Tensor(empty: [1, 32, 14, 14], dtype: .float32, strides: Tensor.channelsLastStrides([1, 32, 14, 14]))
-            p.execute([(DNNL_ARG_SRC, DNNLMemory(m.src).bind(x.rawPointer)), (DNNL_ARG_WEIGHTS, p.packWeights(w.rawPointer, user: m.weights)),
-                       (DNNL_ARG_BIAS, DNNLMemory(m.bias).bind(b.rawPointer)), (DNNL_ARG_DST, DNNLMemory(m.dst).bind(y.rawPointer))])
+            let y = Tensor(
+                empty: [1, 32, 14, 14], dtype: .float32, strides: Tensor.channelsLastStrides([1, 32, 14, 14]))
+            p.execute([
+                (DNNL_ARG_SRC, DNNLMemory(m.src).bind(x.rawPointer)),
+                (DNNL_ARG_WEIGHTS, p.packWeights(w.rawPointer, user: m.weights)),
+                (DNNL_ARG_BIAS, DNNLMemory(m.bias).bind(b.rawPointer)),
+                (DNNL_ARG_DST, DNNLMemory(m.dst).bind(y.rawPointer))
+            ])
             return y.floats
         }
         let team = run(build()), one = run(Parallel.withOneThread(build))
         #expect(team == one)
         #expect(team.contains { $0 != 0 })
         // The chooser returns one of the two, whichever it is.
-        let chosen = DNNLPrimitive.fastestOfTeamOrOne([DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS, DNNL_ARG_DST], build)
+        let chosen = DNNLPrimitive.fastestOfTeamOrOne(
+            [DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS, DNNL_ARG_DST], build)
         #expect(run(chosen) == team)
     }
 }

@@ -19,7 +19,9 @@ import SwiftAITestSupport
         #expect(shuffled.flatMap { $0.y.scalars(as: Int64.self) } == e0)  // same epoch, same order
         shuffled.epoch = 1
         #expect(shuffled.flatMap { $0.y.scalars(as: Int64.self) } != e0)
-        #expect(shuffled.map { $0.x.doubles } .flatMap { $0 }.map { Int64($0) } == shuffled.flatMap { $0.y.scalars(as: Int64.self) })
+        #expect(
+            shuffled.map { $0.x.doubles }.flatMap { $0 }.map { Int64($0) }
+                == shuffled.flatMap { $0.y.scalars(as: Int64.self) })
         // Prefetching gives the same batches as loading inline; the transform runs on every batch.
         let t = DataLoader(x, y, batchSize: 3, shuffle: true, seed: 5, prefetch: 2) { ($0.x * 2, $0.y) }
         let inline = DataLoader(x, y, batchSize: 3, shuffle: true, seed: 5, prefetch: 0) { ($0.x * 2, $0.y) }
@@ -35,7 +37,9 @@ import SwiftAITestSupport
     @Test func sameBatchesWhateverTheNumberOfWorkers() throws {
         let x = Tensor.randn([100, 3]), y = Tensor((0..<100).map(Int64.init))
         func epoch(_ workers: Int, _ e: Int) -> [[Double]] {
-            let dl = DataLoader(TensorDataset(x, y), batchSize: 8, shuffle: true, seed: 9, numWorkers: workers, batchTransforms: [Noise()])
+            let dl = DataLoader(
+                TensorDataset(x, y), batchSize: 8, shuffle: true, seed: 9, numWorkers: workers,
+                batchTransforms: [Noise()])
             dl.epoch = e
             return dl.map { $0.x.doubles + $0.y.doubles }
         }
@@ -87,8 +91,9 @@ import SwiftAITestSupport
     @Test func iterationResumesAtABatch() throws {
         let x = Tensor.randn([50, 2]), y = Tensor((0..<50).map(Int64.init))
         for workers in [0, 1, 3] {
-            let dl = DataLoader(TensorDataset(x, y), batchSize: 8, shuffle: true, seed: 4, numWorkers: workers,
-                                batchTransforms: [Noise()])
+            let dl = DataLoader(
+                TensorDataset(x, y), batchSize: 8, shuffle: true, seed: 4, numWorkers: workers,
+                batchTransforms: [Noise()])
             dl.epoch = 2
             let all = dl.map { $0.x.doubles + $0.y.doubles }
             var rest: [[Double]] = []

@@ -10,7 +10,9 @@ import SwiftAITestSupport
 
 /// A small valid bundle (the lesson's cnn) to tamper with.
 private func validBundle() throws -> (path: String, bytes: Data) {
-    let learn = Learner(model: FashionMNISTModel.cnn.make(generator: Generator(seed: 1)), dls: InferencePipeline.fashionMNIST().dataLoaders())
+    let learn = Learner(
+        model: FashionMNISTModel.cnn.make(generator: Generator(seed: 1)),
+        dls: InferencePipeline.fashionMNIST().dataLoaders())
     learn.modelSpec = .lesson(.cnn)
     let path = try makeTemporaryDirectory() + "/cnn.safetensors"
     try learn.export(to: path, pipeline: .fashionMNIST())
@@ -36,7 +38,8 @@ private func editedMetadata(_ bytes: Data, _ key: String, _ edit: @escaping (ino
         var meta = h["__metadata__"] as! [String: String]
         var value = try! JSONSerialization.jsonObject(with: Data(meta[key]!.utf8), options: [.fragmentsAllowed])
         edit(&value)
-        meta[key] = String(decoding: try! JSONSerialization.data(withJSONObject: value, options: [.fragmentsAllowed]), as: UTF8.self)
+        meta[key] = String(
+            decoding: try! JSONSerialization.data(withJSONObject: value, options: [.fragmentsAllowed]), as: UTF8.self)
         h["__metadata__"] = meta
     }
 }
@@ -49,8 +52,9 @@ private func loadError(_ bytes: Data, near base: String) -> Error? {
 }
 
 private func expectError(_ e: Error?, contains text: String, sourceLocation: SourceLocation = #_sourceLocation) {
-    #expect(e != nil && "\(e!)".contains(text), "got \(e.map { "\($0)" } ?? "no error"), expected one mentioning '\(text)'",
-            sourceLocation: sourceLocation)
+    #expect(
+        e != nil && "\(e!)".contains(text), "got \(e.map { "\($0)" } ?? "no error"), expected one mentioning '\(text)'",
+        sourceLocation: sourceLocation)
 }
 
 @Suite struct BundleBadInputTests {
@@ -100,14 +104,23 @@ private func expectError(_ e: Error?, contains text: String, sourceLocation: Sou
 
     @Test func descriptionsFromFilesAreValidatedBeforeUse() throws {
         let (path, bytes) = try validBundle()
-        let unknownArch = editedMetadata(bytes, "model") { m in m = ["kind": "torchvision", "arch": "resnet9000", "n_in": 1, "n_out": 10] }
+        let unknownArch = editedMetadata(bytes, "model") { m in
+            m = ["kind": "torchvision", "arch": "resnet9000", "n_in": 1, "n_out": 10]
+        }
         expectError(loadError(unknownArch, near: path), contains: "unknown architecture 'resnet9000'")
-        let enormous = editedMetadata(editedMetadata(bytes, "vocab") { v in v = (0..<100_000).map { "c\($0)" } }, "model") { m in
-            m = ["kind": "vision_learner", "arch": "resnet18", "n_in": 1, "n_out": 100_000, "cut": -2, "lin_ftrs": [16_384],
-                 "ps": 0.5, "concat_pool": true, "first_bn": true, "bn_final": false, "y_range": NSNull()]
+        let enormous = editedMetadata(
+            editedMetadata(bytes, "vocab") { v in v = (0..<100_000).map { "c\($0)" } }, "model"
+        ) { m in
+            m = [
+                "kind": "vision_learner", "arch": "resnet18", "n_in": 1, "n_out": 100_000, "cut": -2,
+                "lin_ftrs": [16_384],
+                "ps": 0.5, "concat_pool": true, "first_bn": true, "bn_final": false, "y_range": NSNull()
+            ]
         }
         expectError(loadError(enormous, near: path), contains: "parameters but the file holds only")
-        let bigBody = editedMetadata(bytes, "model") { m in m = ["kind": "torchvision", "arch": "resnet152", "n_in": 1, "n_out": 10] }
+        let bigBody = editedMetadata(bytes, "model") { m in
+            m = ["kind": "torchvision", "arch": "resnet152", "n_in": 1, "n_out": 10]
+        }
         expectError(loadError(bigBody, near: path), contains: "needs at least 58158026 parameters")
         let badTransform = editedMetadata(bytes, "pipeline") { p in
             var d = p as! [String: Any]
@@ -117,7 +130,9 @@ private func expectError(_ e: Error?, contains text: String, sourceLocation: Sou
         expectError(loadError(badTransform, near: path), contains: "unknown batch transform 'Exec'")
         let hugeResize = editedMetadata(bytes, "pipeline") { p in
             var d = p as! [String: Any]
-            d["item_tfms"] = [["type": "Resize", "height": 1_000_000, "width": 28, "method": "squish", "pad_mode": "zeros"]]
+            d["item_tfms"] = [
+                ["type": "Resize", "height": 1_000_000, "width": 28, "method": "squish", "pad_mode": "zeros"]
+            ]
             p = d
         }
         expectError(loadError(hugeResize, near: path), contains: "'height' must be an integer in 1…8192")
@@ -140,12 +155,19 @@ private func expectError(_ e: Error?, contains text: String, sourceLocation: Sou
                 m = d
             }
         }
-        expectError(loadError(widths(["0.0": 4]), near: path), contains: "tensor '0.0.weight' is float32 [8, 1, 3, 3], the description needs float32 [4, 1, 3, 3]")
-        expectError(loadError(widths(["4": 4]), near: path), contains: "'widths' names '4', which is not a prunable convolution")
+        expectError(
+            loadError(widths(["0.0": 4]), near: path),
+            contains: "tensor '0.0.weight' is float32 [8, 1, 3, 3], the description needs float32 [4, 1, 3, 3]")
+        expectError(
+            loadError(widths(["4": 4]), near: path), contains: "'widths' names '4', which is not a prunable convolution"
+        )
         expectError(loadError(widths(["1.0": 17]), near: path), contains: "'widths.1.0' must be an integer in 1…16")
         let bigBody = editedMetadata(bytes, "model") { m in
             let all = ModelSpec.resnet(.resnet152, nIn: 1, nOut: 10).prunableChannels.map { ($0.conv, 1) }
-            m = ["kind": "torchvision", "arch": "resnet152", "n_in": 1, "n_out": 10, "widths": Dictionary(uniqueKeysWithValues: all)]
+            m = [
+                "kind": "torchvision", "arch": "resnet152", "n_in": 1, "n_out": 10,
+                "widths": Dictionary(uniqueKeysWithValues: all)
+            ]
         }
         expectError(loadError(bigBody, near: path), contains: "parameters but the file holds only")
     }
@@ -156,7 +178,9 @@ private func expectError(_ e: Error?, contains text: String, sourceLocation: Sou
         try Safetensors.write(FashionMNISTModel.cnn.make(generator: Generator(seed: 1)).stateDict(), to: plain)
         expectError(Result(catching: { try loadLearner(plain) }).failure, contains: "without SwiftAI's export metadata")
         if let dir = fixturesDirectory {
-            expectError(Result(catching: { try loadLearner(dir + "/tv_basic_1111.pth") }).failure, contains: "PyTorch .pth file")
+            expectError(
+                Result(catching: { try loadLearner(dir + "/tv_basic_1111.pth") }).failure, contains: "PyTorch .pth file"
+            )
         }
     }
 
@@ -165,12 +189,18 @@ private func expectError(_ e: Error?, contains text: String, sourceLocation: Sou
         let (path, bytes) = try validBundle()
         let bundle = try ExportBundle(data: bytes, name: "memory")
         #expect(bundle.spec.json["arch"] as? String == "cnn" && bundle.pipeline.vocab.count == 10)
-        for (data, text) in [(Data([0x80, 0x02, 0x7D]), "PyTorch .pth file"), (Data([0x50, 0x4B, 0x03, 0x04]), "PyTorch .pth file"),
-                             (bytes.prefix(100), "truncated"), (Data(), "truncated")] {
+        for (data, text) in [
+            (Data([0x80, 0x02, 0x7D]), "PyTorch .pth file"), (Data([0x50, 0x4B, 0x03, 0x04]), "PyTorch .pth file"),
+            (bytes.prefix(100), "truncated"), (Data(), "truncated")
+        ] {
             expectError(Result(catching: { try ExportBundle(data: data, name: "memory") }).failure, contains: text)
         }
-        expectError(Result(catching: { try ExportBundle(data: Data([0x80]), name: "x.pth") }).failure, contains: "'x.pth' is not a SwiftAI export bundle")
-        #expect(throws: SafetensorsError.cannotRead(path: path + ".missing", reason: "no such file")) { try ExportBundle(path: path + ".missing") }
+        expectError(
+            Result(catching: { try ExportBundle(data: Data([0x80]), name: "x.pth") }).failure,
+            contains: "'x.pth' is not a SwiftAI export bundle")
+        #expect(throws: SafetensorsError.cannotRead(path: path + ".missing", reason: "no such file")) {
+            try ExportBundle(path: path + ".missing")
+        }
     }
 }
 

@@ -13,20 +13,25 @@ private func images(_ n: Int, channels: Int, seed: UInt64) -> [Image] {
     let g = Generator(seed: seed)
     return (0..<n).map { i in
         let w = 30 + 7 * i, h = 26 + 5 * i
-        return Image(width: w, height: h, channels: channels, pixels: (0..<(w * h * channels)).map { _ in UInt8(g.nextInt(in: 0..<256)) })
+        return Image(
+            width: w, height: h, channels: channels,
+            pixels: (0..<(w * h * channels)).map { _ in UInt8(g.nextInt(in: 0..<256)) })
     }
 }
 
-
 private let vocab = ["cat", "dog", "emu"]
-private let pipeline = InferencePipeline(mode: .rgb, itemTransforms: [Resize(40, method: .squish)],
-                                         batchTransforms: [IntToFloat(), AffineCoordTransform(flip: (.horizontal, 0.5), size: (32, 32)),
-                                                           Lighting(), Normalize.imagenet],
-                                         vocab: vocab)
+private let pipeline = InferencePipeline(
+    mode: .rgb, itemTransforms: [Resize(40, method: .squish)],
+    batchTransforms: [
+        IntToFloat(), AffineCoordTransform(flip: (.horizontal, 0.5), size: (32, 32)),
+        Lighting(), Normalize.imagenet
+    ],
+    vocab: vocab)
 
 /// A resnet18 vision learner (random weights, non-trivial BatchNorm statistics) on loaders carrying `pipeline`.
 private func visionLearnerForExport() throws -> Learner {
-    let learn = try visionLearner(pipeline.dataLoaders(), .resnet18, pretrained: false, generator: Generator(seed: 11), note: { _ in })
+    let learn = try visionLearner(
+        pipeline.dataLoaders(), .resnet18, pretrained: false, generator: Generator(seed: 11), note: { _ in })
     randomiseBatchNorms(learn.model, seed: 3)
     learn.model.eval()
     return learn
@@ -70,9 +75,12 @@ private func directProbabilities(_ model: Module, _ p: InferencePipeline, _ imgs
             for entry in list { torchvision[entry[0] as! String] = entry[1] as? [Int] }
         }
         let spec = ModelSpec.resnet(.resnet18, nIn: 3, nOut: 1000)
-        let learn = Learner(model: spec.make(generator: Generator(seed: 1)),
-                            dls: InferencePipeline(mode: .rgb, itemTransforms: [], batchTransforms: [IntToFloat()],
-                                                   vocab: (0..<1000).map { "c\($0)" }).dataLoaders())
+        let learn = Learner(
+            model: spec.make(generator: Generator(seed: 1)),
+            dls: InferencePipeline(
+                mode: .rgb, itemTransforms: [], batchTransforms: [IntToFloat()],
+                vocab: (0..<1000).map { "c\($0)" }
+            ).dataLoaders())
         learn.modelSpec = spec
         let path = try makeTemporaryDirectory() + "/r18.safetensors"
         try learn.export(to: path)
@@ -96,24 +104,31 @@ private func directProbabilities(_ model: Module, _ p: InferencePipeline, _ imgs
         try learn.export(to: path, pipeline: .fashionMNIST(augment: [RandomCrop(padding: 1), RandomFlip()]))
         let loaded = try loadLearner(path)
         let p = try InferencePipeline(loaded.dls)
-        #expect(p.batchTransforms.map(\.order) == [10, 99, 100, 100])  // augmentations after normalising, as in training
+        // augmentations after normalising, as in training
+        #expect(p.batchTransforms.map(\.order) == [10, 99, 100, 100])
         // The pipeline of a 28×28 gray image is the lesson's normalisation.
         let small = Image(width: 28, height: 28, channels: 1, pixels: (0..<784).map { UInt8(($0 * 37) % 256) })
         let x = try p.batch([small])
         let want = (Tensor(small.pixels.map { Float($0) }, shape: [1, 1, 28, 28]) / 255 - 0.28) / 0.35
         expectClose(x.contiguous(), want, rtol: 1e-5, atol: 1e-5, "normalisation")
-        expectClose(try loaded.getPreds(p.testDL(images: [small])).preds, try directProbabilities(learn.model, p, [small]),
-                    rtol: 1e-4, atol: 1e-5, "cnn")
+        expectClose(
+            try loaded.getPreds(p.testDL(images: [small])).preds, try directProbabilities(learn.model, p, [small]),
+            rtol: 1e-4, atol: 1e-5, "cnn")
     }
 
     @Test func channelPrunedModelRoundTripsThroughTheSameLoader() throws {
         let dir = try makeTemporaryDirectory()
-        let learn = Learner(model: FashionMNISTModel.wide.make(generator: Generator(seed: 3)), dls: InferencePipeline.fashionMNIST().dataLoaders())
+        let learn = Learner(
+            model: FashionMNISTModel.wide.make(generator: Generator(seed: 3)),
+            dls: InferencePipeline.fashionMNIST().dataLoaders())
         learn.modelSpec = .lesson(.wide)
         randomiseBatchNorms(learn.model, seed: 4)
         try learn.export(to: dir + "/full.safetensors", pipeline: .fashionMNIST())
         try learn.pruneChannels(amount: 0.5)
-        #expect(learn.modelSpec?.widths == ["0.0": 8, "1.convs.0.0": 16, "2.convs.0.0": 32, "3.convs.0.0": 64, "4.convs.0.0": 128])
+        #expect(
+            learn.modelSpec?.widths == [
+                "0.0": 8, "1.convs.0.0": 16, "2.convs.0.0": 32, "3.convs.0.0": 64, "4.convs.0.0": 128
+            ])
         try learn.export(to: dir + "/pruned.safetensors", pipeline: .fashionMNIST())
         let bundle = try ExportBundle(path: dir + "/pruned.safetensors")
         #expect(bundle.spec == learn.modelSpec)
@@ -121,8 +136,10 @@ private func directProbabilities(_ model: Module, _ p: InferencePipeline, _ imgs
         learn.model.eval()
         bundle.model.eval()
         expectClose(bundle.model(x), learn.model(x), rtol: 1e-6, atol: 1e-6, "bundle model")
-        expectClose(try loadLearner(dir + "/pruned.safetensors").model(x), learn.model(x), rtol: 1e-4, atol: 1e-4, "fused")
-        let size = { (name: String) in try FileManager.default.attributesOfItem(atPath: dir + "/" + name)[.size] as! Int }
+        expectClose(
+            try loadLearner(dir + "/pruned.safetensors").model(x), learn.model(x), rtol: 1e-4, atol: 1e-4, "fused")
+        let size = { (name: String) in try FileManager.default.attributesOfItem(atPath: dir + "/" + name)[.size] as! Int
+        }
         #expect(try Double(size("pruned.safetensors")) < 0.6 * Double(size("full.safetensors")))
     }
 
@@ -152,7 +169,10 @@ private func directProbabilities(_ model: Module, _ p: InferencePipeline, _ imgs
         let fused = Learner(model: described.model.fusedForInference(), dls: described.dls)
         fused.modelSpec = described.modelSpec
         #expect(throws: BundleError.self) { try fused.export(to: try makeTemporaryDirectory() + "/y.safetensors") }
-        let closure = InferencePipeline(mode: .rgb, itemTransforms: [], batchTransforms: [BatchFunction { $0 }], vocab: vocab)
-        #expect(throws: BundleError.self) { try described.export(to: try makeTemporaryDirectory() + "/z.safetensors", pipeline: closure) }
+        let closure = InferencePipeline(
+            mode: .rgb, itemTransforms: [], batchTransforms: [BatchFunction { $0 }], vocab: vocab)
+        #expect(throws: BundleError.self) {
+            try described.export(to: try makeTemporaryDirectory() + "/z.safetensors", pipeline: closure)
+        }
     }
 }

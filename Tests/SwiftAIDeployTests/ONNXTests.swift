@@ -11,7 +11,9 @@ private let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathCompon
 
 /// `SWIFTAI_PYTHON` if set, else the package's `.venv` (made by `make setup`); `nil` if it does not exist.
 private func pythonInterpreter() -> String? {
-    let path = ProcessInfo.processInfo.environment["SWIFTAI_PYTHON"] ?? packageRoot.appendingPathComponent(".venv/bin/python3").path
+    let path =
+        ProcessInfo.processInfo.environment["SWIFTAI_PYTHON"]
+        ?? packageRoot.appendingPathComponent(".venv/bin/python3").path
     return FileManager.default.isExecutableFile(atPath: path) ? path : nil
 }
 
@@ -29,11 +31,13 @@ private func run(_ executable: String, _ arguments: [String]) throws -> (status:
     return (process.terminationStatus, String(decoding: output, as: UTF8.self))
 }
 
-
-/// Exports `model` (in evaluation mode, with random BatchNorm statistics) and has `scripts/onnx_check.py` check the file
+/// Exports `model` (in evaluation mode, with random BatchNorm statistics) and has `scripts/onnx_check.py` check the
+/// file
 /// and compare onnxruntime's outputs with the model's own at batch sizes 1 and 3.
-private func expectONNXMatches(_ model: Module, inputShape: [Int], _ what: String,
-                               sourceLocation: SourceLocation = #_sourceLocation) throws {
+private func expectONNXMatches(
+    _ model: Module, inputShape: [Int], _ what: String,
+    sourceLocation: SourceLocation = #_sourceLocation
+) throws {
     guard let python = pythonInterpreter() else {
         Issue.record("run `make setup` (creates .venv with onnx and onnxruntime)", sourceLocation: sourceLocation)
         return
@@ -72,15 +76,17 @@ private func expectONNXMatches(_ model: Module, inputShape: [Int], _ what: Strin
     }
 
     @Test func groupedBottleneckResNetMatchesOnnxRuntime() throws {
-        let model = ResNet(block: .bottleneck, layers: [1, 1, 1, 1], numClasses: 5, groups: 2, widthPerGroup: 8,
-                           generator: Generator(seed: 3))
+        let model = ResNet(
+            block: .bottleneck, layers: [1, 1, 1, 1], numClasses: 5, groups: 2, widthPerGroup: 8,
+            generator: Generator(seed: 3))
         try expectONNXMatches(model, inputShape: [3, 32, 32], "bottleneck, groups 2")
     }
 
     @Test func headWithYRangeMatchesOnnxRuntime() throws {
         let g = Generator(seed: 4)
-        let model = Sequential(ResBlock(3, 16, stride: 2, act: { GeneralRelu(leak: 0.1, sub: 0.4, maxv: 2) }, generator: g),
-                               createHead(16, 3, linFtrs: [32], bnFinal: true, yRange: (-1, 3), generator: g))
+        let model = Sequential(
+            ResBlock(3, 16, stride: 2, act: { GeneralRelu(leak: 0.1, sub: 0.4, maxv: 2) }, generator: g),
+            createHead(16, 3, linFtrs: [32], bnFinal: true, yRange: (-1, 3), generator: g))
         try expectONNXMatches(model, inputShape: [3, 20, 20], "head with yRange")
     }
 
@@ -89,17 +95,18 @@ private func expectONNXMatches(_ model: Module, inputShape: [Int], _ what: Strin
         let g = Generator(seed: 5)
         let pools = Sequential(
             Conv2d(3, 8, kernelSize: 3, padding: 1, generator: g), BatchNorm2d(8), GeneralRelu(sub: 0.2, maxv: 1.5),
-            MaxPool2d(3, stride: 2, padding: 1, ceilMode: true),                       // 20 → 11 (ragged)
+            MaxPool2d(3, stride: 2, padding: 1, ceilMode: true),  // 20 → 11 (ragged)
             Conv2d(8, 8, kernelSize: 3, padding: 1, groups: 2, generator: g), LeakyReLU(0.2),
-            AvgPool2d(2, ceilMode: true),                                              // 11 → 6 (ragged)
-            AvgPool2d(3, stride: 2, padding: 1, ceilMode: true),                       // 6 → 4 (ragged, padded)
+            AvgPool2d(2, ceilMode: true),  // 11 → 6 (ragged)
+            AvgPool2d(3, stride: 2, padding: 1, ceilMode: true),  // 6 → 4 (ragged, padded)
             AvgPool2d(3, stride: 1, padding: 1), Dropout2d(0.3), Tanh(),
             AdaptiveConcatPool2d(2), Flatten(startDim: 1, endDim: 2), BatchNorm1d(32),  // [16, 2, 2] → [32, 2]
             Sigmoid(), Flatten(), Identity(), Dropout(0.5), Linear(64, 6, generator: g))
         try expectONNXMatches(pools, inputShape: [3, 20, 20], "pools and activations")
-        let global = Sequential(Conv2d(3, 4, kernelSize: 3, stride: 2, padding: 1, generator: g), MaxPool2d(2),
-                                AdaptiveMaxPool2d(1), SigmoidRange(-2, 2), GlobalAvgPool(), BatchNorm1d(4, affine: false),
-                                Linear(4, 3, bias: false, generator: g))
+        let global = Sequential(
+            Conv2d(3, 4, kernelSize: 3, stride: 2, padding: 1, generator: g), MaxPool2d(2),
+            AdaptiveMaxPool2d(1), SigmoidRange(-2, 2), GlobalAvgPool(), BatchNorm1d(4, affine: false),
+            Linear(4, 3, bias: false, generator: g))
         try expectONNXMatches(global, inputShape: [3, 9, 9], "global pools")
     }
 
@@ -109,18 +116,27 @@ private func expectONNXMatches(_ model: Module, inputShape: [Int], _ what: Strin
         let path = dir + "/model.onnx"
         let g = Generator(seed: 6)
         let cases: [(Module, [Int], String)] = [
-            (Sequential(Conv2d(1, 4, kernelSize: 3, generator: g), Sequential(ReLU(), Lambda { $0 * 2 })), [1, 8, 8],
-             "module '1.1' (Lambda)"),
+            (
+                Sequential(Conv2d(1, 4, kernelSize: 3, generator: g), Sequential(ReLU(), Lambda { $0 * 2 })), [1, 8, 8],
+                "module '1.1' (Lambda)"
+            ),
             (FashionMNISTModel.cnn.make(generator: g).fusedForInference(), [1, 28, 28], "module '0.0' (FusedConv2d)"),
-            (FashionMNISTModel.cnn.make(generator: g), [3, 28, 28], "module '0.0' (Conv2d): expects [1, H, W] per sample"),
-            (Sequential(BatchNorm2d(4, trackRunningStats: false)), [4, 8, 8],
-             "module '0' (BatchNorm2d): without running statistics"),
+            (
+                FashionMNISTModel.cnn.make(generator: g), [3, 28, 28],
+                "module '0.0' (Conv2d): expects [1, H, W] per sample"
+            ),
+            (
+                Sequential(BatchNorm2d(4, trackRunningStats: false)), [4, 8, 8],
+                "module '0' (BatchNorm2d): without running statistics"
+            ),
             (Sequential(AdaptiveAvgPool2d(3)), [4, 8, 8], "module '0' (AdaptiveAvgPool2d): output size (3, 3)"),
-            (Linear(4, 2, generator: g), [4, 2, 2], "module <model> (Linear): expects [batch, 4] input"),
+            (Linear(4, 2, generator: g), [4, 2, 2], "module <model> (Linear): expects [batch, 4] input")
         ]
         for (model, shape, message) in cases {
             let error = #expect(throws: ONNXExportError.self) { try exportONNX(model, inputShape: shape, to: path) }
-            #expect(error?.description.contains(message) == true, "\(error.map { $0.description } ?? "no error") lacks \(message)")
+            #expect(
+                error?.description.contains(message) == true,
+                "\(error.map { $0.description } ?? "no error") lacks \(message)")
             #expect(try FileManager.default.contentsOfDirectory(atPath: dir).isEmpty)
         }
         #expect(throws: ONNXExportError.self) { try exportONNX(Identity(), inputShape: [28, 28], to: path) }

@@ -8,18 +8,22 @@ import SwiftAINN
 import SwiftAIVision
 import SwiftAITestSupport
 
-private let pipeline = InferencePipeline(mode: .rgb, itemTransforms: [Resize(40, method: .squish)],
-                                         batchTransforms: [IntToFloat(), Normalize.imagenet], vocab: ["cat", "dog", "emu"])
+private let pipeline = InferencePipeline(
+    mode: .rgb, itemTransforms: [Resize(40, method: .squish)],
+    batchTransforms: [IntToFloat(), Normalize.imagenet], vocab: ["cat", "dog", "emu"])
 
 /// Random-pixel images.
 private func images(_ n: Int, seed: UInt64) -> [Image] {
     let g = Generator(seed: seed)
-    return (0..<n).map { _ in Image(width: 40, height: 40, channels: 3, pixels: (0..<4800).map { _ in UInt8(g.nextInt(in: 0..<256)) }) }
+    return (0..<n).map { _ in
+        Image(width: 40, height: 40, channels: 3, pixels: (0..<4800).map { _ in UInt8(g.nextInt(in: 0..<256)) })
+    }
 }
 
 /// A resnet18 vision learner with random weights and BatchNorm statistics, in evaluation mode.
 private func learner() throws -> Learner {
-    let learn = try visionLearner(pipeline.dataLoaders(), .resnet18, pretrained: false, generator: Generator(seed: 5), note: { _ in })
+    let learn = try visionLearner(
+        pipeline.dataLoaders(), .resnet18, pretrained: false, generator: Generator(seed: 5), note: { _ in })
     randomiseBatchNorms(learn.model, seed: 4)
     learn.model.eval()
     return learn
@@ -36,7 +40,8 @@ private func learner() throws -> Learner {
         #expect(report.float.map(\.name) == ["1.2", "1.6"])
         let test = try pipeline.testDL(images: images(6, seed: 2), batchSize: 6)
         let want = try learn.getPreds(test).preds, got = try q.getPreds(test).preds
-        let dot = (want * got).sum().item(), norms = ((want * want).sum().item() * (got * got).sum().item()).squareRoot()
+        let dot = (want * got).sum().item(),
+            norms = ((want * want).sum().item() * (got * got).sum().item()).squareRoot()
         #expect(dot / norms > 0.99)
         let dir = try makeTemporaryDirectory()
         try learn.export(to: dir + "/f32.safetensors")
@@ -44,7 +49,9 @@ private func learner() throws -> Learner {
         let size = { (p: String) in try FileManager.default.attributesOfItem(atPath: dir + p)[.size] as! Int }
         #expect(Double(try size("/int8.safetensors")) < 0.3 * Double(try size("/f32.safetensors")))
         let meta = try Safetensors.read(path: dir + "/int8.safetensors").metadata
-        #expect(meta["dtype"] == "int8" && meta["quantization"] == "{\"qmax\":\(Quantization.activationQMax),\"scheme\":\"static\"}")
+        #expect(
+            meta["dtype"] == "int8"
+                && meta["quantization"] == "{\"qmax\":\(Quantization.activationQMax),\"scheme\":\"static\"}")
         let loaded = try loadLearner(dir + "/int8.safetensors")
         #expect(loaded.model is QuantizedModel)
         expectClose(try loaded.getPreds(test).preds, got, rtol: 0, atol: 0, "reloaded int8")
@@ -68,11 +75,16 @@ private func learner() throws -> Learner {
 
     @Test func calibrationWithTheWrongChannelsOrSizeIsRefusedBeforeAnyWork() throws {
         let learn = try learner()
-        let gray = InferencePipeline(mode: .gray, itemTransforms: [Resize(40, method: .squish)], batchTransforms: [IntToFloat()], vocab: pipeline.vocab)
+        let gray = InferencePipeline(
+            mode: .gray, itemTransforms: [Resize(40, method: .squish)], batchTransforms: [IntToFloat()],
+            vocab: pipeline.vocab)
         let dl = try gray.testDL(images: images(4, seed: 3), batchSize: 4)
         #expect(throws: CompressionError.self) { try learn.quantized(calibration: dl, batches: 1) }
         let dl3 = try pipeline.testDL(images: images(4, seed: 3), batchSize: 4)
-        #expect(throws: CompressionError.calibration("the calibration images are [3, 40, 40] but the model takes [3, 64, 64] inputs")) {
+        #expect(
+            throws: CompressionError.calibration(
+                "the calibration images are [3, 40, 40] but the model takes [3, 64, 64] inputs")
+        ) {
             try learn.quantized(calibration: dl3, batches: 1, inputShape: [3, 64, 64])
         }
     }

@@ -14,8 +14,9 @@ func isPNG(_ path: String) -> Bool {
 
 @Suite struct CallbackTests {
     func learner(_ callbacks: [Callback] = [], lr: Double = 1e-2, model: Module = mlp()) -> Learner {
-        Learner(model: model, dls: syntheticData(train: 256, valid: 64), lr: lr, metrics: [.accuracy, .errorRate],
-                callbacks: callbacks, progress: false)
+        Learner(
+            model: model, dls: syntheticData(train: 256, valid: 64), lr: lr, metrics: [.accuracy, .errorRate],
+            callbacks: callbacks, progress: false)
     }
 
     @Test func earlyStoppingSaveModelAndCSV() throws {
@@ -39,7 +40,10 @@ func isPNG(_ path: String) -> Bool {
         let fresh = mlp(seed: 9)
         let meta = try fresh.load(from: path)
         #expect(Double(meta["accuracy"]!) == best)
-        #expect(fresh.stateDict().keys.sorted().allSatisfy { fresh.stateDict()[$0]!.doubles == l2.model.stateDict()[$0]!.doubles })
+        #expect(
+            fresh.stateDict().keys.sorted().allSatisfy {
+                fresh.stateDict()[$0]!.doubles == l2.model.stateDict()[$0]!.doubles
+            })
         let lines = try String(contentsOfFile: dir + "/history.csv", encoding: .utf8).split(separator: "\n")
         #expect(lines.first == "epoch,train_loss,valid_loss,accuracy,error_rate,time" && lines.count == 4)
         #expect(lines[1].hasPrefix("0,"))
@@ -52,7 +56,9 @@ func isPNG(_ path: String) -> Bool {
         final class Poison: Callback {
             override var order: Int { -20 }
             var snapshot: [String: Tensor] = [:]
-            override func beforeBatch(_ learn: Learner) { if learn.training { snapshot = learn.model.stateDict().mapValues { $0.clone() } } }
+            override func beforeBatch(_ learn: Learner) {
+                if learn.training { snapshot = learn.model.stateDict().mapValues { $0.clone() } }
+            }
             override func afterPredict(_ learn: Learner) {
                 if learn.training && learn.epoch == 1 && learn.iter == 2 { learn.preds = learn.preds! * Double.nan }
             }
@@ -60,8 +66,12 @@ func isPNG(_ path: String) -> Bool {
         let poison = Poison()
         let learn = learner([TerminateOnNaN(), poison])
         try learn.fit(3)
-        #expect(learn.stopReason?.contains("loss is NaN at epoch 1, batch 2 (training)") == true, "\(learn.stopReason ?? "-")")
-        for (k, v) in learn.model.stateDict() { #expect(v.doubles == poison.snapshot[k]!.doubles, "\(k) changed after NaN") }
+        #expect(
+            learn.stopReason?.contains("loss is NaN at epoch 1, batch 2 (training)") == true,
+            "\(learn.stopReason ?? "-")")
+        for (k, v) in learn.model.stateDict() {
+            #expect(v.doubles == poison.snapshot[k]!.doubles, "\(k) changed after NaN")
+        }
         #expect(learn.recorder.values.count == 1)
     }
 
@@ -71,7 +81,9 @@ func isPNG(_ path: String) -> Bool {
             final class RaiseAt: Callback {
                 override func afterStep(_ learn: Learner) { if learn.trainIter == 2 { raise(SIGINT) } }
             }
-            let learn = Learner(model: mlp(), dls: syntheticData(train: 512, valid: 64), callbacks: [Interrupt(), RaiseAt()], progress: false)
+            let learn = Learner(
+                model: mlp(), dls: syntheticData(train: 512, valid: 64), callbacks: [Interrupt(), RaiseAt()],
+                progress: false)
             try? learn.fit(3)
             guard learn.stopReason == "interrupted (Ctrl-C) at epoch 0, batch 2", learn.trainIter == 3 else {
                 fatalError("stop reason \(learn.stopReason ?? "-") after \(learn.trainIter) batches")
@@ -82,7 +94,9 @@ func isPNG(_ path: String) -> Bool {
     /// A fit stopped inside its first training pass still reports the throughput of the batches it ran.
     @Test func throughputCountsAPassCutShort() throws {
         final class StopAt: Callback {
-            override func afterBatch(_ learn: Learner) throws { if learn.training && learn.iter == 3 { throw CancelFit("test") } }
+            override func afterBatch(_ learn: Learner) throws {
+                if learn.training && learn.iter == 3 { throw CancelFit("test") }
+            }
         }
         let learn = learner([StopAt()])
         try learn.fit(2)
@@ -99,7 +113,8 @@ func isPNG(_ path: String) -> Bool {
             override var order: Int { 10 }
             var norms: [Double] = []
             override func beforeStep(_ learn: Learner) {
-                norms.append(learn.model.parameters().reduce(0.0) { $0 + ($1.grad! * $1.grad!).sum().item() }.squareRoot())
+                norms.append(
+                    learn.model.parameters().reduce(0.0) { $0 + ($1.grad! * $1.grad!).sum().item() }.squareRoot())
             }
         }
         let norm = Norm()
@@ -139,17 +154,21 @@ func isPNG(_ path: String) -> Bool {
     }
 
     @Test func summaryMatchesTheModel() throws {
-        let learn = Learner(model: FashionMNISTModel.cnn.make(generator: Generator(seed: 1)),
-                            dls: DataLoaders(train: DataLoader(Tensor.randn([64, 1, 28, 28]), Tensor.randint(0, 10, [64]), batchSize: 32),
-                                             valid: DataLoader(Tensor.randn([32, 1, 28, 28]), Tensor.randint(0, 10, [32]), batchSize: 32)),
-                            progress: false)
+        let learn = Learner(
+            model: FashionMNISTModel.cnn.make(generator: Generator(seed: 1)),
+            dls: DataLoaders(
+                train: DataLoader(Tensor.randn([64, 1, 28, 28]), Tensor.randint(0, 10, [64]), batchSize: 32),
+                valid: DataLoader(Tensor.randn([32, 1, 28, 28]), Tensor.randint(0, 10, [32]), batchSize: 32)),
+            progress: false)
         let before = learn.model.stateDict().mapValues { $0.clone() }
         let s = try learn.summary()
         #expect(s.rows.count == 6 && s.totalParams == 30_274)
         #expect(s.rows[0].input == [32, 1, 28, 28] && s.rows[0].output == [32, 8, 14, 14])
         // conv 1→8 3×3 on a 14×14 output: 72·196 weights-times-positions + 24 BN/bias = 0.0141 MFLOPs (lesson's rule)
         #expect(abs(s.rows[0].mflops - (72.0 * 196 + 16) / 1e6) < 1e-9)
-        #expect(s.description.hasPrefix("|Module|Input|Output|Num params|MFLOPS|") && s.description.contains("Tot params: 30274"))
+        #expect(
+            s.description.hasPrefix("|Module|Input|Output|Num params|MFLOPS|")
+                && s.description.contains("Tot params: 30274"))
         for (k, v) in learn.model.stateDict() { #expect(v.doubles == before[k]!.doubles, "\(k)") }
     }
 
@@ -175,15 +194,20 @@ func isPNG(_ path: String) -> Bool {
     }
 
     @Test func adviceReadsTheHistory() {
-        let overfit = Advice.read(train: [0.5, 0.4, 0.3, 0.2], valid: [0.45, 0.40, 0.42, 0.47], firstBatchLoss: 2, classes: 10, stopReason: nil)
+        let overfit = Advice.read(
+            train: [0.5, 0.4, 0.3, 0.2], valid: [0.45, 0.40, 0.42, 0.47], firstBatchLoss: 2, classes: 10,
+            stopReason: nil)
         #expect(overfit?.contains("overfitting") == true)
-        let stuck = Advice.read(train: [2.31, 2.30], valid: [2.30, 2.30], firstBatchLoss: 2.3, classes: 10, stopReason: nil)
+        let stuck = Advice.read(
+            train: [2.31, 2.30], valid: [2.30, 2.30], firstBatchLoss: 2.3, classes: 10, stopReason: nil)
         #expect(stuck?.contains("stuck near ln(10) = 2.30") == true)
-        let diverged = Advice.read(train: [0.5], valid: [.nan], firstBatchLoss: 2, classes: 10, stopReason: "loss is nan at epoch 0, batch 3")
+        let diverged = Advice.read(
+            train: [0.5], valid: [.nan], firstBatchLoss: 2, classes: 10, stopReason: "loss is nan at epoch 0, batch 3")
         #expect(diverged?.contains("diverged") == true)
         let rising = Advice.read(train: [4.0], valid: [4.2], firstBatchLoss: 2.3, classes: 10, stopReason: nil)
         #expect(rising?.contains("too high") == true)
-        let fine = Advice.read(train: [0.6, 0.4, 0.3], valid: [0.5, 0.4, 0.33], firstBatchLoss: 2.3, classes: 10, stopReason: nil)
+        let fine = Advice.read(
+            train: [0.6, 0.4, 0.3], valid: [0.5, 0.4, 0.33], firstBatchLoss: 2.3, classes: 10, stopReason: nil)
         #expect(fine?.contains("not overfitting") == true)
         let early = Advice.read(train: [1.05], valid: [1.40], firstBatchLoss: 2.3, classes: 10, stopReason: nil)
         #expect(early?.contains("too early to call overfitting") == true)

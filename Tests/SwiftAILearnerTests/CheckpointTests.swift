@@ -30,13 +30,17 @@ private final class StopAndSave: Callback {
 
 @Suite struct CheckpointTests {
     /// A model with dropout (its own generator) and two layer groups, on shuffled data.
-    func learner(_ dls: DataLoaders = syntheticData(train: 256, valid: 64, batchSize: 32), width: Int = 32,
-                 callbacks: [Callback] = []) -> Learner {
+    func learner(
+        _ dls: DataLoaders = syntheticData(train: 256, valid: 64, batchSize: 32), width: Int = 32,
+        callbacks: [Callback] = []
+    ) -> Learner {
         let g = Generator(seed: 11)
-        let model = Sequential(Linear(16, width, generator: g), ReLU(), Dropout(0.3, generator: g),
-                               Linear(width, 4, generator: g))
-        let learn = Learner(model: model, dls: dls, lr: 1e-2, metrics: [.accuracy], callbacks: callbacks,
-                            progress: false)
+        let model = Sequential(
+            Linear(16, width, generator: g), ReLU(), Dropout(0.3, generator: g),
+            Linear(width, 4, generator: g))
+        let learn = Learner(
+            model: model, dls: dls, lr: 1e-2, metrics: [.accuracy], callbacks: callbacks,
+            progress: false)
         learn.splitter = { m in
             let s = m as! Sequential
             return [s[0].parameters(), s[3].parameters()]
@@ -72,7 +76,9 @@ private final class StopAndSave: Callback {
     }
 
     @Test func fitOneCycleResumesExactlyAfterAnEpochOrMidEpoch() throws {
-        try expectResumeIsExact(stop: { StopAndSave($0, epoch: 0, batch: nil) }) { try $0.fitOneCycle(3, callbacks: $1) }
+        try expectResumeIsExact(stop: { StopAndSave($0, epoch: 0, batch: nil) }) {
+            try $0.fitOneCycle(3, callbacks: $1)
+        }
         try expectResumeIsExact(stop: { StopAndSave($0, epoch: 1, batch: 3) }) { try $0.fitOneCycle(3, callbacks: $1) }
     }
 
@@ -130,12 +136,15 @@ private final class StopAndSave: Callback {
         // Another format version, and a truncated file.
         let (tensors, metadata0) = try Safetensors.read(path: path)
         var metadata = metadata0
-        metadata["swiftai_checkpoint"] = metadata0["swiftai_checkpoint"]!.replacingOccurrences(of: "\"format\":1",
-                                                                                               with: "\"format\":99")
+        metadata["swiftai_checkpoint"] = metadata0["swiftai_checkpoint"]!.replacingOccurrences(
+            of: "\"format\":1",
+            with: "\"format\":99")
         let future = tempPath(), cut = tempPath()
         defer { for p in [future, cut] { try? FileManager.default.removeItem(atPath: p) } }
         try Safetensors.write(tensors, metadata: metadata, to: future)
-        #expect(throws: CheckpointError.version(path: future, found: 99, expected: 1)) { try learner().resume(from: future) }
+        #expect(throws: CheckpointError.version(path: future, found: 99, expected: 1)) {
+            try learner().resume(from: future)
+        }
         let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
         try bytes.prefix(bytes.count / 2).write(to: URL(fileURLWithPath: cut))
         let fresh = learner()

@@ -8,7 +8,8 @@ import SwiftAITestSupport
 
 /// The fixed logits of the PyTorch reference below (3 items, 4 classes).
 private let student = Tensor((0..<3).flatMap { i in (0..<4).map { j in sin(Double(i * 5 + j)) * 2 } }, shape: [3, 4])
-private let teacher = Tensor((0..<3).flatMap { i in (0..<4).map { j in cos(Double(i * 3 + j * 2)) * 3 } }, shape: [3, 4])
+private let teacher = Tensor(
+    (0..<3).flatMap { i in (0..<4).map { j in cos(Double(i * 3 + j * 2)) * 3 } }, shape: [3, 4])
 
 @Suite struct DistillationTests {
     @Test func softLossMatchesPyTorch() {
@@ -27,10 +28,13 @@ private let teacher = Tensor((0..<3).flatMap { i in (0..<4).map { j in cos(Doubl
 
     @Test func callbackBlendsTheLossesOnTrainingBatchesOnly() throws {
         let x = Tensor.randn([16, 6], generator: Generator(seed: 1)), y = Tensor((0..<16).map { Int64($0 % 3) })
-        let dls = DataLoaders(train: DataLoader(x, y, batchSize: 16, prefetch: 0), valid: DataLoader(x, y, batchSize: 16, prefetch: 0))
-        let model = Linear(6, 3, generator: Generator(seed: 2)), teacherModel = Linear(6, 3, generator: Generator(seed: 3))
+        let dls = DataLoaders(
+            train: DataLoader(x, y, batchSize: 16, prefetch: 0), valid: DataLoader(x, y, batchSize: 16, prefetch: 0))
+        let model = Linear(6, 3, generator: Generator(seed: 2)),
+            teacherModel = Linear(6, 3, generator: Generator(seed: 3))
         let hard = crossEntropy(noGrad { model(x) }, y).item()
-        let soft = distillationLoss(student: noGrad { model(x) }, teacher: noGrad { teacherModel(x) }, temperature: 2).item()
+        let soft = distillationLoss(student: noGrad { model(x) }, teacher: noGrad { teacherModel(x) }, temperature: 2)
+            .item()
         final class FirstLoss: Callback {
             var train: Double?, valid: Double?
             override func afterLoss(_ learn: Learner) throws {
@@ -39,8 +43,10 @@ private let teacher = Tensor((0..<3).flatMap { i in (0..<4).map { j in cos(Doubl
             override var order: Int { 10 }  // after Distillation (order 0)
         }
         let probe = FirstLoss()
-        let learn = Learner(model: model, dls: dls, lr: 0, callbacks: [Distillation(teacher: teacherModel, temperature: 2, alpha: 0.3), probe],
-                            progress: false)
+        let learn = Learner(
+            model: model, dls: dls, lr: 0,
+            callbacks: [Distillation(teacher: teacherModel, temperature: 2, alpha: 0.3), probe],
+            progress: false)
         try learn.fit(1)
         #expect(abs(probe.train! - (0.7 * hard + 0.3 * soft)) < 1e-5)
         #expect(abs(probe.valid! - hard) < 1e-5)  // lr 0: the model is unchanged
@@ -78,7 +84,8 @@ private func zeros(_ p: Parameter) -> [Int] { p.value.floats.indices.filter { p.
 
     @Test func fineTuningKeepsPrunedWeightsAtZero() throws {
         let x = Tensor.randn([32, 2, 3, 3], generator: Generator(seed: 4)), y = Tensor((0..<32).map { Int64($0 % 4) })
-        let dls = DataLoaders(train: DataLoader(x, y, batchSize: 8, prefetch: 0), valid: DataLoader(x, y, batchSize: 8, prefetch: 0))
+        let dls = DataLoaders(
+            train: DataLoader(x, y, batchSize: 8, prefetch: 0), valid: DataLoader(x, y, batchSize: 8, prefetch: 0))
         let (_, conv, lin) = prunable()
         let model = Sequential(conv, Flatten(), Linear(12, 5), lin)
         let masks = model.pruneL1Unstructured(amount: 0.5)

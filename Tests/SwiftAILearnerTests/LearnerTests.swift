@@ -16,8 +16,9 @@ func syntheticData(train: Int = 512, valid: Int = 128, seed: UInt64 = 7, batchSi
         return (x, x.matmul(w).argmax(dim: 1))
     }
     let (tx, ty) = make(train), (vx, vy) = make(valid)
-    return DataLoaders(train: DataLoader(tx, ty, batchSize: batchSize, shuffle: true, seed: seed),
-                       valid: DataLoader(vx, vy, batchSize: batchSize * 2))
+    return DataLoaders(
+        train: DataLoader(tx, ty, batchSize: batchSize, shuffle: true, seed: seed),
+        valid: DataLoader(vx, vy, batchSize: batchSize * 2))
 }
 
 func mlp(seed: UInt64 = 1) -> Sequential {
@@ -60,7 +61,9 @@ final class EventLog: Callback {
 }
 
 @Suite struct LearnerLoopTests {
-    func learner(_ dls: DataLoaders = syntheticData(train: 128, valid: 64), callbacks: [Callback] = [], lr: Double = 1e-2) -> Learner {
+    func learner(
+        _ dls: DataLoaders = syntheticData(train: 128, valid: 64), callbacks: [Callback] = [], lr: Double = 1e-2
+    ) -> Learner {
         Learner(model: mlp(), dls: dls, lr: lr, metrics: [.accuracy], callbacks: callbacks, progress: false)
     }
 
@@ -68,10 +71,13 @@ final class EventLog: Callback {
         let log = EventLog()
         let learn = learner(syntheticData(train: 128, valid: 64, batchSize: 64))
         try learn.fit(1, callbacks: [log])
-        let batchTrain = ["beforeBatch", "afterPredict", "afterLoss", "beforeBackward", "afterBackward", "beforeStep", "afterStep",
-                          "afterBatch", "cleanupBatch"]
+        let batchTrain = [
+            "beforeBatch", "afterPredict", "afterLoss", "beforeBackward", "afterBackward", "beforeStep", "afterStep",
+            "afterBatch", "cleanupBatch"
+        ]
         let batchValid = ["beforeBatch", "afterPredict", "afterLoss", "afterBatch", "cleanupBatch"]
-        let expected = ["beforeFit", "beforeEpoch", "beforeTrain"] + batchTrain + batchTrain + ["afterTrain", "beforeValidate"]
+        let expected =
+            ["beforeFit", "beforeEpoch", "beforeTrain"] + batchTrain + batchTrain + ["afterTrain", "beforeValidate"]
             + batchValid + ["afterValidate", "afterEpoch", "afterFit", "cleanupFit"]
         #expect(log.events == expected)
         #expect(learn.callback(EventLog.self) == nil)  // fit-only callbacks are removed afterwards
@@ -88,7 +94,9 @@ final class EventLog: Callback {
         // CancelTrain ends the training phase; validation still runs.
         let t = EventLog(cancel: ["afterBatch/train": CancelTrain()])
         try learn.fit(1, callbacks: [t])
-        #expect(t.events.filter { $0 == "afterStep" }.count == 1 && t.events.contains("afterCancelTrain") && t.events.contains("afterValidate"))
+        #expect(
+            t.events.filter { $0 == "afterStep" }.count == 1 && t.events.contains("afterCancelTrain")
+                && t.events.contains("afterValidate"))
         // CancelEpoch skips to the next epoch; CancelFit ends everything (afterFit and cleanup still run).
         let e = EventLog(cancel: ["afterTrain": CancelEpoch()])
         try learn.fit(2, callbacks: [e])
@@ -119,7 +127,9 @@ final class EventLog: Callback {
             override func beforeFit(_ learn: Learner) { sink(name) }
         }
         var seen: [String] = []
-        let learn = learner(callbacks: [Tag(5, "b") { seen.append($0) }, Tag(-3, "a") { seen.append($0) }, Tag(99, "c") { seen.append($0) }])
+        let learn = learner(callbacks: [
+            Tag(5, "b") { seen.append($0) }, Tag(-3, "a") { seen.append($0) }, Tag(99, "c") { seen.append($0) }
+        ])
         try learn.fit(1)
         #expect(seen == ["a", "b", "c"])
         /// Accumulates gradients over two batches before stepping.
@@ -155,7 +165,9 @@ final class EventLog: Callback {
         #expect(r.trainLosses.last! < r.trainLosses.first!)
         // The smoothed loss is fastai's debiased EWMA of the raw losses.
         var s = 0.0
-        for (i, l) in r.rawLosses.enumerated() { s = 0.98 * s + 0.02 * l; #expect(abs(r.losses[i] - s / (1 - pow(0.98, Double(i + 1)))) < 1e-9) }
+        for (i, l) in r.rawLosses.enumerated() {
+            s = 0.98 * s + 0.02 * l; #expect(abs(r.losses[i] - s / (1 - pow(0.98, Double(i + 1)))) < 1e-9)
+        }
         #expect(r.trainItemsPerSecond > 0)
     }
 
@@ -184,7 +196,10 @@ final class EventLog: Callback {
         #expect(p2.doubles == p.doubles && t2.doubles == t.doubles && l2.shape == [64])
         // Each item's loss is its cross-entropy: -log of the probability of its target.
         let probs = p.doubles, targets = t.scalars(as: Int64.self)
-        #expect(zip(l2.doubles, targets.indices).allSatisfy { abs($0 + Foundation.log(probs[$1 * 4 + Int(targets[$1])])) < 1e-4 })
+        #expect(
+            zip(l2.doubles, targets.indices).allSatisfy {
+                abs($0 + Foundation.log(probs[$1 * 4 + Int(targets[$1])])) < 1e-4
+            })
         #expect(learn.callbacks.contains { $0 is Recorder })  // restored afterwards
     }
 
@@ -194,16 +209,21 @@ final class EventLog: Callback {
             try bad.fit(1)
             Issue.record("expected a mismatch")
         } catch let e as LearnerError {
-            #expect(e.description.contains("target class 3 does not exist: the model outputs 3 classes (output [64, 3], targets [64])"))
+            #expect(
+                e.description.contains(
+                    "target class 3 does not exist: the model outputs 3 classes (output [64, 3], targets [64])"))
         }
-        let wrongRank = Learner(model: Sequential(Linear(16, 4), Lambda { $0.unsqueeze(1) }), dls: syntheticData(train: 64, valid: 32), progress: false)
+        let wrongRank = Learner(
+            model: Sequential(Linear(16, 4), Lambda { $0.unsqueeze(1) }), dls: syntheticData(train: 64, valid: 32),
+            progress: false)
         #expect(throws: LearnerError.self) { try wrongRank.fit(1) }
     }
 
     @Test func progressPrintsFastaiTable() throws {
         var out = ""
-        let learn = Learner(model: mlp(), dls: syntheticData(train: 128, valid: 64), metrics: [.accuracy],
-                            callbacks: [], progress: false)
+        let learn = Learner(
+            model: mlp(), dls: syntheticData(train: 128, valid: 64), metrics: [.accuracy],
+            callbacks: [], progress: false)
         learn.add(ProgressCallback(live: false) { out += $0 })
         try learn.fit(2)
         let lines = out.split(separator: "\n").map(String.init)

@@ -17,8 +17,9 @@ final class ScaleModel: Module {
         let x = Tensor.rand([64, 1], generator: Generator(seed: 3))
         let dl = DataLoader(x, x * 0.25, batchSize: 16)
         let m = ScaleModel()
-        let l = Learner(model: m, dls: DataLoaders(train: dl, valid: DataLoader(x, x * 0.25, batchSize: 64)), lossFunc: MSELoss(),
-                        lr: 0.5, callbacks: callbacks, progress: false, optFunc: { SGD($0.parameters(), lr: $1) })
+        let l = Learner(
+            model: m, dls: DataLoaders(train: dl, valid: DataLoader(x, x * 0.25, batchSize: 64)), lossFunc: MSELoss(),
+            lr: 0.5, callbacks: callbacks, progress: false, optFunc: { SGD($0.parameters(), lr: $1) })
         return (l, m)
     }
 
@@ -67,7 +68,9 @@ final class ScaleModel: Module {
         #expect(seen == [DType](repeating: cb.unavailable == nil ? .bfloat16 : .float32, count: 2))
         #expect(Autocast.precision == .float32)
         learn.toFP16 { notes.append($0) }
-        #expect(learn.callbacks.filter { $0 is MixedPrecision }.count == 1 && learn.callback(MixedPrecision.self)?.precision == .float16)
+        #expect(
+            learn.callbacks.filter { $0 is MixedPrecision }.count == 1
+                && learn.callback(MixedPrecision.self)?.precision == .float16)
         learn.toFP32()
         #expect(learn.callback(MixedPrecision.self) == nil)
     }

@@ -19,8 +19,10 @@ func residentBytes() -> Int {
     /// default generator, which tests running in parallel draw from).
     func run(seed: UInt64, dls data: DataLoaders) throws -> [Double] {
         let g = Generator(seed: seed)
-        let model = Sequential(Linear(16, 64, generator: g), ReLU(), Dropout(0.2, generator: g), Linear(64, 4, generator: g))
-        let train = DataLoader(data.train.dataset, batchSize: data.train.batchSize, shuffle: true, seed: seed, batchTransforms: [Noise()])
+        let model = Sequential(
+            Linear(16, 64, generator: g), ReLU(), Dropout(0.2, generator: g), Linear(64, 4, generator: g))
+        let train = DataLoader(
+            data.train.dataset, batchSize: data.train.batchSize, shuffle: true, seed: seed, batchTransforms: [Noise()])
         let dls = DataLoaders(train: train, valid: data.valid)
         let learn = Learner(model: model, dls: dls, lr: 1e-2, progress: false)
         try learn.fitOneCycle(2)
@@ -42,11 +44,13 @@ func residentBytes() -> Int {
     @Test func memoryReturnsAfterALearnerIsReleased() async throws {
         let r = await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
             let x = Tensor.randn([2048, 1, 28, 28]), y = Tensor.randint(0, 10, [2048])
-            let dls = DataLoaders(train: DataLoader(x, y, batchSize: 256, shuffle: true),
-                                  valid: DataLoader(x[0..<512], y[0..<512], batchSize: 256))
+            let dls = DataLoaders(
+                train: DataLoader(x, y, batchSize: 256, shuffle: true),
+                valid: DataLoader(x[0..<512], y[0..<512], batchSize: 256))
             func train(_ seed: UInt64) -> Int {
-                let learn = Learner(model: FashionMNISTModel.resnet.make(generator: Generator(seed: seed)), dls: dls,
-                                    progress: false)
+                let learn = Learner(
+                    model: FashionMNISTModel.resnet.make(generator: Generator(seed: seed)), dls: dls,
+                    progress: false)
                 try? learn.fit(1)
                 return residentBytes()
             }

@@ -28,7 +28,8 @@ final class GroupLRs: Callback {
         let v = LearningRate.slice(1e-6, 1e-4).values(groups: 3)
         #expect(zip(v, [1e-6, 1e-5, 1e-4]).allSatisfy { abs($0 - $1) < 1e-18 })
         #expect(LearningRate.slice(upTo: 1e-3).values(groups: 3) == [1e-4, 1e-4, 1e-3])
-        #expect(LearningRate(2e-3).values(groups: 2) == [2e-3, 2e-3] && LearningRate.slice(1, 4).values(groups: 1) == [4])
+        #expect(
+            LearningRate(2e-3).values(groups: 2) == [2e-3, 2e-3] && LearningRate.slice(1, 4).values(groups: 1) == [4])
     }
 
     @Test func freezeKeepsBatchNormTrainingAndUnfreezeRestores() throws {
@@ -101,10 +102,12 @@ final class GroupLRs: Callback {
     @Test func flipTTAIsTheMeanOfPlainAndMirroredPredictions() throws {
         let g = Generator(seed: 5)
         let x = Tensor.randn([24, 1, 4, 4], generator: g), y = Tensor.randint(0, 3, [24], generator: g)
-        // Training batches are cropped and flipped; the validation loader carries the transforms but does not apply them.
+        // Training batches are cropped and flipped; the validation loader carries the transforms but does not apply
+        // them.
         let augment: [BatchTransform] = [RandomCrop(padding: 1), RandomFlip()]
-        let dls = DataLoaders(train: DataLoader(TensorDataset(x, y), batchSize: 8, shuffle: true, batchTransforms: augment),
-                              valid: DataLoader(TensorDataset(x, y), batchSize: 8, batchTransforms: augment))
+        let dls = DataLoaders(
+            train: DataLoader(TensorDataset(x, y), batchSize: 8, shuffle: true, batchTransforms: augment),
+            valid: DataLoader(TensorDataset(x, y), batchSize: 8, batchTransforms: augment))
         let model = Sequential(Flatten(), Linear(16, 3, generator: g))
         let learn = Learner(model: model, dls: dls, progress: false)
         let plain = try learn.getPreds().preds

@@ -29,8 +29,9 @@ private final class OpsNet: Module {
 /// The same network from built-in layers.
 private func builtInNet() -> Sequential {
     let g = Generator(seed: 11)
-    return Sequential(Conv2d(2, 4, kernelSize: 3, padding: 1, generator: g), ReLU(), Flatten(),
-                      Linear(4 * 6 * 6, 8, generator: g), ReLU(), Linear(8, 3, bias: false, generator: g))
+    return Sequential(
+        Conv2d(2, 4, kernelSize: 3, padding: 1, generator: g), ReLU(), Flatten(),
+        Linear(4 * 6 * 6, 8, generator: g), ReLU(), Linear(8, 3, bias: false, generator: g))
 }
 
 /// `net`'s weights in ``OpsNet``'s order and layout.
@@ -64,8 +65,9 @@ private func weights(_ net: Module) -> [Tensor] {
         #expect(closeness(u, float32, rtol: 1e-5, atol: 1e-5).ok == false, "autocast changed nothing")
         let builtInGrads = builtIn.parameters().map { $0.grad! }
         for (i, p) in user.parameters().enumerated() {
-            expectClose(p.grad!, i == 4 ? builtInGrads[4].transpose(0, 1) : builtInGrads[i], rtol: 1e-4, atol: 1e-5,
-                        "gradient \(i)")
+            expectClose(
+                p.grad!, i == 4 ? builtInGrads[4].transpose(0, 1) : builtInGrads[i], rtol: 1e-4, atol: 1e-5,
+                "gradient \(i)")
         }
     }
 
@@ -73,8 +75,9 @@ private func weights(_ net: Module) -> [Tensor] {
         let x = randn([32, 2, 6, 6], seed: 3).to(.float32), y = randn([32, 3], seed: 4).to(.float32)
         func fit(_ model: Module) throws -> Learner {
             let dls = DataLoaders(train: DataLoader(x, y, batchSize: 8), valid: DataLoader(x, y, batchSize: 32))
-            let learn = Learner(model: model, dls: dls, lossFunc: MSELoss(), lr: 0.1, progress: false,
-                                optFunc: { SGD($0.parameters(), lr: $1) })
+            let learn = Learner(
+                model: model, dls: dls, lossFunc: MSELoss(), lr: 0.1, progress: false,
+                optFunc: { SGD($0.parameters(), lr: $1) })
             learn.toBF16 { _ in }
             try learn.fit(1)
             return learn
@@ -86,8 +89,9 @@ private func weights(_ net: Module) -> [Tensor] {
             expectClose(u, b, rtol: 1e-4, atol: 1e-5, "weight \(i) after a bf16 epoch")
         }
         guard learn.callback(MixedPrecision.self)?.unavailable == nil else { return }
-        let plain = Learner(model: float32, dls: learn.dls, lossFunc: MSELoss(), lr: 0.1, progress: false,
-                            optFunc: { SGD($0.parameters(), lr: $1) })
+        let plain = Learner(
+            model: float32, dls: learn.dls, lossFunc: MSELoss(), lr: 0.1, progress: false,
+            optFunc: { SGD($0.parameters(), lr: $1) })
         try plain.fit(1)
         #expect(!closeness(weights(user)[0], weights(float32)[0], rtol: 1e-6, atol: 1e-7).ok, "bf16 = float32")
     }

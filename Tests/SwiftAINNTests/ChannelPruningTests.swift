@@ -20,9 +20,11 @@ private func kill(_ channels: [Int], of group: PrunableChannels, in model: Modul
 @Suite struct ChannelPruningTests {
     /// Every prunable group of every kind of model: names, channel counts and parameter counts as built.
     @Test func prunableChannelsDescribeTheBuiltModels() {
-        let specs: [ModelSpec] = [.lesson(.cnn), .lesson(.resnet), .lesson(.wide), .resnet(.resnet18, nIn: 3, nOut: 10),
-                                  .resnet(.resnet50, nIn: 1, nOut: 5), .vision(VisionModelSpec(arch: .resnet18, nOut: 4)),
-                                  .vision(VisionModelSpec(arch: .resnet50, nOut: 4, cut: 6))]
+        let specs: [ModelSpec] = [
+            .lesson(.cnn), .lesson(.resnet), .lesson(.wide), .resnet(.resnet18, nIn: 3, nOut: 10),
+            .resnet(.resnet50, nIn: 1, nOut: 5), .vision(VisionModelSpec(arch: .resnet18, nOut: 4)),
+            .vision(VisionModelSpec(arch: .resnet50, nOut: 4, cut: 6))
+        ]
         let counts = [4, 6, 5, 8, 32, 8, 14]
         for (spec, count) in zip(specs, counts) {
             let model = Init.skipping { spec.make() }
@@ -35,7 +37,8 @@ private func kill(_ channels: [Int], of group: PrunableChannels, in model: Modul
                 }
                 let consumers = g.consumers.compactMap { modules[$0] as? Conv2d }
                 #expect(conv.weight.shape[0] == g.channels && consumers.count == g.consumers.count, "\(g.conv)")
-                let perChannel = conv.weight.value.count / g.channels + (conv.bias == nil ? 0 : 1) + 2
+                let perChannel =
+                    conv.weight.value.count / g.channels + (conv.bias == nil ? 0 : 1) + 2
                     + consumers.reduce(0) { $0 + $1.weight.value.count / $1.weight.shape[1] }
                 #expect(g.parametersPerChannel == perChannel, "\(g.conv)")
             }
@@ -59,7 +62,8 @@ private func kill(_ channels: [Int], of group: PrunableChannels, in model: Modul
         let pruned = try spec.pruneChannels(of: model, amount: 0.5)
         #expect(pruned.widths == expected)
         expectClose(model(x), before, rtol: 1e-5, atol: 1e-5, "\(spec)")
-        #expect(model.parameterCount == Init.skipping { pruned.make() }.parameterCount && model.parameterCount < parameters)
+        #expect(
+            model.parameterCount == Init.skipping { pruned.make() }.parameterCount && model.parameterCount < parameters)
         #expect(pruned.minimumParameterCount <= model.parameterCount)
     }
 
@@ -88,19 +92,27 @@ private func kill(_ channels: [Int], of group: PrunableChannels, in model: Modul
             // The next conv loses those inputs and its own smallest filters, ranked on its unpruned weights.
             let nextNorms = next.to(.float64).reshape([16, -1]).abs().sum(dims: [1]).doubles
             let nextPruned = Int((amount * 16).rounded(.toNearestOrEven))
-            let nextKept = Array(nextNorms.indices.sorted { nextNorms[$0] > nextNorms[$1] }.prefix(16 - nextPruned)).sorted()
+            let nextKept = Array(nextNorms.indices.sorted { nextNorms[$0] > nextNorms[$1] }.prefix(16 - nextPruned))
+                .sorted()
             let nextConv = (model[1] as! Sequential)[0] as! Conv2d
-            let nextWant = next.indexSelect(dim: 1, index: kept).indexSelect(dim: 0, index: Tensor(nextKept.map { Int64($0) }))
+            let nextWant = next.indexSelect(dim: 1, index: kept).indexSelect(
+                dim: 0, index: Tensor(nextKept.map { Int64($0) }))
             expectClose(nextConv.weight.value, nextWant, "next conv")
-            #expect(spec.widths == ["0.0": torchKept.count, "1.0": nextKept.count, "2.0": 32 - Int((amount * 32).rounded(.toNearestOrEven)),
-                                    "3.0": 64 - Int((amount * 64).rounded(.toNearestOrEven))])
+            #expect(
+                spec.widths == [
+                    "0.0": torchKept.count, "1.0": nextKept.count,
+                    "2.0": 32 - Int((amount * 32).rounded(.toNearestOrEven)),
+                    "3.0": 64 - Int((amount * 64).rounded(.toNearestOrEven))
+                ])
         }
     }
 
     @Test func widthsRoundTripThroughJSON() throws {
-        let specs: [ModelSpec] = [ModelSpec.lesson(.resnet).withWidths(["0.convs.0.0": 3, "5.convs.0.0": 100]),
-                                  ModelSpec.vision(VisionModelSpec(arch: .resnet50, nOut: 7)).withWidths(["0.7.2.conv2": 1]),
-                                  .resnet(.resnet18, nIn: 3, nOut: 2)]
+        let specs: [ModelSpec] = [
+            ModelSpec.lesson(.resnet).withWidths(["0.convs.0.0": 3, "5.convs.0.0": 100]),
+            ModelSpec.vision(VisionModelSpec(arch: .resnet50, nOut: 7)).withWidths(["0.7.2.conv2": 1]),
+            .resnet(.resnet18, nIn: 3, nOut: 2)
+        ]
         for spec in specs {
             let data = try JSONSerialization.data(withJSONObject: spec.json)
             let back = try ModelSpec(json: JSONSerialization.jsonObject(with: data) as! [String: Any])
@@ -119,7 +131,7 @@ private func kill(_ channels: [Int], of group: PrunableChannels, in model: Modul
             (["0.convs.0.0": 9], "'widths.0.convs.0.0' must be an integer in 1…8"),
             (["0.convs.0.0": 2.5], "must be an integer"),
             (["0.convs.0.0": "4"], "must be an integer"),
-            ([4], "'widths' must be an object"),
+            ([4], "'widths' must be an object")
         ]
         for (widths, message) in cases {
             do {
@@ -135,13 +147,21 @@ private func kill(_ channels: [Int], of group: PrunableChannels, in model: Modul
 
     /// A pruned description's lower bound stays below what its model has (torchvision's: exactly it).
     @Test func minimumParameterCountBoundsPrunedModels() {
-        for spec in [ModelSpec.resnet(.resnet18, nIn: 3, nOut: 10), .resnet(.resnet50, nIn: 3, nOut: 10),
-                     .vision(VisionModelSpec(arch: .resnet34, nOut: 3))] {
-            let narrowest = spec.withWidths(Dictionary(uniqueKeysWithValues: spec.prunableChannels.map { ($0.conv, 1) }))
+        for spec in [
+            ModelSpec.resnet(.resnet18, nIn: 3, nOut: 10), .resnet(.resnet50, nIn: 3, nOut: 10),
+            .vision(VisionModelSpec(arch: .resnet34, nOut: 3))
+        ] {
+            let narrowest = spec.withWidths(
+                Dictionary(uniqueKeysWithValues: spec.prunableChannels.map { ($0.conv, 1) }))
             let actual = Init.skipping { narrowest.make() }.parameterCount
             let bound = narrowest.minimumParameterCount
-            if case .resnet = spec { #expect(bound == actual, "\(spec)") } else { #expect(bound <= actual && bound > actual / 2, "\(spec): \(bound) of \(actual)") }
-            let half = spec.withWidths(Dictionary(uniqueKeysWithValues: spec.prunableChannels.map { ($0.conv, $0.channels / 2) }))
+            if case .resnet = spec {
+                #expect(bound == actual, "\(spec)")
+            } else {
+                #expect(bound <= actual && bound > actual / 2, "\(spec): \(bound) of \(actual)")
+            }
+            let half = spec.withWidths(
+                Dictionary(uniqueKeysWithValues: spec.prunableChannels.map { ($0.conv, $0.channels / 2) }))
             let halfBound = half.minimumParameterCount
             #expect(halfBound <= Init.skipping { half.make() }.parameterCount && halfBound > actual)
         }

@@ -14,7 +14,9 @@ import SwiftAITestSupport
     }
 
     /// Forward with `x`, backward with the fixture's upstream gradient, compare output and input gradient.
-    func checkModule(_ m: Module, _ c: [String: Tensor], _ what: String, sourceLocation: SourceLocation = #_sourceLocation) {
+    func checkModule(
+        _ m: Module, _ c: [String: Tensor], _ what: String, sourceLocation: SourceLocation = #_sourceLocation
+    ) {
         let x = c["input"]!.requiringGrad()
         let y = m(x)
         expectClose(y, c["output"]!, "\(what) output", sourceLocation: sourceLocation)
@@ -23,7 +25,9 @@ import SwiftAITestSupport
     }
 
     @Test func convAndLinearLoadPyTorchWeights() throws {
-        guard let c0 = try opsCase("conv2d_0"), let c1 = try opsCase("conv2d_1"), let l = try opsCase("linear_0") else { return }
+        guard let c0 = try opsCase("conv2d_0"), let c1 = try opsCase("conv2d_1"), let l = try opsCase("linear_0") else {
+            return
+        }
         let conv = Conv2d(3, 4, kernelSize: 3, padding: 1)
         try conv.load(stateDict: ["weight": c0["weight"]!, "bias": c0["bias"]!])
         checkModule(conv, c0, "Conv2d")
@@ -150,15 +154,18 @@ import SwiftAITestSupport
 
     @Test func lsuvGivesUnitVarianceActivations() {
         let gen = Generator(seed: 11)
-        let model = Sequential(conv(1, 8, act: { GeneralRelu(leak: 0.1, sub: 0.4) }, generator: gen),
-                               conv(8, 16, act: { GeneralRelu(leak: 0.1, sub: 0.4) }, generator: gen),
-                               conv(16, 16, act: { GeneralRelu(leak: 0.1, sub: 0.4) }, generator: gen))
+        let model = Sequential(
+            conv(1, 8, act: { GeneralRelu(leak: 0.1, sub: 0.4) }, generator: gen),
+            conv(8, 16, act: { GeneralRelu(leak: 0.1, sub: 0.4) }, generator: gen),
+            conv(16, 16, act: { GeneralRelu(leak: 0.1, sub: 0.4) }, generator: gen))
         let xb = Tensor.randn([64, 1, 28, 28], generator: gen)
         let stats = Init.lsuv(model, batch: xb)
         #expect(stats.count == 3)
         // Check the activations independently of what lsuv reported.
         var acts: [Tensor] = []
-        let hooks = model.modules().filter { $0 is GeneralRelu }.map { $0.registerForwardHook { _, _, o in acts.append(o) } }
+        let hooks = model.modules().filter { $0 is GeneralRelu }.map {
+            $0.registerForwardHook { _, _, o in acts.append(o) }
+        }
         _ = noGrad { model(xb) }
         hooks.forEach { $0.remove() }
         #expect(acts.count == 3)
@@ -181,7 +188,9 @@ import SwiftAITestSupport
             return -(w * y * log(s) + (1 - y) * log(1 - s))
         }
         let expected = (0..<12).map { bce(pd[$0], y.doubles[$0], pw.doubles[$0 % 3]) }
-        expectClose(BCEWithLogitsLoss(posWeight: pw, reduction: .none)(p, y), Tensor(expected, shape: [4, 3]), rtol: 1e-10, atol: 1e-12, "bce")
+        expectClose(
+            BCEWithLogitsLoss(posWeight: pw, reduction: .none)(p, y), Tensor(expected, shape: [4, 3]), rtol: 1e-10,
+            atol: 1e-12, "bce")
         // Large logits stay finite.
         let big = BCEWithLogitsLoss()(Tensor([Float(80), -80]), Tensor([Float(0), 1])).item()
         #expect(abs(big - 80) < 1e-3)

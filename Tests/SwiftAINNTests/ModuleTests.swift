@@ -4,7 +4,9 @@ import SwiftAICore
 import SwiftAINN
 import SwiftAITestSupport
 
-func fashionResNet(generator: Generator = .default) -> Sequential { FashionMNISTModel.resnet.make(generator: generator) }
+func fashionResNet(generator: Generator = .default) -> Sequential {
+    FashionMNISTModel.resnet.make(generator: generator)
+}
 
 @Suite struct ModuleTests {
     @Test func namesMatchPyTorchStateDict() throws {

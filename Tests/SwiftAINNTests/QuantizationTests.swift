@@ -37,9 +37,11 @@ private func cosine(_ a: Tensor, _ b: Tensor) -> Double {
 
     @Test func int8ConvMatchesFbgemmConvReLU() throws {
         let f = try quantFixture()
-        let x = QParams(scale: f["minmax_scale"]!.floats[0], zeroPoint: Int32(f["minmax_zero_point"]!.doubles[0]), qmax: 127)!
-        let conv = Int8Conv(weight: f["weight_int"]!, weightScales: f["weight_scale"]!, bias: f["bias"]!, stride: 2, padding: 1,
-                            input: x, output: QParams(scale: 0.02, zeroPoint: 0, qmax: 255)!, epilogue: [.leakyRelu(0)])
+        let x = QParams(
+            scale: f["minmax_scale"]!.floats[0], zeroPoint: Int32(f["minmax_zero_point"]!.doubles[0]), qmax: 127)!
+        let conv = Int8Conv(
+            weight: f["weight_int"]!, weightScales: f["weight_scale"]!, bias: f["bias"]!, stride: 2, padding: 1,
+            input: x, output: QParams(scale: 0.02, zeroPoint: 0, qmax: 255)!, epilogue: [.leakyRelu(0)])
         let y = conv(f["x_int"]!.contiguous(.channelsLast))
         // fbgemm and oneDNN round the same real values; a code may differ by one where a value sits on a rounding edge.
         #expect(maxCodeDifference(y, f["conv_relu_int"]!) <= 1)
@@ -52,10 +54,13 @@ private func cosine(_ a: Tensor, _ b: Tensor) -> Double {
         let rf = randn([2, 16, 5, 5], seed: 2).to(.float32)
         let wf = randn([16, 8, 3, 3], seed: 3).to(.float32) * 0.1
         let b = randn([16], seed: 4).to(.float32) * 0.1
-        let xq = QParams(min: -1.5, max: 2.0, qmax: 127), rq = QParams(min: -3, max: 3, qmax: 127), oq = QParams(min: -1, max: 4, qmax: 127)
+        let xq = QParams(min: -1.5, max: 2.0, qmax: 127), rq = QParams(min: -3, max: 3, qmax: 127),
+            oq = QParams(min: -1, max: 4, qmax: 127)
         let (w, s) = Quantization.quantizePerChannel(wf)
         let epilogue: [ConvEpilogue] = [.addResidual, .leakyRelu(0.1), .add(-0.4), .clampMax(3)]
-        let conv = Int8Conv(weight: w, weightScales: s, bias: b, stride: 2, padding: 1, input: xq, output: oq, residual: rq, epilogue: epilogue)
+        let conv = Int8Conv(
+            weight: w, weightScales: s, bias: b, stride: 2, padding: 1, input: xq, output: oq, residual: rq,
+            epilogue: epilogue)
         let (x, r) = (xf.quantized(xq), rf.quantized(rq))
         let got = conv(x, residual: r)
         // The float computation on the values the codes stand for.
@@ -85,10 +90,14 @@ private func cosine(_ a: Tensor, _ b: Tensor) -> Double {
         let q = QParams(min: -1, max: 3, qmax: 127)
         let x = (randn([2, 5, 7, 7], seed: 8).to(.float32)).quantized(q)
         let xf = x.dequantized(q)
-        #expect(maxCodeDifference(x.quantizedMaxPool2d(kernel: 3, stride: 2, padding: 1),
-                                  xf.maxPool2d(kernel: 3, stride: 2, padding: 1).quantized(q)) == 0)
-        #expect(maxCodeDifference(x.quantizedAvgPool2d(kernel: 2, ceilMode: true, zeroPoint: q.zeroPoint),
-                                  xf.avgPool2d(kernel: 2, ceilMode: true).quantized(q)) <= 1)
+        #expect(
+            maxCodeDifference(
+                x.quantizedMaxPool2d(kernel: 3, stride: 2, padding: 1),
+                xf.maxPool2d(kernel: 3, stride: 2, padding: 1).quantized(q)) == 0)
+        #expect(
+            maxCodeDifference(
+                x.quantizedAvgPool2d(kernel: 2, ceilMode: true, zeroPoint: q.zeroPoint),
+                xf.avgPool2d(kernel: 2, ceilMode: true).quantized(q)) <= 1)
     }
 
     @Test(arguments: [(2, 0), (3, 1)])
@@ -101,16 +110,26 @@ private func cosine(_ a: Tensor, _ b: Tensor) -> Double {
         let (oh, ow) = ((h + 2 * padding - kernel) / 2 + 1, (w + 2 * padding - kernel) / 2 + 1)
         #expect(got.shape == [2, 3, oh, ow])
         var mismatches = 0, ties = 0
-        for b in 0..<2 { for ch in 0..<3 { for i in 0..<oh { for j in 0..<ow {
-            var sum: Float = 0
-            for di in 0..<kernel { for dj in 0..<kernel {
-                let (r, c) = (2 * i - padding + di, 2 * j - padding + dj)
-                sum += (0..<h).contains(r) && (0..<w).contains(c) ? Float(x[element: [b, ch, r, c]]) : Float(zp)
-            } }
-            let mean = sum / Float(kernel * kernel)
-            if mean - mean.rounded(.down) == 0.5 { ties += 1 }
-            if Float(got[element: [b, ch, i, j]]) != mean.rounded(.toNearestOrEven) { mismatches += 1 }
-        } } } }
+        for b in 0..<2 {
+            for ch in 0..<3 {
+                for i in 0..<oh {
+                    for j in 0..<ow {
+                        var sum: Float = 0
+                        for di in 0..<kernel {
+                            for dj in 0..<kernel {
+                                let (r, c) = (2 * i - padding + di, 2 * j - padding + dj)
+                                sum +=
+                                    (0..<h).contains(r) && (0..<w).contains(c)
+                                    ? Float(x[element: [b, ch, r, c]]) : Float(zp)
+                            }
+                        }
+                        let mean = sum / Float(kernel * kernel)
+                        if mean - mean.rounded(.down) == 0.5 { ties += 1 }
+                        if Float(got[element: [b, ch, i, j]]) != mean.rounded(.toNearestOrEven) { mismatches += 1 }
+                    }
+                }
+            }
+        }
         #expect(mismatches == 0)
         #expect(kernel != 2 || ties > 0, "the data should contain ties")
     }
@@ -123,9 +142,13 @@ private func cosine(_ a: Tensor, _ b: Tensor) -> Double {
         let hist = try model.quantizedStatic(observer: .histogram) { $0(x) }
         let inMM = mm.body.modules().compactMap { $0 as? Quantize }.first!.params
         let inH = hist.body.modules().compactMap { $0 as? Quantize }.first!.params
-        #expect(Double(inMM.range.lowerBound) <= x.min().item() + Double(inMM.scale) && Double(inMM.range.upperBound) >= x.max().item() - Double(inMM.scale))
+        #expect(
+            Double(inMM.range.lowerBound) <= x.min().item() + Double(inMM.scale)
+                && Double(inMM.range.upperBound) >= x.max().item() - Double(inMM.scale))
         #expect(inH.range.lowerBound > inMM.range.lowerBound && inH.range.upperBound < inMM.range.upperBound)
-        func mse(_ q: QParams) -> Double { ((x.quantized(q).dequantized(q) - x) * (x.quantized(q).dequantized(q) - x)).mean().item() }
+        func mse(_ q: QParams) -> Double {
+            ((x.quantized(q).dequantized(q) - x) * (x.quantized(q).dequantized(q) - x)).mean().item()
+        }
         #expect(mse(inH) < mse(inMM))
     }
 
@@ -140,11 +163,14 @@ private func cosine(_ a: Tensor, _ b: Tensor) -> Double {
             let (want, got) = noGrad { (model(x), q(x)) }
             // Cosine similarity of the logits: int8 keeps their direction.
             #expect(cosine(want, got) > 0.98, "\(kind): cosine \(cosine(want, got))")
-            #expect(q.report.quantized.count == model.modules().filter { $0 is Conv2d }.count + model.modules().filter { $0 is Linear }.count)
+            #expect(
+                q.report.quantized.count == model.modules().filter { $0 is Conv2d }.count
+                    + model.modules().filter { $0 is Linear }.count)
             // The quantized state rebuilds the same model on a fresh architecture.
             let state = q.quantizedState()
-            let reloaded = try QuantizedModel.load(state, architecture: kind.make(generator: Generator(seed: 99)),
-                                                   scheme: .static, qmax: q.qmax)
+            let reloaded = try QuantizedModel.load(
+                state, architecture: kind.make(generator: Generator(seed: 99)),
+                scheme: .static, qmax: q.qmax)
             #expect(maxCodeDifference(noGrad { reloaded(x) }, got) == 0, "\(kind) reloaded")
         }
     }
@@ -168,32 +194,37 @@ private func cosine(_ a: Tensor, _ b: Tensor) -> Double {
         let x = randn([256, 1, 28, 28], seed: 50).to(.float32)
         let want = noGrad { model(x) }
         // An 8-bit state on a 7-bit host: the same codes, each int8 layer computed in float32.
-        let ported = try QuantizedModel.load(q8.quantizedState(), architecture: FashionMNISTModel.resnet.make(),
-                                             scheme: .static, qmax: 255, kernelQMax: 127)
+        let ported = try QuantizedModel.load(
+            q8.quantizedState(), architecture: FashionMNISTModel.resnet.make(),
+            scheme: .static, qmax: 255, kernelQMax: 127)
         let convs = ported.body.modules().compactMap { $0 as? QuantizedConv2d }
         #expect(ported.qmax == 255 && !convs.isEmpty && convs.allSatisfy { $0.conv.runsInFloat })
         let onPorted = noGrad { ported(x) }
         #expect(cosine(onPorted, want) > 0.98)
         if Quantization.hasVNNI {  // the 8-bit kernels themselves run only where products do not saturate
-            let native = try QuantizedModel.load(q8.quantizedState(), architecture: FashionMNISTModel.resnet.make(),
-                                                 scheme: .static, qmax: 255, kernelQMax: 255)
+            let native = try QuantizedModel.load(
+                q8.quantizedState(), architecture: FashionMNISTModel.resnet.make(),
+                scheme: .static, qmax: 255, kernelQMax: 255)
             let on8 = noGrad { native(x) }
             #expect(native.body.modules().compactMap { $0 as? QuantizedConv2d }.allSatisfy { !$0.conv.runsInFloat })
-            #expect(agreement(onPorted, on8) >= 0.995 && cosine(onPorted, on8) > 0.9999,
-                    "\(agreement(onPorted, on8)) \(cosine(onPorted, on8))")
+            #expect(
+                agreement(onPorted, on8) >= 0.995 && cosine(onPorted, on8) > 0.9999,
+                "\(agreement(onPorted, on8)) \(cosine(onPorted, on8))")
         }
         let on7 = noGrad { q7(x) }
         // A 7-bit state on an 8-bit host: the same codes.
-        let wide = try QuantizedModel.load(q7.quantizedState(), architecture: FashionMNISTModel.resnet.make(),
-                                           scheme: .static, qmax: 127, kernelQMax: 255)
+        let wide = try QuantizedModel.load(
+            q7.quantizedState(), architecture: FashionMNISTModel.resnet.make(),
+            scheme: .static, qmax: 127, kernelQMax: 255)
         #expect(wide.qmax == 127 && maxCodeDifference(noGrad { wide(x) }, on7) == 0)
         // A state whose codes disagree with its recorded width (an 8-bit zero point in a 7-bit state) is refused.
         var bad = q8.quantizedState()
         let key = bad.keys.first { $0.hasSuffix(".zero_point") }!
         bad[key] = Tensor([Int64(200)], shape: [1])
         #expect(throws: QuantizationError.self) {
-            try QuantizedModel.load(bad, architecture: FashionMNISTModel.resnet.make(), scheme: .static, qmax: 127,
-                                    kernelQMax: 127)
+            try QuantizedModel.load(
+                bad, architecture: FashionMNISTModel.resnet.make(), scheme: .static, qmax: 127,
+                kernelQMax: 127)
         }
     }
 
@@ -203,7 +234,9 @@ private func cosine(_ a: Tensor, _ b: Tensor) -> Double {
         let q = try model.quantizedStatic(observer: .minMax) { $0(randn([4, 1, 28, 28], seed: 1).to(.float32)) }
         let state = q.quantizedState()
         let key = state.keys.first { $0.hasSuffix(".scale") }!
-        for (bad, what) in [(Tensor([Float(0)], shape: [1]), "zero scale"), (Tensor([Float.nan], shape: [1]), "NaN scale")] {
+        for (bad, what) in [
+            (Tensor([Float(0)], shape: [1]), "zero scale"), (Tensor([Float.nan], shape: [1]), "NaN scale")
+        ] {
             var s = state
             s[key] = bad
             #expect(throws: QuantizationError.self, "\(what)") {
@@ -212,18 +245,25 @@ private func cosine(_ a: Tensor, _ b: Tensor) -> Double {
         }
         var s = state
         s[key.replacingOccurrences(of: ".scale", with: ".zero_point")] = Tensor([Int64(300)], shape: [1])
-        #expect(throws: QuantizationError.self) { try QuantizedModel.load(s, architecture: FashionMNISTModel.cnn.make(), scheme: .static, qmax: 127) }
+        #expect(throws: QuantizationError.self) {
+            try QuantizedModel.load(s, architecture: FashionMNISTModel.cnn.make(), scheme: .static, qmax: 127)
+        }
         s = state
         s["extra.weight"] = Tensor([Float(1)], shape: [1])
-        #expect(throws: QuantizationError.self) { try QuantizedModel.load(s, architecture: FashionMNISTModel.cnn.make(), scheme: .static, qmax: 127) }
+        #expect(throws: QuantizationError.self) {
+            try QuantizedModel.load(s, architecture: FashionMNISTModel.cnn.make(), scheme: .static, qmax: 127)
+        }
     }
 
     @Test func nonFiniteWeightsAreATypedErrorNotATrap() throws {
         let model = FashionMNISTModel.cnn.make(generator: Generator(seed: 6))
         model.eval()
         let bn = model.modules().compactMap { $0 as? BatchNorm2d }[1]
-        bn.runningVar!.value = Tensor.full([bn.runningVar!.value.count], -2)  // √(var + ε) is NaN: so are the folded weights
-        #expect(throws: QuantizationError.self) { try model.quantizedStatic(observer: .minMax) { $0(randn([2, 1, 28, 28], seed: 1).to(.float32)) } }
+        // √(var + ε) is NaN: so are the folded weights
+        bn.runningVar!.value = Tensor.full([bn.runningVar!.value.count], -2)
+        #expect(throws: QuantizationError.self) {
+            try model.quantizedStatic(observer: .minMax) { $0(randn([2, 1, 28, 28], seed: 1).to(.float32)) }
+        }
         let w = Tensor([Float.nan, 1, -Float.infinity, 0.5], shape: [2, 2])
         let (q, s) = Quantization.quantizePerChannel(w)
         #expect(q.doubles == [0, 127, -128, 127] && s.floats.allSatisfy(\.isFinite))
@@ -258,7 +298,8 @@ private func cosine(_ a: Tensor, _ b: Tensor) -> Double {
         let q = try qat.convert()
         let (float, int8) = noGrad { (model(x), q(x)) }
         // The simulation is far closer to the int8 model than the float model is (the input itself is not rounded).
-        let dSim = ((simulated - int8) * (simulated - int8)).mean().item(), dFloat = ((float - int8) * (float - int8)).mean().item()
+        let dSim = ((simulated - int8) * (simulated - int8)).mean().item(),
+            dFloat = ((float - int8) * (float - int8)).mean().item()
         #expect(dSim < 0.2 * dFloat, "simulation \(dSim) vs float \(dFloat)")
         #expect(!model.modules().contains { $0 is QATConv2d || $0 is QATLinear })
         #expect(model.modules().allSatisfy { $0.forwardHookCount == 0 })
@@ -288,8 +329,10 @@ private func cosine(_ a: Tensor, _ b: Tensor) -> Double {
         model.eval()
         builtIn.eval()
         let y = noGrad { model(x) }
-        let want = x.conv2d(weight: user.conv.weight.value.fakeQuantizedPerChannel(), bias: user.conv.bias!.value,
-                            padding: 1).relu().flatten(startDim: 1)
+        let want = x.conv2d(
+            weight: user.conv.weight.value.fakeQuantizedPerChannel(), bias: user.conv.bias!.value,
+            padding: 1
+        ).relu().flatten(startDim: 1)
             .linear(weight: user.head.weight.value.fakeQuantizedPerChannel(), bias: user.head.bias!.value)
         expectClose(y, noGrad { builtIn(x) }, rtol: 0, atol: 0, "user module vs built-in")
         expectClose(y, want, rtol: 1e-6, atol: 1e-6, "fake-quantized weights")

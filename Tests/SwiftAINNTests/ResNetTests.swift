@@ -50,10 +50,14 @@ private func formulaState(_ model: Module) -> [String: Tensor] {
 
 @Suite struct ResNetTests {
     @Test func parameterCountsMatchTorchvision() throws {
-        let expected: [ResNetArch: Int] = [.resnet18: 11_689_512, .resnet34: 21_797_672, .resnet50: 25_557_032,
-                                           .resnet101: 44_549_160, .resnet152: 60_192_808]
+        let expected: [ResNetArch: Int] = [
+            .resnet18: 11_689_512, .resnet34: 21_797_672, .resnet50: 25_557_032,
+            .resnet101: 44_549_160, .resnet152: 60_192_808
+        ]
         let counts = try json(try resnetFixture().metadata["parameter_counts"], as: [String: Int].self)
-        let shared = try loadFixture("tv_resnets").map { try json($0.metadata["torchvision_parameter_counts"], as: [String: Int].self) }
+        let shared = try loadFixture("tv_resnets").map {
+            try json($0.metadata["torchvision_parameter_counts"], as: [String: Int].self)
+        }
         let generator = Generator(seed: 0)  // not the shared default, whose lock would serialise the other tests
         for arch in ResNetArch.allCases {
             let n = arch.make(generator: generator).parameterCount
@@ -61,7 +65,8 @@ private func formulaState(_ model: Module) -> [String: Tensor] {
             #expect(n == counts[arch.rawValue], "\(arch)")
             if let shared { #expect(n == shared[arch.rawValue], "\(arch)") }
         }
-        let resnext = ResNet(block: .bottleneck, layers: [3, 4, 6, 3], groups: 32, widthPerGroup: 4, generator: generator)
+        let resnext = ResNet(
+            block: .bottleneck, layers: [3, 4, 6, 3], groups: 32, widthPerGroup: 4, generator: generator)
         #expect(resnext.parameterCount == counts["resnext50_32x4d"])
         #expect(ResNetArch(rawValue: "resnet34") == .resnet34)
     }
@@ -72,9 +77,11 @@ private func formulaState(_ model: Module) -> [String: Tensor] {
             let params = try json(meta["\(arch).parameters"], as: [[Any]].self)
             let buffers = try json(meta["\(arch).buffers"], as: [[Any]].self)
             #expect(model.namedParameters().map(\.0) == params.map { $0[0] as! String }, "\(arch) parameters")
-            #expect(model.namedParameters().map(\.1.shape) == params.map { $0[1] as! [Int] }, "\(arch) parameter shapes")
+            #expect(
+                model.namedParameters().map(\.1.shape) == params.map { $0[1] as! [Int] }, "\(arch) parameter shapes")
             #expect(model.namedBuffers().map(\.0) == buffers.map { $0[0] as! String }, "\(arch) buffers")
-            #expect(model.namedBuffers().map(\.1.value.shape) == buffers.map { $0[1] as! [Int] }, "\(arch) buffer shapes")
+            #expect(
+                model.namedBuffers().map(\.1.value.shape) == buffers.map { $0[1] as! [Int] }, "\(arch) buffer shapes")
             #expect(model.stateDict()["bn1.num_batches_tracked"]?.dtype == .int64)
         }
     }
@@ -113,7 +120,10 @@ private func formulaState(_ model: Module) -> [String: Tensor] {
         }
         let blocks: [(String, Module)] = [
             ("basic_block", BasicBlock(inPlanes: 8, planes: 16, stride: 2, downsample: downsample(8, 16))),
-            ("bottleneck_block", Bottleneck(inPlanes: 16, planes: 8, stride: 2, downsample: downsample(16, 32), groups: 2, baseWidth: 40)),
+            (
+                "bottleneck_block",
+                Bottleneck(inPlanes: 16, planes: 8, stride: 2, downsample: downsample(16, 32), groups: 2, baseWidth: 40)
+            )
         ]
         for (name, block) in blocks {
             let t = stripped(f.tensors, name + ".")
@@ -127,16 +137,19 @@ private func formulaState(_ model: Module) -> [String: Tensor] {
             (out * t["upstream"]!).sum().backward()
             expectClose(try #require(x.grad), t["grad_input"]!, rtol: 1e-4, atol: 1e-4, "\(name) grad_input")
             for (k, p) in block.namedParameters() {
-                expectClose(try #require(p.grad, "\(name).\(k)"), t["grad." + k]!, rtol: 1e-4, atol: 1e-4, "\(name) grad.\(k)")
+                expectClose(
+                    try #require(p.grad, "\(name).\(k)"), t["grad." + k]!, rtol: 1e-4, atol: 1e-4, "\(name) grad.\(k)")
             }
             for (k, b) in block.namedBuffers() {
-                expectClose(b.value.to(.float64), t["after." + k]!.to(.float64), rtol: 1e-5, atol: 1e-6, "\(name) after.\(k)")
+                expectClose(
+                    b.value.to(.float64), t["after." + k]!.to(.float64), rtol: 1e-5, atol: 1e-6, "\(name) after.\(k)")
             }
         }
     }
 
     @Test func trainingStepReachesEveryParameter() throws {
-        let model = ResNet(block: .bottleneck, layers: [1, 1, 1, 1], numClasses: 5, widthPerGroup: 16, generator: Generator(seed: 1))
+        let model = ResNet(
+            block: .bottleneck, layers: [1, 1, 1, 1], numClasses: 5, widthPerGroup: 16, generator: Generator(seed: 1))
         let x = Tensor.randn([2, 3, 32, 32], generator: Generator(seed: 2))
         let loss = crossEntropy(model(x), Tensor([Int64(0), 3]))
         #expect(loss.item().isFinite)
@@ -152,7 +165,10 @@ private func formulaState(_ model: Module) -> [String: Tensor] {
         let model = ResNet.resnet18(numClasses: 7)
         let body = model.body
         #expect(body.count == 8 && body[4] === model.layer1 && body[0] === model.conv1)
-        #expect(body.namedParameters().contains { $0.0 == "4.0.conv1.weight" && $0.1 === model.layer1.namedParameters()[0].1 })
+        #expect(
+            body.namedParameters().contains {
+                $0.0 == "4.0.conv1.weight" && $0.1 === model.layer1.namedParameters()[0].1
+            })
         #expect(model.numFeatures == 512 && ResNet.resnet50().numFeatures == 2048)
         let x = Tensor.randn([1, 3, 64, 64])
         model.eval()
@@ -162,13 +178,16 @@ private func formulaState(_ model: Module) -> [String: Tensor] {
     }
 
     @Test func initialisationIsTorchvisions() {
-        let model = ResNet(block: .bottleneck, layers: [1, 1, 1, 1], numClasses: 10, zeroInitResidual: true,
-                           generator: Generator(seed: 4))
+        let model = ResNet(
+            block: .bottleneck, layers: [1, 1, 1, 1], numClasses: 10, zeroInitResidual: true,
+            generator: Generator(seed: 4))
         // kaiming_normal_(mode="fan_out", nonlinearity="relu"): std = sqrt(2 / (out · k · k)).
         let w = model.layer1[0].namedParameters().first { $0.0 == "conv2.weight" }!.1.value
         #expect(Swift.abs(w.std().item() / (2.0 / (64 * 9)).squareRoot() - 1) < 0.05)
         for case let b as Bottleneck in model.modules() {
-            #expect(b.bn3.weight!.value.doubles.allSatisfy { $0 == 0 } && b.bn2.weight!.value.doubles.allSatisfy { $0 == 1 })
+            #expect(
+                b.bn3.weight!.value.doubles.allSatisfy { $0 == 0 } && b.bn2.weight!.value.doubles.allSatisfy { $0 == 1 }
+            )
         }
         let basic = ResNet(block: .basic, layers: [1, 1, 1, 1], zeroInitResidual: true)
         for case let b as BasicBlock in basic.modules() { #expect(b.bn2.weight!.value.doubles.allSatisfy { $0 == 0 }) }
@@ -193,7 +212,12 @@ struct ResNetTiming {
                 for p in model.parameters() { p.grad = nil }
             }
             let ms = times.map { String(format: "%.0f", $0) }
-            print("\(arch.rawValue) \(size) px bs \(bs): forward+backward first \(ms[0]) ms, then \(ms.dropFirst().joined(separator: ", ")) ms")
+            print(
+                """
+                \(arch.rawValue) \(size) px bs \(bs): forward+backward first \(ms[0]) ms, then \
+                \(ms.dropFirst().joined(separator: ", ")) ms
+                """
+            )
         }
     }
 }

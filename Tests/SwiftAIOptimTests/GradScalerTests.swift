@@ -58,7 +58,8 @@ import SwiftAIOptim
     }
 
     /// The same scripted gradients through `torch.amp.GradScaler("cpu", init_scale=4, growth_interval=2)` and SGD
-    /// (lr 0.1) give these scales and weights (torch 2.9.1): `s.scale(w * g).sum().backward(); s.step(opt); s.update()`.
+    /// (lr 0.1) give these scales and weights (torch 2.9.1): `s.scale(w * g).sum().backward(); s.step(opt);
+    /// s.update()`.
     @Test func matchesTorchGradScalerSequence() {
         let w = Parameter(Tensor([Float(1)]))
         let opt = SGD([w], lr: 0.1)

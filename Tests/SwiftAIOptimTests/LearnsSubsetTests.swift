@@ -19,9 +19,10 @@ import SwiftAIOptim
     static func model(_ gen: Generator) -> Sequential {
         let act: ActivationFactory = { GeneralRelu(leak: 0.1, sub: 0.4) }
         let norm: NormFactory = { BatchNorm2d($0) }
-        return Sequential(conv(1, 8, act: act, norm: norm, generator: gen), conv(8, 16, act: act, norm: norm, generator: gen),
-                          conv(16, 32, act: act, norm: norm, generator: gen), conv(32, 64, act: act, norm: norm, generator: gen),
-                          GlobalAvgPool(), Linear(64, 10, generator: gen))
+        return Sequential(
+            conv(1, 8, act: act, norm: norm, generator: gen), conv(8, 16, act: act, norm: norm, generator: gen),
+            conv(16, 32, act: act, norm: norm, generator: gen), conv(32, 64, act: act, norm: norm, generator: gen),
+            GlobalAvgPool(), Linear(64, 10, generator: gen))
     }
 
     @Test(arguments: ["sgd", "rmsprop", "adam", "adamw", "auto-anneal"])

@@ -39,8 +39,9 @@ import SwiftAITestSupport
             let start = Tensor.randn([3, 5], generator: Generator(seed: 7))
             let p32 = Parameter(start), p64 = Parameter(start.to(.float64))
             let make: ([Parameter]) -> Optimizer = {
-                decoupled ? AdamW($0, lr: 0.05, betas: (0.9, 0.99), eps: 1e-5, weightDecay: 0.1)
-                          : Adam($0, lr: 0.05, betas: (0.9, 0.99), eps: 1e-5, weightDecay: 0.1)
+                decoupled
+                    ? AdamW($0, lr: 0.05, betas: (0.9, 0.99), eps: 1e-5, weightDecay: 0.1)
+                    : Adam($0, lr: 0.05, betas: (0.9, 0.99), eps: 1e-5, weightDecay: 0.1)
             }
             let o32 = make([p32]), o64 = make([p64])
             for _ in 0..<5 {
@@ -88,8 +89,10 @@ import SwiftAITestSupport
         let after = model.parameters().map(\.value.floats)
         let moved = zip(before, after).map { $0 != $1 }
         let names = model.namedParameters().map(\.0)
-        #expect(Dictionary(uniqueKeysWithValues: zip(names, moved)) ==
-                ["0.weight": true, "0.bias": false, "1.weight": false, "1.bias": false, "2.weight": true])
+        #expect(
+            Dictionary(uniqueKeysWithValues: zip(names, moved)) == [
+                "0.weight": true, "0.bias": false, "1.weight": false, "1.bias": false, "2.weight": true
+            ])
         // Per-group hyper-parameters can be changed (what schedules do each step).
         opt.set(\.lr, 0.5)
         #expect(opt.paramGroups.allSatisfy { $0.hyper.lr == 0.5 })
@@ -163,7 +166,9 @@ import SwiftAITestSupport
         }
         expectClose(Tensor(lrs), f.tensors["schedule_onecycle.lr"]!, rtol: 1e-10, atol: 1e-14, "one-cycle lr")
         expectClose(Tensor(moms), f.tensors["schedule_onecycle.beta1"]!, rtol: 1e-10, atol: 1e-14, "one-cycle beta1")
-        expectClose(Tensor((0..<100).map { cos($0, 100) }), f.tensors["schedule_cosine.lr"]!, rtol: 1e-10, atol: 1e-14, "cosine lr")
+        expectClose(
+            Tensor((0..<100).map { cos($0, 100) }), f.tensors["schedule_cosine.lr"]!, rtol: 1e-10, atol: 1e-14,
+            "cosine lr")
         #expect(f.tensors["schedule_cosine.beta1"]!.doubles.allSatisfy { $0 == 0.9 })
     }
 

@@ -8,8 +8,9 @@ import SwiftAITestSupport
 @Suite struct OptimizerStateTests {
     static func model(seed: UInt64, hidden: Int = 8) -> Sequential {
         let gen = Generator(seed: seed)
-        return Sequential(Linear(4, hidden, generator: gen), BatchNorm1d(hidden), ReLU(),
-                          Linear(hidden, 3, generator: gen))
+        return Sequential(
+            Linear(4, hidden, generator: gen), BatchNorm1d(hidden), ReLU(),
+            Linear(hidden, 3, generator: gen))
     }
 
     static let x = Tensor.randn([16, 4], generator: Generator(seed: 100))
@@ -90,7 +91,7 @@ import SwiftAITestSupport
                 var noDecay = h
                 noDecay.wd = 0
                 return AdamW([ParamGroup([p[0]], h), ParamGroup([p[1]], noDecay)])
-            },
+            }
         ]
         for (name, make) in makers {
             let reference = try #require(torch[name] as? [String: Any])
@@ -151,8 +152,10 @@ import SwiftAITestSupport
         return (opt, donorOpt.stateDict(), m.parameters())
     }
 
-    static func expectRefused(_ opt: Optimizer, _ sd: OptimizerStateDict, _ error: OptimizerStateError,
-                              sourceLocation: SourceLocation = #_sourceLocation) throws {
+    static func expectRefused(
+        _ opt: Optimizer, _ sd: OptimizerStateDict, _ error: OptimizerStateError,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) throws {
         let before = try contents(opt), hypers = opt.paramGroups.map(\.hyper), steps = opt.stepCount
         #expect(throws: error, sourceLocation: sourceLocation) { try opt.load(stateDict: sd) }
         #expect(try contents(opt) == before, sourceLocation: sourceLocation)
@@ -164,25 +167,34 @@ import SwiftAITestSupport
         let last = params.count - 1
 
         let fewer = AdamW(Array(Self.model(seed: 5).parameters().dropLast()), lr: 0.5)
-        try Self.expectRefused(opt, fewer.stateDict(),
-                               .parameterCount(group: 0, expected: params.count, found: params.count - 1))
+        try Self.expectRefused(
+            opt, fewer.stateDict(),
+            .parameterCount(group: 0, expected: params.count, found: params.count - 1))
 
         let wide = Self.model(seed: 5, hidden: 9), wideOpt = AdamW(wide.parameters(), lr: 0.5)
         Self.train(wide, wideOpt, steps: 0..<1)
-        try Self.expectRefused(opt, wideOpt.stateDict(), .shape(tensor: "state.0.exp_avg", expected: params[0].shape,
-                                                                found: wide.parameters()[0].shape))
+        try Self.expectRefused(
+            opt, wideOpt.stateDict(),
+            .shape(
+                tensor: "state.0.exp_avg", expected: params[0].shape,
+                found: wide.parameters()[0].shape))
 
         var double = good
         double.tensors["state.\(last).exp_avg"] = good.tensors["state.\(last).exp_avg"]!.to(.float64)
-        try Self.expectRefused(opt, double, .dtype(tensor: "state.\(last).exp_avg", expected: .float32,
-                                                   found: .float64))
+        try Self.expectRefused(
+            opt, double,
+            .dtype(
+                tensor: "state.\(last).exp_avg", expected: .float32,
+                found: .float64))
 
         let sgd = SGD(params, lr: 0.1, momentum: 0.9)
         try Self.expectRefused(opt, sgd.stateDict(), .wrongKind(expected: "AdamW", found: "SGD"))
         let adam = Adam(params, lr: 0.1)
         try Self.expectRefused(opt, adam.stateDict(), .wrongKind(expected: "AdamW", found: "Adam"))
-        let twoGroups = AdamW([ParamGroup([params[0]], Hyper(lr: 1)),
-                               ParamGroup(Array(params.dropFirst()), Hyper(lr: 1))])
+        let twoGroups = AdamW([
+            ParamGroup([params[0]], Hyper(lr: 1)),
+            ParamGroup(Array(params.dropFirst()), Hyper(lr: 1))
+        ])
         try Self.expectRefused(opt, twoGroups.stateDict(), .groupCount(expected: 1, found: 2))
 
         // Damage to the last parameter's entry: every earlier check has passed, still nothing changes.
@@ -206,12 +218,18 @@ import SwiftAITestSupport
         try Self.expectRefused(opt, noBetas, .missingHyperParameter(group: 0, name: "betas"))
         var coupled = good
         coupled.metadata.paramGroups[0].decoupledWeightDecay = false
-        try Self.expectRefused(opt, coupled, .invalidHyperParameter(group: 0, name: "decoupled_weight_decay",
-                                                                   reason: "saved false, this optimizer's is true"))
+        try Self.expectRefused(
+            opt, coupled,
+            .invalidHyperParameter(
+                group: 0, name: "decoupled_weight_decay",
+                reason: "saved false, this optimizer's is true"))
         var shuffled = good
         shuffled.metadata.paramGroups[0].params.reverse()
-        try Self.expectRefused(opt, shuffled, .parameterIndices(group: 0, expected: 0..<params.count,
-                                                               found: shuffled.metadata.paramGroups[0].params))
+        try Self.expectRefused(
+            opt, shuffled,
+            .parameterIndices(
+                group: 0, expected: 0..<params.count,
+                found: shuffled.metadata.paramGroups[0].params))
 
         try opt.load(stateDict: good)  // and the donor's own state loads
         #expect(opt.paramGroups[0].hyper.lr == 7e-3 && opt.stepCount == 2)
@@ -249,8 +267,10 @@ import SwiftAITestSupport
         let m = Self.model(seed: 1), opt = AdamW(m.parameters(), lr: 1e-2)
         Self.train(m, opt, steps: 0..<2)
         let params = m.parameters()
-        opt.paramGroups = [ParamGroup(Array(params.prefix(2)), opt.paramGroups[0].hyper),
-                           ParamGroup(Array(params.dropFirst(2)), opt.paramGroups[0].hyper)]
+        opt.paramGroups = [
+            ParamGroup(Array(params.prefix(2)), opt.paramGroups[0].hyper),
+            ParamGroup(Array(params.dropFirst(2)), opt.paramGroups[0].hyper)
+        ]
         #expect(params.allSatisfy { opt.state(for: $0)?.step == 2 })
         opt.paramGroups = [opt.paramGroups[1]]
         #expect(opt.state(for: params[0]) == nil && opt.state(for: params[2])?.step == 2)

@@ -7,7 +7,8 @@ import SwiftAIData
 /// `../shared/fixtures` next to the package (or `SWIFTAI_FIXTURES`), if present.
 public let fixturesDirectory: String? = {
     if let env = ProcessInfo.processInfo.environment["SWIFTAI_FIXTURES"] { return env }
-    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
     let dir = root.deletingLastPathComponent().appendingPathComponent("shared/fixtures").path
     return FileManager.default.fileExists(atPath: dir) ? dir : nil
 }()
@@ -35,8 +36,10 @@ public func closeness(_ a: Tensor, _ b: Tensor, rtol: Double, atol: Double) -> (
 }
 
 /// Expects `a` ≈ `b` elementwise.
-public func expectClose(_ a: Tensor, _ b: Tensor, rtol: Double = 1e-4, atol: Double = 1e-5, _ what: String = "",
-                 sourceLocation: SourceLocation = #_sourceLocation) {
+public func expectClose(
+    _ a: Tensor, _ b: Tensor, rtol: Double = 1e-4, atol: Double = 1e-5, _ what: String = "",
+    sourceLocation: SourceLocation = #_sourceLocation
+) {
     let r = closeness(a, b, rtol: rtol, atol: atol)
     #expect(r.ok, "\(what): \(r.detail)", sourceLocation: sourceLocation)
 }
@@ -45,8 +48,10 @@ public func expectClose(_ a: Tensor, _ b: Tensor, rtol: Double = 1e-4, atol: Dou
 ///
 /// Back-propagates a fixed random upstream gradient `v` through `f` and compares every input's gradient
 /// with central differences of `sum(f(x) · v)`.
-public func gradcheck(_ inputs: [Tensor], eps: Double = 1e-6, rtol: Double = 1e-4, atol: Double = 1e-6, _ what: String,
-               sourceLocation: SourceLocation = #_sourceLocation, _ f: ([Tensor]) -> Tensor) {
+public func gradcheck(
+    _ inputs: [Tensor], eps: Double = 1e-6, rtol: Double = 1e-4, atol: Double = 1e-6, _ what: String,
+    sourceLocation: SourceLocation = #_sourceLocation, _ f: ([Tensor]) -> Tensor
+) {
     let xs = inputs.map { $0.to(.float64).contiguous().detached().requiringGrad() }
     let y = f(xs)
     let v = Tensor.randn(y.shape, dtype: .float64, generator: Generator(seed: 99))

@@ -11,17 +11,20 @@ private let fixture: (tensors: [String: Tensor], metadata: [String: String]) = {
 }()
 
 private func settings(_ name: String) -> [String: String] {
-    Dictionary(uniqueKeysWithValues: fixture.metadata[name]!.split(separator: ";").map {
-        let kv = $0.split(separator: "=", maxSplits: 1)
-        return (String(kv[0]), String(kv[1]))
-    })
+    Dictionary(
+        uniqueKeysWithValues: fixture.metadata[name]!.split(separator: ";").map {
+            let kv = $0.split(separator: "=", maxSplits: 1)
+            return (String(kv[0]), String(kv[1]))
+        })
 }
 
 private func draws(_ name: String) -> [AffineDraw] {
     let d = fixture.tensors[name + ".draws"]!
     return (0..<d.shape[0]).map { i in
-        AffineDraw(dihedral: Int(d[element: [i, 0]]), angle: d[element: [i, 1]], zoom: d[element: [i, 2]],
-                   zoomCol: d[element: [i, 3]], zoomRow: d[element: [i, 4]], warpX: d[element: [i, 5]], warpY: d[element: [i, 6]])
+        AffineDraw(
+            dihedral: Int(d[element: [i, 0]]), angle: d[element: [i, 1]], zoom: d[element: [i, 2]],
+            zoomCol: d[element: [i, 3]], zoomRow: d[element: [i, 4]], warpX: d[element: [i, 5]],
+            warpY: d[element: [i, 6]])
     }
 }
 
@@ -36,19 +39,23 @@ private func maxDiff(_ a: Tensor, _ b: Tensor) -> Double {
     return zip(a.doubles, b.doubles).map { abs($0 - $1) }.max() ?? 0
 }
 
-private let randomAffine = AffineCoordTransform(flip: (.horizontal, 0.5), rotate: (10, 0.75), zoom: (1, 1.1, 0.75), warp: (0.2, 0.75))
+private let randomAffine = AffineCoordTransform(
+    flip: (.horizontal, 0.5), rotate: (10, 0.75), zoom: (1, 1.1, 0.75), warp: (0.2, 0.75))
 
 @Suite struct AugmentTests {
     /// The fused pass on the uint8 batch (channels-last as collated, and row-major) against fastai's
     /// AffineCoordTfm on x/255: every padding mode, align_corners both ways, warp, dihedral, upscale, nearest.
-    @Test(arguments: ["affine", "warp_reflection_1", "warp_reflection_0", "warp_zeros_1", "warp_zeros_0", "warp_border_1",
-                      "warp_border_0", "dihedral", "upscale", "upscale_zeros_0", "nearest", "area", "valid_area", "valid_same"])
+    @Test(arguments: [
+        "affine", "warp_reflection_1", "warp_reflection_0", "warp_zeros_1", "warp_zeros_0", "warp_border_1",
+        "warp_border_0", "dihedral", "upscale", "upscale_zeros_0", "nearest", "area", "valid_area", "valid_same"
+    ])
     func affineMatchesFastai(_ name: String) {
         let s = settings(name)
         let pad: PadMode = s["pad"] == "zeros" ? .zeros : s["pad"] == "border" ? .border : .reflection
-        let affine = AffineCoordTransform(size: (Int(s["h"]!)!, Int(s["w"]!)!),
-                                          mode: s["mode"] == "nearest" ? .nearest : .bilinear, padMode: pad,
-                                          alignCorners: s["align"] == "1")
+        let affine = AffineCoordTransform(
+            size: (Int(s["h"]!)!, Int(s["w"]!)!),
+            mode: s["mode"] == "nearest" ? .nearest : .bilinear, padMode: pad,
+            alignCorners: s["align"] == "1")
         let fused = FusedAugment(intToFloat: IntToFloat(), affine: affine)
         let x = fixture.tensors[s["src"]!]!
         let pinned = s["train"] == "1" ? draws(name) : nil
@@ -75,9 +82,12 @@ private let randomAffine = AffineCoordTransform(flip: (.horizontal, 0.5), rotate
     /// The validation crop box equals fastai's (centre, ratio-limited, scaled by validScale and truncated).
     @Test func validationCropBox() {
         let crop = RandomResizedCropGPU(size: 11, minScale: 0.35, validScale: 0.9)
-        #expect(crop.box(height: 20, width: 17, generator: Generator(seed: 0), training: false) == cropBox(settings("crop_valid")))
+        #expect(
+            crop.box(height: 20, width: 17, generator: Generator(seed: 0), training: false)
+                == cropBox(settings("crop_valid")))
         let square = RandomResizedCropGPU(size: 224, minScale: 0.75, ratio: (1, 1))
-        #expect(square.box(height: 300, width: 400, generator: Generator(seed: 0), training: false)
+        #expect(
+            square.box(height: 300, width: 400, generator: Generator(seed: 0), training: false)
                 == CropBox(top: 0, left: 50, height: 300, width: 300))
     }
 
@@ -88,7 +98,9 @@ private let randomAffine = AffineCoordTransform(flip: (.horizontal, 0.5), rotate
         let affine = AffineCoordTransform(flip: (.horizontal, 1))
         let crop = RandomResizedCropGPU(size: (Int(s["h"]!)!, Int(s["w"]!)!))
         let out = FusedAugment(intToFloat: IntToFloat(), affine: affine, crop: crop)
-            .run(fixture.tensors["x"]!.contiguous(.channelsLast), draws: draws("composed"), crop: cropBox(s), lighting: nil)
+            .run(
+                fixture.tensors["x"]!.contiguous(.channelsLast), draws: draws("composed"), crop: cropBox(s),
+                lighting: nil)
         let diff = maxDiff(out, fixture.tensors["composed.out"]!)
         #expect(diff < 1e-4, "composed: max |diff| \(diff)")
     }
@@ -98,7 +110,8 @@ private let randomAffine = AffineCoordTransform(flip: (.horizontal, 0.5), rotate
     @Test func lightingMatchesFastai() {
         let l = fixture.tensors["lighting.lighting"]!
         let pinned = (0..<2).map { LightingDraw(brightness: l[element: [$0, 0]], contrast: l[element: [$0, 1]]) }
-        let out = FusedAugment(lighting: Lighting()).run(fixture.tensors["xl"]!, draws: nil, crop: nil, lighting: pinned)
+        let out = FusedAugment(lighting: Lighting()).run(
+            fixture.tensors["xl"]!, draws: nil, crop: nil, lighting: pinned)
         let diff = maxDiff(out, fixture.tensors["lighting.out"]!)
         #expect(diff < 5e-5, "lighting: max |diff| \(diff)")
     }
@@ -120,7 +133,9 @@ private let randomAffine = AffineCoordTransform(flip: (.horizontal, 0.5), rotate
     }
 
     @Test func normalizeMatchesFastai() {
-        let out = Normalize.imagenet.apply((fixture.tensors["xl"]!, Tensor([0])), generator: Generator(), training: false).x
+        let out = Normalize.imagenet.apply(
+            (fixture.tensors["xl"]!, Tensor([0])), generator: Generator(), training: false
+        ).x
         #expect(maxDiff(out, fixture.tensors["normalize.out"]!) < 1e-6)
         let stats = Normalize.fromBatch(fixture.tensors["xl"]!)
         let y = stats.apply((fixture.tensors["xl"]!, Tensor([0])), generator: Generator(), training: true).x
@@ -132,7 +147,10 @@ private let randomAffine = AffineCoordTransform(flip: (.horizontal, 0.5), rotate
     /// output equals running them one by one (float batch in between), on training and validation batches.
     @Test func fusedEqualsOneByOne() {
         let x = fixture.tensors["xbig"]!.contiguous(.channelsLast)
-        for tfms in [augTransforms(size: 24, minScale: 0.75), augTransforms(size: 24), augTransforms(maxWarp: 0, size: 17, padMode: .zeros)] {
+        for tfms in [
+            augTransforms(size: 24, minScale: 0.75), augTransforms(size: 24),
+            augTransforms(maxWarp: 0, size: 17, padMode: .zeros)
+        ] {
             let pipeline = BatchPipeline([Normalize.imagenet, IntToFloat()] + tfms)
             #expect(pipeline.steps.count == 1, "\(pipeline.steps)")
             for training in [true, false] {
@@ -141,7 +159,8 @@ private let randomAffine = AffineCoordTransform(flip: (.horizontal, 0.5), rotate
                 var y = IntToFloat().apply((x, Tensor([0, 1])), generator: g, training: training)
                 let geometry = tfms.first { $0 is AffineCoordTransform }!
                 let crop = tfms.first { $0 is RandomResizedCropGPU }
-                y = (crop.map { geometry.fused(with: [$0])!.transform } ?? geometry).apply(y, generator: g, training: training)
+                y = (crop.map { geometry.fused(with: [$0])!.transform } ?? geometry).apply(
+                    y, generator: g, training: training)
                 y = Lighting().apply(y, generator: g, training: training)
                 y = Normalize.imagenet.apply(y, generator: g, training: training)
                 #expect(fused.shape == [2, 3, 24, 24] || fused.shape == [2, 3, 17, 17])
@@ -200,7 +219,8 @@ private let randomAffine = AffineCoordTransform(flip: (.horizontal, 0.5), rotate
         let variance = angles.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(angles.count)
         #expect(abs(mean) < 0.15 && abs(variance - 100.0 / 3) < 1.5 && angles.allSatisfy { abs($0) <= 10 })
         let zooms = d.map(\.zoom).filter { $0 != 1 }
-        #expect(zooms.allSatisfy { $0 >= 1 && $0 <= 1.1 } && abs(zooms.reduce(0, +) / Double(zooms.count) - 1.05) < 0.002)
+        #expect(
+            zooms.allSatisfy { $0 >= 1 && $0 <= 1.1 } && abs(zooms.reduce(0, +) / Double(zooms.count) - 1.05) < 0.002)
         #expect(d.allSatisfy { abs($0.warpX) <= 0.2 && abs($0.warpY) <= 0.2 && (0..<1).contains($0.zoomCol) })
         let dihedral = AffineCoordTransform(flip: (.dihedral, 0.5)).draw(count: n, generator: Generator(seed: 3))
         #expect(abs(Double(dihedral.filter { $0.dihedral == 0 }.count) / Double(n) - (0.5 + 0.5 / 8)) < 0.015)
@@ -229,8 +249,13 @@ private let randomAffine = AffineCoordTransform(flip: (.horizontal, 0.5), rotate
 @Suite(.enabled(if: ProcessInfo.processInfo.environment["SWIFTAI_AUGMENT_BENCH"] != nil))
 struct AugmentBenchmark {
     @Test func fusedBatch() {
-        let x = Tensor.randint(0, 256, [64, 460, 460, 3], dtype: .uint8, generator: Generator(seed: 1)).permute([0, 3, 1, 2])
-        for (name, tfms) in [("presizing minScale 0.75", augTransforms(size: 224, minScale: 0.75)), ("size 224", augTransforms(size: 224))] {
+        let x = Tensor.randint(0, 256, [64, 460, 460, 3], dtype: .uint8, generator: Generator(seed: 1)).permute([
+            0, 3, 1, 2
+        ])
+        for (name, tfms) in [
+            ("presizing minScale 0.75", augTransforms(size: 224, minScale: 0.75)),
+            ("size 224", augTransforms(size: 224))
+        ] {
             let pipeline = BatchPipeline([IntToFloat(), Normalize.imagenet] + tfms)
             for threads in [1, 2] {
                 Parallel.threadCount = threads
@@ -242,7 +267,13 @@ struct AugmentBenchmark {
                         times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
                     }
                     let median = times.dropFirst().sorted()[2]
-                    print("augment \(name) threads \(threads) \(training ? "train" : "valid"): \(String(format: "%.1f", median)) ms/batch, \(String(format: "%.3f", median / 64 * Double(threads))) core-ms/image")
+                    print(
+                        """
+                        augment \(name) threads \(threads) \(training ? "train" : "valid"): \
+                        \(String(format: "%.1f", median)) ms/batch, \
+                        \(String(format: "%.3f", median / 64 * Double(threads))) core-ms/image
+                        """
+                    )
                 }
             }
         }
@@ -299,7 +330,8 @@ struct AugmentBenchmark {
         let lo = x.min().item(), hi = x.max().item()
         let changed = zip(x.floats, y.floats).filter { $0 != $1 }.map(\.1)
         #expect(!changed.isEmpty && changed.allSatisfy { Double($0) >= lo - 1e-6 && Double($0) <= hi + 1e-6 })
-        #expect(changed.count % (2 * 2 * 2) == 0)  // whole 2×2 patches over both channels (a draw may land on its own value)
+        // whole 2×2 patches over both channels (a draw may land on its own value)
+        #expect(changed.count % (2 * 2 * 2) == 0)
     }
 
     @Test func randCopyCopiesPatchesOfTheSameItem() {

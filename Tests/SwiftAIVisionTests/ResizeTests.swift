@@ -29,7 +29,8 @@ private struct ResizeFixture {
     let tensors: [String: Tensor]
 
     static let shared: ResizeFixture = {
-        let (tensors, metadata) = try! Safetensors.read(path: committedFixture("SwiftAIVisionTests", "resize/resize.safetensors"))
+        let (tensors, metadata) = try! Safetensors.read(
+            path: committedFixture("SwiftAIVisionTests", "resize/resize.safetensors"))
         let cases = try! JSONDecoder().decode([Case].self, from: Data(metadata["cases"]!.utf8))
         return ResizeFixture(cases: cases, tensors: tensors)
     }()
@@ -49,8 +50,10 @@ private struct ResizeFixture {
     }
 }
 
-private let padModes: [String: PadMode] = ["reflection": .reflection, "zeros": .zeros, "border": .border,
-                                           "reflect": .reflection, "constant": .zeros, "edge": .border]
+private let padModes: [String: PadMode] = [
+    "reflection": .reflection, "zeros": .zeros, "border": .border,
+    "reflect": .reflection, "constant": .zeros, "edge": .border
+]
 
 @Suite struct ResizeTests {
     private let fixture = ResizeFixture.shared
@@ -92,7 +95,8 @@ private let padModes: [String: PadMode] = ["reflection": .reflection, "zeros": .
         #expect(cases.count == 6)
         for c in cases {
             let p = c.pads!
-            let out = fixture.image("in/" + c.input).padded(left: p[0], top: p[1], right: p[2], bottom: p[3], mode: padModes[c.mode!]!)
+            let out = fixture.image("in/" + c.input).padded(
+                left: p[0], top: p[1], right: p[2], bottom: p[3], mode: padModes[c.mode!]!)
             #expect(fixture.maxDiff(out, c) == 0, "\(c.name)")
         }
     }
@@ -102,7 +106,8 @@ private let padModes: [String: PadMode] = ["reflection": .reflection, "zeros": .
         #expect(cases.count == 39)
         let methods: [String: ResizeMethod] = ["crop": .crop, "pad": .pad, "squish": .squish]
         for c in cases {
-            let tfm = Resize(height: c.height!, width: c.width!, method: methods[c.method!]!, padMode: padModes[c.padMode!]!)
+            let tfm = Resize(
+                height: c.height!, width: c.width!, method: methods[c.method!]!, padMode: padModes[c.padMode!]!)
             let input = fixture.image("in/" + c.input)
             let out = tfm.apply(input, pcts: (c.pcts![0], c.pcts![1]))
             #expect(fixture.maxDiff(out, c) == 0, "\(c.name)")
@@ -116,13 +121,15 @@ private let padModes: [String: PadMode] = ["reflection": .reflection, "zeros": .
         let cases = fixture.cases("rrc_train")
         #expect(cases.count == 5)
         for c in cases {
-            let tfm = RandomResizedCrop(height: c.height!, width: c.width!, minScale: c.minScale!,
-                                        ratio: (c.ratio![0], c.ratio![1]), maxScale: c.maxScale!)
+            let tfm = RandomResizedCrop(
+                height: c.height!, width: c.width!, minScale: c.minScale!,
+                ratio: (c.ratio![0], c.ratio![1]), maxScale: c.maxScale!)
             let input = fixture.image("in/" + c.input)
             var draws = c.draws![...]
-            let window = tfm.trainingWindow(width: input.width, height: input.height,
-                                            uniform: { a, b in a + (b - a) * draws.popFirst()! },
-                                            randint: { a, b in a + Int(draws.popFirst()! * Double(b - a + 1)) })
+            let window = tfm.trainingWindow(
+                width: input.width, height: input.height,
+                uniform: { a, b in a + (b - a) * draws.popFirst()! },
+                randint: { a, b in a + Int(draws.popFirst()! * Double(b - a + 1)) })
             #expect(draws.isEmpty, "\(c.name): draws left over")
             #expect([window.x, window.y, window.width, window.height] == c.crop!, "\(c.name)")
             let out = input.cropPadResized(window, padMode: .zeros, toWidth: c.width!, toHeight: c.height!)
@@ -140,11 +147,14 @@ private let padModes: [String: PadMode] = ["reflection": .reflection, "zeros": .
 
     @Test func resizeWindowArithmetic() {
         // 37×23 → 16×16 crop: m = 23/16, window 23×23 at int(0.3·14) = 4; pad: m = 37/16, window 37×37 at int(0.8·−14).
-        #expect(Resize(16).window(width: 37, height: 23, pcts: (0.3, 0.8)) == CropWindow(x: 4, y: 0, width: 23, height: 23))
-        #expect(Resize(16, method: .pad).window(width: 37, height: 23, pcts: (0.3, 0.8))
+        #expect(
+            Resize(16).window(width: 37, height: 23, pcts: (0.3, 0.8)) == CropWindow(x: 4, y: 0, width: 23, height: 23))
+        #expect(
+            Resize(16, method: .pad).window(width: 37, height: 23, pcts: (0.3, 0.8))
                 == CropWindow(x: 0, y: -11, width: 37, height: 37))
         // fastai's size tuple is (height, width): a 20-high, 12-wide output keeps that orientation.
-        let out = Resize(height: 20, width: 12).apply(Image(width: 50, height: 80, channels: 3), generator: Generator(seed: 0), training: true)
+        let out = Resize(height: 20, width: 12).apply(
+            Image(width: 50, height: 80, channels: 3), generator: Generator(seed: 0), training: true)
         #expect(out.width == 12 && out.height == 20)
     }
 
@@ -185,8 +195,9 @@ private let padModes: [String: PadMode] = ["reflection": .reflection, "zeros": .
         let side = 4000, n = 20_000
         var areaBins = [Int](repeating: 0, count: 8), ratioBins = [Int](repeating: 0, count: 8), kept = 0
         for _ in 0..<n {
-            let win = tfm.trainingWindow(width: side, height: side, uniform: { a, b in a + (b - a) * g.nextDouble() },
-                                         randint: { a, b in a + g.nextInt(in: 0..<(b - a + 1)) })
+            let win = tfm.trainingWindow(
+                width: side, height: side, uniform: { a, b in a + (b - a) * g.nextDouble() },
+                randint: { a, b in a + g.nextInt(in: 0..<(b - a + 1)) })
             #expect(win.x >= 0 && win.y >= 0 && win.x + win.width <= side && win.y + win.height <= side)
             let area = Double(win.width * win.height) / Double(side * side)
             // Below 3/4 of the area every ratio fits, so accepted draws there keep the uniform densities.
@@ -204,9 +215,14 @@ private let padModes: [String: PadMode] = ["reflection": .reflection, "zeros": .
 
     @Test func cropAndPadEdgeCases() {
         let img = Image(width: 3, height: 1, channels: 1, pixels: [1, 2, 3])
-        #expect(img.padded(left: 5, top: 0, right: 4, bottom: 0, mode: .reflection).pixels == [2, 1, 2, 3, 2, 1, 2, 3, 2, 1, 2, 3])
-        #expect(img.padded(left: 1, top: 1, right: 1, bottom: 0, mode: .border).pixels == [1, 1, 2, 3, 3, 1, 1, 2, 3, 3])
-        #expect(img.padded(left: 0, top: 0, right: 0, bottom: 2, mode: .reflection).pixels == [1, 2, 3, 1, 2, 3, 1, 2, 3])
+        #expect(
+            img.padded(left: 5, top: 0, right: 4, bottom: 0, mode: .reflection).pixels == [
+                2, 1, 2, 3, 2, 1, 2, 3, 2, 1, 2, 3
+            ])
+        #expect(
+            img.padded(left: 1, top: 1, right: 1, bottom: 0, mode: .border).pixels == [1, 1, 2, 3, 3, 1, 1, 2, 3, 3])
+        #expect(
+            img.padded(left: 0, top: 0, right: 0, bottom: 2, mode: .reflection).pixels == [1, 2, 3, 1, 2, 3, 1, 2, 3])
         #expect(img.cropped(x: 1, y: 0, width: 2, height: 1).pixels == [2, 3])
         #expect(img.resized(width: 3, height: 1) == img)
     }

@@ -60,14 +60,22 @@ struct BenchCommand: ParsableCommand {
                 let shape = "\(n)x\(c)x\(h)x\(h)->\(oc),k\(k),s\(s),p\(p)"
                 let passes: [(String, () -> Void)] = [
                     ("forward", { _ = x.conv2d(weight: w, stride: s, padding: p) }),
-                    ("backward_data", {
-                        _ = Tensor.conv2dInputGrad(gradOutput: dy, weight: w, inputShape: x.shape, stride: s,
-                                                   padding: p)
-                    }),
-                    ("backward_weights", {
-                        _ = Tensor.conv2dWeightGrad(input: x, gradOutput: dy, weightShape: w.shape, stride: s,
-                                                    padding: p)
-                    }),
+                    (
+                        "backward_data",
+                        {
+                            _ = Tensor.conv2dInputGrad(
+                                gradOutput: dy, weight: w, inputShape: x.shape, stride: s,
+                                padding: p)
+                        }
+                    ),
+                    (
+                        "backward_weights",
+                        {
+                            _ = Tensor.conv2dWeightGrad(
+                                input: x, gradOutput: dy, weightShape: w.shape, stride: s,
+                                padding: p)
+                        }
+                    )
                 ]
                 for (name, body) in passes {
                     let t = BenchCommand.median(reps: reps, body)
@@ -118,9 +126,12 @@ struct BenchCommand: ParsableCommand {
                     for p in net.parameters() { p.grad = nil }
                 }
             }
-            print(jsonLine(["bench": "step", "model": arch.description, "bs": n, "precision": precision.rawValue,
-                            "ms": t * 1e3, "images_per_s": Double(n) / t,
-                            "peak_rss_mb": Double(peakRSSKiB()) / 1024]))
+            print(
+                jsonLine([
+                    "bench": "step", "model": arch.description, "bs": n, "precision": precision.rawValue,
+                    "ms": t * 1e3, "images_per_s": Double(n) / t,
+                    "peak_rss_mb": Double(peakRSSKiB()) / 1024
+                ]))
         }
     }
 
@@ -152,9 +163,12 @@ struct BenchCommand: ParsableCommand {
             }
             let x = Tensor.randn([bs] + shape).contiguous(.channelsLast)
             let t = BenchCommand.median(reps: reps) { _ = noGrad { net(x) } }
-            print(jsonLine(["bench": "infer", "model": name, "bs": bs, "fused": bundle == nil ? fused : !unfused,
-                            "ms": Rounded(t * 1e3, 2),
-                            "images_per_s": Double(bs) / t]))
+            print(
+                jsonLine([
+                    "bench": "infer", "model": name, "bs": bs, "fused": bundle == nil ? fused : !unfused,
+                    "ms": Rounded(t * 1e3, 2),
+                    "images_per_s": Double(bs) / t
+                ]))
         }
     }
 
@@ -180,9 +194,12 @@ struct BenchCommand: ParsableCommand {
                 }
             }
             if let e = it.error { throw e }
-            print(jsonLine(["bench": "pipeline", "images_per_s": n > 0 ? Double(n) / t : 0, "batches": done,
-                            "bs": dls.train.batchSize, "workers": dls.train.numWorkers,
-                            "peak_rss_mb": Double(peakRSSKiB()) / 1024]))
+            print(
+                jsonLine([
+                    "bench": "pipeline", "images_per_s": n > 0 ? Double(n) / t : 0, "batches": done,
+                    "bs": dls.train.batchSize, "workers": dls.train.numWorkers,
+                    "peak_rss_mb": Double(peakRSSKiB()) / 1024
+                ]))
         }
     }
 
@@ -196,8 +213,11 @@ struct BenchCommand: ParsableCommand {
             let files = Array(try getImageFiles(Path(data)).prefix(n))
             var decoded = 0
             let t = BenchCommand.seconds { for f in files where (try? Image.read(f.string)) != nil { decoded += 1 } }
-            print(jsonLine(["bench": "decode", "images": decoded,
-                            "ms_per_image": Rounded(t * 1e3 / Double(Swift.max(decoded, 1)), 3)]))
+            print(
+                jsonLine([
+                    "bench": "decode", "images": decoded,
+                    "ms_per_image": Rounded(t * 1e3 / Double(Swift.max(decoded, 1)), 3)
+                ]))
         }
     }
 }
@@ -205,6 +225,7 @@ struct BenchCommand: ParsableCommand {
 /// Peak resident memory of this process (VmHWM), in KiB.
 func peakRSSKiB() -> Int {
     guard let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
-          let line = s.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }) else { return 0 }
+        let line = s.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") })
+    else { return 0 }
     return Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0
 }

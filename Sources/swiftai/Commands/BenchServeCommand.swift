@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 extension BenchCommand {
@@ -36,11 +36,13 @@ extension BenchCommand {
                 guard !chunk.isEmpty else { throw ValidationError("the server exited before listening") }
                 pending += String(decoding: chunk, as: UTF8.self)
                 if let line = pending.split(separator: "\n").first(where: { $0.contains("\"url\"") }),
-                   let p = line.split(separator: ":").last?.filter(\.isNumber) {
+                    let p = line.split(separator: ":").last?.filter(\.isNumber)
+                {
                     port = UInt16(p)
                 }
             }
-            let head = "POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+            let head =
+                "POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
                 + "Content-Length: \(body.count)\r\n\r\n"
             let request = Array(head.utf8) + Array(body)
             let state = LoadState(requests: requests), serverPort = port!
@@ -75,10 +77,13 @@ extension BenchCommand {
             func pct(_ p: Double) -> Double {
                 latencies.isEmpty ? .nan : latencies[min(latencies.count - 1, Int(p * Double(latencies.count)))]
             }
-            print(jsonLine(["bench": "serve", "model": bundle.model, "clients": clients, "max_batch": maxBatch,
-                            "requests": latencies.count,
-                            "errors": errors, "p50_ms": Rounded(pct(0.5), 1), "p99_ms": Rounded(pct(0.99), 1),
-                            "requests_per_s": Rounded(Double(latencies.count) / seconds, 1)]))
+            print(
+                jsonLine([
+                    "bench": "serve", "model": bundle.model, "clients": clients, "max_batch": maxBatch,
+                    "requests": latencies.count,
+                    "errors": errors, "p50_ms": Rounded(pct(0.5), 1), "p99_ms": Rounded(pct(0.99), 1),
+                    "requests_per_s": Rounded(Double(latencies.count) / seconds, 1)
+                ]))
         }
     }
 }
@@ -92,7 +97,11 @@ final class LoadState: @unchecked Sendable {
     init(requests: Int) { self.requests = requests }
 
     /// Whether the caller may send one more request.
-    func claim() -> Bool { lock.withLock { handedOut += 1; return handedOut <= requests } }
+    func claim() -> Bool {
+        lock.withLock {
+            handedOut += 1; return handedOut <= requests
+        }
+    }
 
     /// A latency in ms, or nil for a failed request.
     func record(_ ms: Double?) { lock.withLock { if let ms { latencies.append(ms) } else { errors += 1 } } }
@@ -138,7 +147,8 @@ final class LoopbackConnection {
             data += buffer[0..<n]
             guard let end = data.firstRange(of: [13, 10, 13, 10]) else { continue }
             let head = String(decoding: data[..<end.lowerBound], as: UTF8.self)
-            let length = head.split(separator: "\r\n").first { $0.lowercased().hasPrefix("content-length:") }
+            let length =
+                head.split(separator: "\r\n").first { $0.lowercased().hasPrefix("content-length:") }
                 .flatMap { Int($0.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) } ?? 0
             while data.count < end.upperBound + length {
                 let m = recv(fd, &buffer, buffer.count, 0)

@@ -20,8 +20,10 @@ struct DataCommand: ParsableCommand {
         func run() throws {
             let dir = try opts.folder()
             let s = try opts.dataBlock(dir).summary(dir, bs: 4, checkAll: true, strict: opts.strict)
-            var fields: [(String, Any)] = [("items", s.items), ("train", s.train), ("valid", s.valid),
-                                           ("classes", s.classes), ("skipped", s.skipped.map { Path($0).name })]
+            var fields: [(String, Any)] = [
+                ("items", s.items), ("train", s.train), ("valid", s.valid),
+                ("classes", s.classes), ("skipped", s.skipped.map { Path($0).name })
+            ]
             if let error = s.error { fields.append(("error", error)) }
             print(jsonLine(fields))
             if s.error != nil { throw ExitCode.failure }

@@ -23,10 +23,11 @@ struct EvaluateCommand: ParsableCommand {
     @OptionGroup var fmnist: FashionMNISTOption
     @OptionGroup var output: OutputFolderOption
     @Flag(help: "Also report test-time augmentation's accuracy.") var tta = false
-    @Flag(help: """
-        Also write the model's input batches (after the pipeline) and targets to inputs.safetensors, e.g. to evaluate \
-        another framework on the same tensors.
-        """)
+    @Flag(
+        help: """
+            Also write the model's input batches (after the pipeline) and targets to inputs.safetensors, e.g. to evaluate \
+            another framework on the same tensors.
+            """)
     var saveInputs = false
     @OptionGroup var threads: ThreadOptions
 
@@ -39,23 +40,30 @@ struct EvaluateCommand: ParsableCommand {
         let accuracy = Metric.accuracy.fn(r.preds, r.targets), loss = r.losses.mean().item()
         let ttaAccuracy = tta ? Metric.accuracy.fn(try learn.tta(dl).preds, r.targets) : Double.nan
         try output.create()
-        try Safetensors.write(["preds": r.preds, "targets": r.targets],
-                              metadata: ["vocab": pipeline.vocab.joined(separator: "\n")],
-                              to: output.path("preds.safetensors"))
+        try Safetensors.write(
+            ["preds": r.preds, "targets": r.targets],
+            metadata: ["vocab": pipeline.vocab.joined(separator: "\n")],
+            to: output.path("preds.safetensors"))
         if saveInputs { try saveBatches(dl, batches: dl.count, to: output.path("inputs.safetensors")) }
-        let interp = try ClassificationInterpretation(preds: r.preds, targets: r.targets, losses: r.losses,
-                                                      vocab: pipeline.vocab)
+        let interp = try ClassificationInterpretation(
+            preds: r.preds, targets: r.targets, losses: r.losses,
+            vocab: pipeline.vocab)
         try interp.plotConfusionMatrix(to: output.path("confusion_matrix.png"))
         let confused = interp.mostConfused()
         try (["actual\tpredicted\tcount"] + confused.map { "\($0.actual)\t\($0.predicted)\t\($0.count)" })
             .joined(separator: "\n").appending("\n")
             .write(toFile: output.path("most_confused.txt"), atomically: true, encoding: .utf8)
-        print(String(format: "%d items  accuracy %.4f  error_rate %.4f  valid_loss %.4f", r.targets.count, accuracy,
-                     1 - accuracy, loss))
+        print(
+            String(
+                format: "%d items  accuracy %.4f  error_rate %.4f  valid_loss %.4f", r.targets.count, accuracy,
+                1 - accuracy, loss))
         for c in confused.prefix(5) { print("  \(c.actual) → \(c.predicted): \(c.count)") }
-        print(jsonLine(["model": bundle.model, "items": r.targets.count, "accuracy": Rounded(accuracy, 4),
-                        "error_rate": Rounded(1 - accuracy, 4), "valid_loss": Rounded(loss, 4),
-                        "tta_accuracy": Rounded(ttaAccuracy, 4)]))
+        print(
+            jsonLine([
+                "model": bundle.model, "items": r.targets.count, "accuracy": Rounded(accuracy, 4),
+                "error_rate": Rounded(1 - accuracy, 4), "valid_loss": Rounded(loss, 4),
+                "tta_accuracy": Rounded(ttaAccuracy, 4)
+            ]))
     }
 
     /// The labelled images through the bundle's pipeline: the folder's validation split, or Fashion-MNIST's test set.
@@ -63,9 +71,10 @@ struct EvaluateCommand: ParsableCommand {
         if let data = folder.data {
             let ds = try folder.dataBlock(Path(data)).datasets(Path(data), strict: folder.strict)
             let labels = ds.valid.targets.map { ds.vocab[$0[0]] }
-            return try pipeline.testDL(ds.valid.items, labels: labels, batchSize: folder.bs ?? 64,
-                                       maxPixels: folder.maxPixels,
-                                       workers: folder.workers ?? ProcessInfo.processInfo.activeProcessorCount)
+            return try pipeline.testDL(
+                ds.valid.items, labels: labels, batchSize: folder.bs ?? 64,
+                maxPixels: folder.maxPixels,
+                workers: folder.workers ?? ProcessInfo.processInfo.activeProcessorCount)
         }
         let fm = try fmnist.load()
         let n = fm.testImages.shape[0], pixels = fm.testImages.contiguous().scalars(as: UInt8.self)

@@ -34,8 +34,11 @@ struct ExportCommand: ParsableCommand {
             let dt = ExportDType(rawValue: dtype)!
             try learn.export(to: to, dtype: dt)
             let after = try fileSize(to)
-            print(jsonLine(["model": to, "dtype": dt.rawValue, "bytes": after,
-                            "ratio": Rounded(Double(after) / Double(max(before, 1)), 3)]))
+            print(
+                jsonLine([
+                    "model": to, "dtype": dt.rawValue, "bytes": after,
+                    "ratio": Rounded(Double(after) / Double(max(before, 1)), 3)
+                ]))
         }
     }
 }

@@ -17,9 +17,14 @@ struct LRFindCommand: ParsableCommand {
         let s = try learn.lrFind(numIt: numIt)
         let plot = output.path("lr_find.png")
         try s.plot(to: plot)
-        print(String(format: "minimum %.2e  steep %.2e  valley %.2e  slide %.2e (plot: %@)", s.minimum, s.steep,
-                     s.valley, s.slide, plot))
-        print(jsonLine(["minimum": Scientific(s.minimum), "steep": Scientific(s.steep), "valley": Scientific(s.valley),
-                        "slide": Scientific(s.slide)]))
+        print(
+            String(
+                format: "minimum %.2e  steep %.2e  valley %.2e  slide %.2e (plot: %@)", s.minimum, s.steep,
+                s.valley, s.slide, plot))
+        print(
+            jsonLine([
+                "minimum": Scientific(s.minimum), "steep": Scientific(s.steep), "valley": Scientific(s.valley),
+                "slide": Scientific(s.slide)
+            ]))
     }
 }

@@ -59,8 +59,9 @@ struct PredictCommand: ParsableCommand {
             let p = preds[row].doubles
             let top = p.indices.sorted { p[$0] > p[$1] }.prefix(k)
             let label = vocab[top.first!]
-            print(pad((path as NSString).lastPathComponent, 32) + "  " + pad(label, 20) + "  "
-                  + top.map { "\(vocab[$0]) \(String(format: "%.3f", p[$0]))" }.joined(separator: ", "))
+            print(
+                pad((path as NSString).lastPathComponent, 32) + "  " + pad(label, 20) + "  "
+                    + top.map { "\(vocab[$0]) \(String(format: "%.3f", p[$0]))" }.joined(separator: ", "))
             let probs = top.map { "\"\(jsonEscaped(vocab[$0]))\":\(String(format: "%.6f", p[$0]))" }
             return String(jsonLine(["file": path, "label": label]).dropLast())
                 + ",\"probs\":{" + probs.joined(separator: ",") + "}}"

@@ -17,9 +17,10 @@ struct PruneCommand: ParsableCommand {
             Fashion-MNIST. Ends with one JSON line.
             """)
     @OptionGroup var bundle: BundleArgument
-    @Option(help: """
-        Share of the weights (or with --structured, of each pruned convolution's channels) to prune (0…1).
-        """)
+    @Option(
+        help: """
+            Share of the weights (or with --structured, of each pruned convolution's channels) to prune (0…1).
+            """)
     var amount = 0.5
     @Option(help: "global (rank all layers' weights together) or per-layer; unstructured only.") var scope = "global"
     @Flag(help: "Remove whole channels instead of masking weights.") var structured = false
@@ -60,7 +61,11 @@ struct PruneCommand: ParsableCommand {
         let after = try accuracy()
         learn.dls = pipeline  // the bundle's own inference pipeline
         try learn.export(to: to)
-        print(jsonLine(summary + [("accuracy_before", Rounded(before, 4)), ("accuracy_pruned", Rounded(pruned, 4)),
-                                  ("accuracy_fine_tuned", Rounded(after, 4))]))
+        print(
+            jsonLine(
+                summary + [
+                    ("accuracy_before", Rounded(before, 4)), ("accuracy_pruned", Rounded(pruned, 4)),
+                    ("accuracy_fine_tuned", Rounded(after, 4))
+                ]))
     }
 }

@@ -27,16 +27,18 @@ struct QuantizeCommand: ParsableCommand {
     @Option(help: "Activation observer: histogram (PyTorch's x86 default) or minmax.") var observer = "histogram"
     @Flag(help: "Dynamic quantization: linear layers only, inputs quantized per batch (no calibration).")
     var dynamic = false
-    @Option(help: """
-        Quantization-aware training: epochs of one-cycle fine-tuning simulating int8 (0: post-training quantization).
-        """)
+    @Option(
+        help: """
+            Quantization-aware training: epochs of one-cycle fine-tuning simulating int8 (0: post-training quantization).
+            """)
     var qat = 0
     @Option(help: "Peak learning rate of the quantization-aware fine-tuning.") var lr = 1e-4
     @OptionGroup var folder: ImageFolderOptions
     @OptionGroup var fmnist: FashionMNISTOption
-    @Option(help: """
-        Also write the calibration batches (after the pipeline) here, e.g. to calibrate another framework alike.
-        """)
+    @Option(
+        help: """
+            Also write the calibration batches (after the pipeline) here, e.g. to calibrate another framework alike.
+            """)
     var saveCalibration: String?
     @Option(help: "The int8 bundle.") var to: String
 
@@ -70,18 +72,26 @@ struct QuantizeCommand: ParsableCommand {
         } else {
             let dl = try calibrationLoader(pipeline)
             if let saveCalibration { try saveBatches(dl, batches: batches, to: saveCalibration) }
-            q = try learn.quantized(calibration: dl, batches: batches,
-                                    observer: ActivationObserver(rawValue: observer)!, inputShape: pipeline.inputSize)
+            q = try learn.quantized(
+                calibration: dl, batches: batches,
+                observer: ActivationObserver(rawValue: observer)!, inputShape: pipeline.inputSize)
         }
         let report = (q.model as! QuantizedModel).report
         try q.export(to: to)
         let bytes = (try? fileSize(to)) ?? 0, before = (try? fileSize(bundle.model)) ?? 0
-        print("int8: \(report.quantized.count) layers" + (report.float.isEmpty ? "" : "; float32: "
-              + report.float.map { "\($0.name) (\($0.reason))" }.joined(separator: ", ")))
-        print(jsonLine(["model": to, "scheme": dynamic ? "dynamic" : "static",
-                        "observer": dynamic ? "none" : qat > 0 ? "qat" : observer,
-                        "bytes": bytes, "ratio": Rounded(Double(bytes) / Double(max(before, 1)), 3),
-                        "int8_layers": report.quantized.count, "float_layers": report.float.count]))
+        print(
+            "int8: \(report.quantized.count) layers"
+                + (report.float.isEmpty
+                    ? ""
+                    : "; float32: "
+                        + report.float.map { "\($0.name) (\($0.reason))" }.joined(separator: ", ")))
+        print(
+            jsonLine([
+                "model": to, "scheme": dynamic ? "dynamic" : "static",
+                "observer": dynamic ? "none" : qat > 0 ? "qat" : observer,
+                "bytes": bytes, "ratio": Rounded(Double(bytes) / Double(max(before, 1)), 3),
+                "int8_layers": report.quantized.count, "float_layers": report.float.count
+            ]))
     }
 
     /// `batches · bs` calibration images through the bundle's pipeline: evenly spaced over a folder's image files or
@@ -91,7 +101,8 @@ struct QuantizeCommand: ParsableCommand {
         func spaced(_ n: Int) -> [Int] { Array(stride(from: 0, to: n, by: max(1, n / want)).prefix(want)) }
         if calib == "fashion-mnist" {
             guard pipeline.mode.channels == 1 else {
-                throw CompressionError.calibration("""
+                throw CompressionError.calibration(
+                    """
                     Fashion-MNIST images have 1 channel but the model takes \(pipeline.mode.channels)-channel \
                     \(pipeline.inputSize.map { "\($0)" } ?? "") inputs; give --calib DIR with the model's kind of images
                     """)
@@ -106,7 +117,8 @@ struct QuantizeCommand: ParsableCommand {
         let files = try getImageFiles(Path(calib!))
         guard !files.isEmpty else { throw CompressionError.calibration("no image files under '\(calib!)'") }
         let idx = spaced(files.count)
-        return try pipeline.testDL(idx.map { files[$0] }, batchSize: bs,
-                                   workers: ProcessInfo.processInfo.activeProcessorCount)
+        return try pipeline.testDL(
+            idx.map { files[$0] }, batchSize: bs,
+            workers: ProcessInfo.processInfo.activeProcessorCount)
     }
 }

@@ -17,7 +17,9 @@ enum RunArguments {
         let data = try JSONEncoder().encode(saved)
         let tmp = path + ".tmp-\(getpid())"
         try data.write(to: URL(fileURLWithPath: tmp))
-        guard rename(tmp, path) == 0 else { throw CLIError("cannot write \(path): \(String(cString: strerror(errno)))") }
+        guard rename(tmp, path) == 0 else {
+            throw CLIError("cannot write \(path): \(String(cString: strerror(errno)))")
+        }
     }
 
     /// The command the run in folder `run` started with, in the folder it started in, and its checkpoint; `given`
@@ -31,8 +33,9 @@ enum RunArguments {
             throw CLIError("--resume: \(path) is not a run's arguments file")
         }
         guard FileManager.default.fileExists(atPath: checkpointPath) else {
-            throw CLIError("--resume: \(run) has no \(checkpoint) yet (the run stopped before its first checkpoint): "
-                           + "start it again")
+            throw CLIError(
+                "--resume: \(run) has no \(checkpoint) yet (the run stopped before its first checkpoint): "
+                    + "start it again")
         }
         if let difference = difference(original: saved.arguments, given: withoutResume(given)) {
             throw CLIError("--resume: \(difference); leave it out to continue the run as it started")

@@ -25,10 +25,11 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "Port (0: any free port; the chosen one is printed).") var port = 8080
     @Option(help: "Largest upload, in MB.") var maxUploadMb = 20.0
     @Option(help: "Largest image, in pixels.") var maxPixels = 40_000_000
-    @Option(help: """
-        Most images per model call (1 = one by one; on 2 cores larger batches add latency, not throughput: \
-        BENCHMARKS.md).
-        """)
+    @Option(
+        help: """
+            Most images per model call (1 = one by one; on 2 cores larger batches add latency, not throughput: \
+            BENCHMARKS.md).
+            """)
     var maxBatch = 4
     @Option(help: "Seconds before an idle or stalled connection is closed.") var idleTimeout = 30
     @OptionGroup var threads: ThreadOptions
@@ -47,22 +48,28 @@ struct ServeCommand: ParsableCommand {
         let limits = UploadLimits(bytes: Int(maxUploadMb * 1_048_576), pixels: maxPixels)
         let router = Router()
         router.get("/") { _, _ in
-            Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"],
-                     body: .init(byteBuffer: ByteBuffer(string: classifierPage)))
+            Response(
+                status: .ok, headers: [.contentType: "text/html; charset=utf-8"],
+                body: .init(byteBuffer: ByteBuffer(string: classifierPage)))
         }
         router.get("/health") { _, _ in
-            json(.ok, ["status": "ok", "model": model, "classes": predictor.vocab.count,
-                       "batches": predictor.stats.batches, "images": predictor.stats.images])
+            json(
+                .ok,
+                [
+                    "status": "ok", "model": model, "classes": predictor.vocab.count,
+                    "batches": predictor.stats.batches, "images": predictor.stats.images
+                ])
         }
         router.post("/predict") { request, _ in await predictResponse(request, predictor, limits) }
-        let app = Application(router: router,
-                              server: .http1(configuration: .init(idleTimeout: .seconds(Int64(idleTimeout)))),
-                              configuration: .init(address: .hostname(host, port: port), serverName: "swiftai"),
-                              onServerRunning: { channel in
-                                  let url = "http://\(host):\(channel.localAddress?.port ?? port)/"
-                                  print(jsonLine(["serving": model, "url": url]))
-                                  fflush(stdout)
-                              })
+        let app = Application(
+            router: router,
+            server: .http1(configuration: .init(idleTimeout: .seconds(Int64(idleTimeout)))),
+            configuration: .init(address: .hostname(host, port: port), serverName: "swiftai"),
+            onServerRunning: { channel in
+                let url = "http://\(host):\(channel.localAddress?.port ?? port)/"
+                print(jsonLine(["serving": model, "url": url]))
+                fflush(stdout)
+            })
         let done = DispatchSemaphore(value: 0)
         nonisolated(unsafe) var failure: Error?
         Task {
@@ -79,8 +86,10 @@ struct UploadLimits: Sendable {
 }
 
 /// One `POST /predict`: body (raw or the first file of a multipart form) → image → batched prediction.
-private func predictResponse(_ request: Request, _ predictor: BatchPredictor,
-                             _ limits: UploadLimits) async -> Response {
+private func predictResponse(
+    _ request: Request, _ predictor: BatchPredictor,
+    _ limits: UploadLimits
+) async -> Response {
     var body: ByteBuffer
     do { body = try await request.body.collect(upTo: limits.bytes) } catch is NIOTooManyBytesError {
         return json(.contentTooLarge, ["error": "upload over the limit of \(limits.bytes) bytes (--max-upload-mb)"])
@@ -103,8 +112,9 @@ private func predictResponse(_ request: Request, _ predictor: BatchPredictor,
         let order = probs.indices.sorted { probs[$0] > probs[$1] }
         let dict = order.map { "\"\(jsonEscaped(predictor.vocab[$0]))\":\(String(format: "%.6f", probs[$0]))" }
         let text = "{\"label\":\"\(jsonEscaped(predictor.vocab[best]))\",\"probs\":{\(dict.joined(separator: ","))}}"
-        return Response(status: .ok, headers: [.contentType: "application/json"],
-                        body: .init(byteBuffer: ByteBuffer(string: text)))
+        return Response(
+            status: .ok, headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(string: text)))
     } catch let e as ImageError {
         if case .tooLarge = e { return json(.contentTooLarge, ["error": "\(e)"]) }
         return json(.unsupportedMediaType, ["error": "\(e)"])
@@ -114,6 +124,7 @@ private func predictResponse(_ request: Request, _ predictor: BatchPredictor,
 }
 
 private func json(_ status: HTTPResponse.Status, _ pairs: KeyValuePairs<String, Any>) -> Response {
-    Response(status: status, headers: [.contentType: "application/json"],
-             body: .init(byteBuffer: ByteBuffer(string: jsonLine(pairs))))
+    Response(
+        status: status, headers: [.contentType: "application/json"],
+        body: .init(byteBuffer: ByteBuffer(string: jsonLine(pairs))))
 }

@@ -21,14 +21,18 @@ struct SummaryCommand: ParsableCommand {
             let s = recipe.folder.size
             let x = Tensor.randn([2, 3, s, s]), y = Tensor.randint(0, nOut, [2])
             let dls = DataLoaders(train: DataLoader(x, y, batchSize: 2), valid: DataLoader(x, y, batchSize: 2))
-            learn = Learner(model: r.make(numClasses: nOut, generator: Generator(seed: recipe.seed)), dls: dls,
-                            progress: false)
+            learn = Learner(
+                model: r.make(numClasses: nOut, generator: Generator(seed: recipe.seed)), dls: dls,
+                progress: false)
         } else {
             learn = try recipe.prepare(lr: 1e-3)
         }
         let summary = try learn.summary()
         print(summary)
-        print(jsonLine(["model": recipe.arch.description, "params": summary.totalParams,
-                        "mflops": Rounded(summary.totalMFLOPs, 1)]))
+        print(
+            jsonLine([
+                "model": recipe.arch.description, "params": summary.totalParams,
+                "mflops": Rounded(summary.totalMFLOPs, 1)
+            ]))
     }
 }

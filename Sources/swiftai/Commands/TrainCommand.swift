@@ -25,10 +25,11 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "fastai's fine_tune: this many unfrozen epochs after --freeze-epochs with the body frozen.")
     var fineTune: Int?
     @Option(help: "Frozen epochs of --fine-tune.") var freezeEpochs = 1
-    @Option(help: """
-        Peak learning rate (default 2e-2 lesson models, 5e-3 cnn, 1e-3 torchvision; fine-tune's base lr 2e-3); \
-        A:B for slice(A, B).
-        """)
+    @Option(
+        help: """
+            Peak learning rate (default 2e-2 lesson models, 5e-3 cnn, 1e-3 torchvision; fine-tune's base lr 2e-3); \
+            A:B for slice(A, B).
+            """)
     var lr: LearningRate?
     @Flag(help: "Also report test-time augmentation's accuracy (fastai's tta: 4 augmented passes, beta 0.25).")
     var tta = false
@@ -36,25 +37,29 @@ struct TrainCommand: ParsableCommand {
     var ttaFlip = false
     @OptionGroup var output: OutputFolderOption
     @OptionGroup var distillation: DistillationOptions
-    @Option(help: """
-        Schedule and optimizer for the lesson's models: fastai (fit_one_cycle, AdamW mom 0.9/sqr 0.99/eps 1e-5) or \
-        pytorch (OneCycleLR, AdamW defaults), as the reference script.
-        """)
+    @Option(
+        help: """
+            Schedule and optimizer for the lesson's models: fastai (fit_one_cycle, AdamW mom 0.9/sqr 0.99/eps 1e-5) or \
+            pytorch (OneCycleLR, AdamW defaults), as the reference script.
+            """)
     var sched = "fastai"
-    @Option(help: """
-        Compute precision of convolutions and linear layers: fp32, bf16 or fp16 (mixed precision, float32 master \
-        weights; fp16 with loss scaling). Where the CPU has no native support, says so and stays fp32.
-        """)
+    @Option(
+        help: """
+            Compute precision of convolutions and linear layers: fp32, bf16 or fp16 (mixed precision, float32 master \
+            weights; fp16 with loss scaling). Where the CPU has no native support, says so and stays fp32.
+            """)
     var precision: TrainPrecision = .fp32
-    @Option(help: """
-        Save a checkpoint (checkpoint.safetensors in --out) every N epochs and when Ctrl-C stops the run, for \
-        --resume; 0: never.
-        """)
+    @Option(
+        help: """
+            Save a checkpoint (checkpoint.safetensors in --out) every N epochs and when Ctrl-C stops the run, for \
+            --resume; 0: never.
+            """)
     var checkpointEvery = 1
-    @Option(help: """
-        Continue the run whose --out folder is RUN from its last checkpoint, with the arguments it started with \
-        (repeating them is allowed; different ones are refused). Ends as the uninterrupted run would, bit for bit.
-        """)
+    @Option(
+        help: """
+            Continue the run whose --out folder is RUN from its last checkpoint, with the arguments it started with \
+            (repeating them is allowed; different ones are refused). Ends as the uninterrupted run would, bit for bit.
+            """)
     var resume: String?
 
     func validate() throws {
@@ -103,7 +108,8 @@ struct TrainCommand: ParsableCommand {
     /// The run's callbacks: stop on a NaN loss, Ctrl-C, history.csv, checkpoints, and distillation with `--teacher`.
     func callbacks() throws -> [Callback] {
         [TerminateOnNaN(), Interrupt(), CSVLogger(path: output.path("history.csv"))] + (try distillation.callbacks())
-            + (checkpointEvery > 0 ? [Checkpoint(path: output.path(RunArguments.checkpoint), every: checkpointEvery)] : [])
+            + (checkpointEvery > 0
+                ? [Checkpoint(path: output.path(RunArguments.checkpoint), every: checkpointEvery)] : [])
     }
 
     /// Trains: fastai's fine_tune, PyTorch's OneCycleLR (`--sched pytorch`, lesson models) or fit_one_cycle.
@@ -134,8 +140,9 @@ struct TrainCommand: ParsableCommand {
             preds["flip_preds"] = try learn.tta(n: 1, beta: 0.5, transforms: [RandomFlip(p: 1)]).preds
             flipAccuracy = Metric.accuracy.fn(preds["flip_preds"]!, plain.targets)
         }
-        try Safetensors.write(preds, metadata: ["vocab": learn.dls.vocab.joined(separator: "\n")],
-                              to: output.path("preds.safetensors"))
+        try Safetensors.write(
+            preds, metadata: ["vocab": learn.dls.vocab.joined(separator: "\n")],
+            to: output.path("preds.safetensors"))
         try writeInterpretation(learn, plain)
         return (ttaAccuracy, flipAccuracy)
     }
@@ -143,8 +150,9 @@ struct TrainCommand: ParsableCommand {
     /// confusion_matrix.png, most_confused.txt and (for image folders) top_losses.png in `--out`.
     func writeInterpretation(_ learn: Learner, _ r: (preds: Tensor, targets: Tensor, losses: Tensor)) throws {
         guard learn.dls.c > 0, learn.dls.valid.itemCount > 0 else { return }
-        let interp = try ClassificationInterpretation(preds: r.preds, targets: r.targets, losses: r.losses,
-                                                      vocab: learn.dls.vocab, dl: learn.dls.valid)
+        let interp = try ClassificationInterpretation(
+            preds: r.preds, targets: r.targets, losses: r.losses,
+            vocab: learn.dls.vocab, dl: learn.dls.valid)
         try interp.plotConfusionMatrix(to: output.path("confusion_matrix.png"))
         let lines = interp.mostConfused().map { "\($0.actual)\t\($0.predicted)\t\($0.count)" }
         try (["actual\tpredicted\tcount"] + lines).joined(separator: "\n").appending("\n")
@@ -159,20 +167,22 @@ struct TrainCommand: ParsableCommand {
         let accuracy = rec.last("accuracy") ?? .nan
         let mixed = learn.callback(MixedPrecision.self)
         let computed = mixed.map { $0.unavailable == nil ? $0.precision.rawValue : "float32" } ?? "float32"
-        return jsonLine([("model", recipe.arch.description)] + (precision == .fp32 ? [] : [("precision", computed)]) + [
+        return jsonLine(
+            [("model", recipe.arch.description)] + (precision == .fp32 ? [] : [("precision", computed)]) + [
                 ("epochs", rec.values.count), ("accuracy", Rounded(accuracy, 4)),
                 ("error_rate", Rounded(1 - accuracy, 4)),
                 ("valid_loss", Rounded(rec.last("valid_loss") ?? .nan, 4)), ("tta_accuracy", Rounded(tta ?? .nan, 4)),
-                ("flip_tta_accuracy", Rounded(flip ?? .nan, 4)), ("train_images_per_s", rec.trainItemsPerSecond),
+                ("flip_tta_accuracy", Rounded(flip ?? .nan, 4)), ("train_images_per_s", rec.trainItemsPerSecond)
             ] as [(String, Any)])
     }
 }
 
 /// `--teacher`, `--temperature`, `--alpha`: knowledge distillation from an export bundle.
 struct DistillationOptions: ParsableArguments {
-    @Option(help: """
-        Distil from this teacher (an export bundle taking the same inputs, e.g. `wide` for a `cnn` student).
-        """)
+    @Option(
+        help: """
+            Distil from this teacher (an export bundle taking the same inputs, e.g. `wide` for a `cnn` student).
+            """)
     var teacher: String?
     @Option(help: "Distillation temperature T.") var temperature = 4.0
     @Option(help: "Distillation weight α of the teacher's soft loss (1 − α on the labels).") var alpha = 0.5

@@ -55,8 +55,10 @@ final class BatchPredictor: @unchecked Sendable {
                 Parallel.forEachChunk(jobs.count, grain: 1) { range in
                     for i in range {
                         out[i] = Result {
-                            pipeline.prepare(try Image.decode(jobs[i].bytes, path: "upload", mode: mode,
-                                                              maxPixels: jobs[i].maxPixels))
+                            pipeline.prepare(
+                                try Image.decode(
+                                    jobs[i].bytes, path: "upload", mode: mode,
+                                    maxPixels: jobs[i].maxPixels))
                         }
                     }
                 }

@@ -5,8 +5,10 @@ enum Multipart {
     struct Malformed: Error { let reason: String }
 
     static func firstFile(_ body: [UInt8], contentType: String) -> Result<[UInt8], Malformed> {
-        guard let b = contentType.split(separator: ";").lazy.map({ $0.trimmingCharacters(in: .whitespaces) })
-            .first(where: { $0.lowercased().hasPrefix("boundary=") }) else {
+        guard
+            let b = contentType.split(separator: ";").lazy.map({ $0.trimmingCharacters(in: .whitespaces) })
+                .first(where: { $0.lowercased().hasPrefix("boundary=") })
+        else {
             return .failure(Malformed(reason: "malformed multipart: no boundary in the Content-Type"))
         }
         let boundary = String(b.dropFirst("boundary=".count)).trimmingCharacters(in: CharacterSet(charactersIn: "\""))
