@@ -60,23 +60,51 @@ final class DNNLPrimitive {
     ///   - hint: the forward primitive descriptor, for backward primitives.
     ///   - attr: primitive attributes (post-ops), if any.
     init(_ opDesc: UnsafeRawPointer, hint: dnnl_primitive_desc_t? = nil, attr: dnnl_primitive_attr_t? = nil, _ what: String) {
+        let a = DNNLPrimitive.userScratchpad(attr)
+        defer { dnnl_primitive_attr_destroy(a) }
         var pd: dnnl_primitive_desc_t? = nil
-        DNNL.check(dnnl_primitive_desc_create(&pd, opDesc, attr, DNNL.engine, hint), "\(what) primitive_desc_create")
+        DNNL.check(dnnl_primitive_desc_create(&pd, opDesc, a, DNNL.engine, hint), "\(what) primitive_desc_create")
         var p: dnnl_primitive_t? = nil
         DNNL.check(dnnl_primitive_create(&p, pd), "\(what) primitive_create")
         self.pd = pd!
         self.primitive = p!
+        scratchpad = DNNLScratchpads(pd!)
     }
 
     /// A reorder between two layouts.
     init(reorderFrom src: dnnl_memory_desc_t, to dst: dnnl_memory_desc_t) {
         var s = src, d = dst
+        let a = DNNLPrimitive.userScratchpad(nil)
+        defer { dnnl_primitive_attr_destroy(a) }
         var pd: dnnl_primitive_desc_t? = nil
-        DNNL.check(dnnl_reorder_primitive_desc_create(&pd, &s, DNNL.engine, &d, DNNL.engine, nil), "reorder primitive_desc_create")
+        DNNL.check(dnnl_reorder_primitive_desc_create(&pd, &s, DNNL.engine, &d, DNNL.engine, a), "reorder primitive_desc_create")
         var p: dnnl_primitive_t? = nil
         DNNL.check(dnnl_primitive_create(&p, pd), "reorder primitive_create")
         self.pd = pd!
         self.primitive = p!
+        scratchpad = DNNLScratchpads(pd!)
+    }
+
+    /// Per-primitive scratchpads, handed to each execution (nil: the primitive needs none).
+    private let scratchpad: DNNLScratchpads?
+
+    /// A copy of `attr` (or default attributes) with the scratchpad mode set to `user`. In the default (`library`)
+    /// mode some implementations — the GEMM-based convolutions (`gemm:jit`, which oneDNN picks for backward-weights
+    /// on small maps when limited to AVX2), the int8 GEMM convolutions, RNNs — use oneDNN's *global* scratchpad, which
+    /// lives in thread-local storage of the thread that *executes* but is sized by the primitives *created* on that
+    /// thread. Our kernels are created on one thread, cached (``KernelCache``) and executed on others (concurrent
+    /// tasks): the execution then writes a scratchpad of the creating thread's size into the executing thread's
+    /// smaller (or null) one — heap corruption. With `user` mode each execution gets its
+    /// own buffer (``DNNLScratchpads``).
+    private static func userScratchpad(_ attr: dnnl_primitive_attr_t?) -> dnnl_primitive_attr_t {
+        var a: dnnl_primitive_attr_t? = nil
+        if let attr {
+            DNNL.check(dnnl_primitive_attr_clone(&a, attr), "primitive_attr_clone")
+        } else {
+            DNNL.check(dnnl_primitive_attr_create(&a), "primitive_attr_create")
+        }
+        DNNL.check(dnnl_primitive_attr_set_scratchpad_mode(a, dnnl_scratchpad_mode_user), "set_scratchpad_mode")
+        return a!
     }
 
     /// The memory descriptor the primitive expects for `what` (e.g. `dnnl_query_weights_md`).
@@ -112,14 +140,40 @@ final class DNNLPrimitive {
 
     /// Runs the primitive on a prepared argument list and waits.
     func execute(_ args: inout [dnnl_exec_arg_t]) {
-        DNNL.check(dnnl_primitive_execute(primitive, DNNL.stream, Int32(args.count), &args), "primitive_execute")
+        guard let scratchpad else {
+            DNNL.check(dnnl_primitive_execute(primitive, DNNL.stream, Int32(args.count), &args), "primitive_execute")
+            DNNL.check(dnnl_stream_wait(DNNL.stream), "stream_wait")
+            return
+        }
+        let buffer = scratchpad.take()
+        var a = args + [dnnl_exec_arg_t(arg: DNNL_ARG_SCRATCHPAD, memory: buffer.memory)]
+        DNNL.check(dnnl_primitive_execute(primitive, DNNL.stream, Int32(a.count), &a), "primitive_execute")
         DNNL.check(dnnl_stream_wait(DNNL.stream), "stream_wait")
+        scratchpad.give(buffer)
     }
 
     deinit {
         dnnl_primitive_destroy(primitive)
         dnnl_primitive_desc_destroy(pd)
     }
+}
+
+/// The scratchpad buffers of one primitive (created with `dnnl_scratchpad_mode_user`): an execution takes one from
+/// a free list and returns it, so concurrent executions of the primitive never share one.
+final class DNNLScratchpads: @unchecked Sendable {
+    private let desc: dnnl_memory_desc_t
+    private var free: [DNNLMemory] = []
+    private let lock = Mutex()
+
+    /// Nil when the primitive of `pd` needs no scratchpad.
+    init?(_ pd: dnnl_primitive_desc_t) {
+        guard let md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0), DNNL.bytes(md.pointee) > 0 else { return nil }
+        desc = md.pointee
+    }
+
+    func take() -> DNNLMemory { lock.withLock { free.popLast() } ?? DNNLMemory(desc, owned: true) }
+
+    func give(_ m: DNNLMemory) { lock.withLock { free.append(m) } }
 }
 
 /// A oneDNN memory object: either a window onto tensor storage (handle set per call) or a buffer
