@@ -63,25 +63,53 @@ final class DNNLPrimitive {
         _ opDesc: UnsafeRawPointer, hint: dnnl_primitive_desc_t? = nil, attr: dnnl_primitive_attr_t? = nil,
         _ what: String
     ) {
+        let a = DNNLPrimitive.userScratchpad(attr)
+        defer { dnnl_primitive_attr_destroy(a) }
         var pd: dnnl_primitive_desc_t? = nil
-        DNNL.check(dnnl_primitive_desc_create(&pd, opDesc, attr, DNNL.engine, hint), "\(what) primitive_desc_create")
+        DNNL.check(dnnl_primitive_desc_create(&pd, opDesc, a, DNNL.engine, hint), "\(what) primitive_desc_create")
         var p: dnnl_primitive_t? = nil
         DNNL.check(dnnl_primitive_create(&p, pd), "\(what) primitive_create")
         self.pd = pd!
         self.primitive = p!
+        scratchpad = DNNLScratchpads(pd!)
     }
 
     /// A reorder between two layouts.
     init(reorderFrom src: dnnl_memory_desc_t, to dst: dnnl_memory_desc_t) {
         var s = src, d = dst
+        let a = DNNLPrimitive.userScratchpad(nil)
+        defer { dnnl_primitive_attr_destroy(a) }
         var pd: dnnl_primitive_desc_t? = nil
         DNNL.check(
-            dnnl_reorder_primitive_desc_create(&pd, &s, DNNL.engine, &d, DNNL.engine, nil),
+            dnnl_reorder_primitive_desc_create(&pd, &s, DNNL.engine, &d, DNNL.engine, a),
             "reorder primitive_desc_create")
         var p: dnnl_primitive_t? = nil
         DNNL.check(dnnl_primitive_create(&p, pd), "reorder primitive_create")
         self.pd = pd!
         self.primitive = p!
+        scratchpad = DNNLScratchpads(pd!)
+    }
+
+    /// Per-primitive scratchpads, handed to each execution (nil: the primitive needs none).
+    private let scratchpad: DNNLScratchpads?
+
+    /// A copy of `attr` (or default attributes) with the scratchpad mode set to `user`. In the default (`library`)
+    /// mode some implementations — the GEMM-based convolutions (`gemm:jit`, which oneDNN picks for backward-weights
+    /// on small maps when limited to AVX2), the int8 GEMM convolutions, RNNs — use oneDNN's *global* scratchpad, which
+    /// lives in thread-local storage of the thread that *executes* but is sized by the primitives *created* on that
+    /// thread. Our kernels are created on one thread, cached (``KernelCache``) and executed on others (concurrent
+    /// tasks): the execution then writes a scratchpad of the creating thread's size into the executing thread's
+    /// smaller (or null) one — heap corruption. With `user` mode each execution gets its
+    /// own buffer (``DNNLScratchpads``).
+    private static func userScratchpad(_ attr: dnnl_primitive_attr_t?) -> dnnl_primitive_attr_t {
+        var a: dnnl_primitive_attr_t? = nil
+        if let attr {
+            DNNL.check(dnnl_primitive_attr_clone(&a, attr), "primitive_attr_clone")
+        } else {
+            DNNL.check(dnnl_primitive_attr_create(&a), "primitive_attr_create")
+        }
+        DNNL.check(dnnl_primitive_attr_set_scratchpad_mode(a, dnnl_scratchpad_mode_user), "set_scratchpad_mode")
+        return a!
     }
 
     /// The memory descriptor the primitive expects for `what` (e.g. `dnnl_query_weights_md`).
@@ -119,13 +147,48 @@ final class DNNLPrimitive {
 
     /// Runs the primitive on a prepared argument list and waits.
     func execute(_ args: inout [dnnl_exec_arg_t]) {
-        DNNL.check(dnnl_primitive_execute(primitive, DNNL.stream, Int32(args.count), &args), "primitive_execute")
-        DNNL.check(dnnl_stream_wait(DNNL.stream), "stream_wait")
+        guard let scratchpad else {
+            DNNL.check(dnnl_primitive_execute(primitive, DNNL.stream, Int32(args.count), &args), "primitive_execute")
+            DNNL.check(dnnl_stream_wait(DNNL.stream), "stream_wait")
+            return
+        }
+        scratchpad.withBuffer { buffer in
+            var a = args + [dnnl_exec_arg_t(arg: DNNL_ARG_SCRATCHPAD, memory: buffer.memory)]
+            DNNL.check(dnnl_primitive_execute(primitive, DNNL.stream, Int32(a.count), &a), "primitive_execute")
+            DNNL.check(dnnl_stream_wait(DNNL.stream), "stream_wait")
+        }
     }
 
     deinit {
         dnnl_primitive_destroy(primitive)
         dnnl_primitive_desc_destroy(pd)
+    }
+}
+
+/// Scratchpad for one primitive (created with `dnnl_scratchpad_mode_user`): each execution gets its own buffer
+/// from the ``BlockCache`` (so primitives run one after another reuse the same blocks, as oneDNN's global
+/// scratchpad did), through a memory window taken from a free list, so concurrent executions never share one.
+final class DNNLScratchpads: @unchecked Sendable {
+    private let desc: dnnl_memory_desc_t
+    private let bytes: Int
+    private var free: [DNNLMemory] = []
+    private let lock = Mutex()
+
+    /// Nil when the primitive of `pd` needs no scratchpad.
+    init?(_ pd: dnnl_primitive_desc_t) {
+        guard let md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0) else { return nil }
+        bytes = DNNL.bytes(md.pointee)
+        guard bytes > 0 else { return nil }
+        desc = md.pointee
+    }
+
+    /// Runs `body` with a scratchpad memory of its own.
+    func withBuffer(_ body: (DNNLMemory) -> Void) {
+        let window = lock.withLock { free.popLast() } ?? DNNLMemory(desc)
+        let p = BlockCache.shared.allocate(bytes)
+        body(window.bind(p))
+        BlockCache.shared.release(p, byteCount: bytes)
+        lock.withLock { free.append(window) }
     }
 }
 
