@@ -95,9 +95,9 @@ final class DNNLPrimitive {
 
     /// A copy of `attr` (or default attributes) with the scratchpad mode set to `user`. In the default (`library`)
     /// mode some implementations — the GEMM-based convolutions (`gemm:jit`, which oneDNN picks for backward-weights
-    /// on small maps when limited to AVX2), the int8 GEMM convolutions, RNNs — use oneDNN's *global* scratchpad, which
-    /// lives in thread-local storage of the thread that *executes* but is sized by the primitives *created* on that
-    /// thread. Our kernels are created on one thread, cached (``KernelCache``) and executed on others (concurrent
+    /// on small maps when limited to AVX2), the int8 GEMM convolutions, RNNs — use oneDNN's *global* scratchpad,
+    /// which lives in thread-local storage of the thread that *executes* but is sized by the primitives *created* on
+    /// that thread. Our kernels are created on one thread, cached (``KernelCache``) and executed on others (concurrent
     /// tasks): the execution then writes a scratchpad of the creating thread's size into the executing thread's
     /// smaller (or null) one — heap corruption. With `user` mode each execution gets its
     /// own buffer (``DNNLScratchpads``).

@@ -52,7 +52,8 @@ struct ImageFolderOptions: ParsableArguments {
     @Option(help: "Image folder (default: Fashion-MNIST as PNG files, written once to the cache).") var data: String?
     @Option(
         help: """
-            Label = first group of this regular expression searched in the file name (default: the parent folder's name).
+            Label = first group of this regular expression searched in the file name (default: the parent \
+            folder's name).
             """)
     var labelRe: String?
     @Option(help: "Validation share when DIR has no train/ + valid/ (or test/) folders.") var validPct = 0.2

@@ -25,8 +25,8 @@ struct EvaluateCommand: ParsableCommand {
     @Flag(help: "Also report test-time augmentation's accuracy.") var tta = false
     @Flag(
         help: """
-            Also write the model's input batches (after the pipeline) and targets to inputs.safetensors, e.g. to evaluate \
-            another framework on the same tensors.
+            Also write the model's input batches (after the pipeline) and targets to inputs.safetensors, e.g. \
+            to evaluate another framework on the same tensors.
             """)
     var saveInputs = false
     @OptionGroup var threads: ThreadOptions

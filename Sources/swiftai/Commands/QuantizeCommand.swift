@@ -29,7 +29,8 @@ struct QuantizeCommand: ParsableCommand {
     var dynamic = false
     @Option(
         help: """
-            Quantization-aware training: epochs of one-cycle fine-tuning simulating int8 (0: post-training quantization).
+            Quantization-aware training: epochs of one-cycle fine-tuning simulating int8 (0: post-training \
+            quantization).
             """)
     var qat = 0
     @Option(help: "Peak learning rate of the quantization-aware fine-tuning.") var lr = 1e-4

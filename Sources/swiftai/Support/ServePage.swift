@@ -12,12 +12,14 @@ let classifierPage = #"""
       h1 { font-size: 1.4rem; }
       #drop { border: 2px dashed #888; border-radius: 8px; padding: 2rem; text-align: center; cursor: pointer; }
       #drop.over { background: #eef5ff; border-color: #36c; }
-      .result { display: flex; gap: 1rem; align-items: flex-start; margin: 1rem 0; padding: .75rem; border: 1px solid #ddd; border-radius: 8px; }
+      .result { display: flex; gap: 1rem; align-items: flex-start; margin: 1rem 0; padding: .75rem;
+                border: 1px solid #ddd; border-radius: 8px; }
       .result img { width: 128px; height: 128px; object-fit: contain; background: #f4f4f4; }
       .label { font-weight: 600; font-size: 1.1rem; }
       .error { color: #b00; }
       .bar { height: .6rem; background: #36c; border-radius: 3px; }
-      .row { display: grid; grid-template-columns: 10rem 12rem 4rem; gap: .5rem; align-items: center; font-size: .9rem; }
+      .row { display: grid; grid-template-columns: 10rem 12rem 4rem; gap: .5rem; align-items: center;
+             font-size: .9rem; }
     </style>
     </head>
     <body>
@@ -31,7 +33,9 @@ let classifierPage = #"""
     const results = document.getElementById('results');
     const drop = document.getElementById('drop');
     const input = document.getElementById('files');
-    function text(tag, cls, value) { const e = document.createElement(tag); if (cls) e.className = cls; e.textContent = value; return e; }
+    function text(tag, cls, value) {
+      const e = document.createElement(tag); if (cls) e.className = cls; e.textContent = value; return e;
+    }
     async function classify(file) {
       const card = document.createElement('div');
       card.className = 'result';
@@ -44,7 +48,8 @@ let classifierPage = #"""
       card.append(img, info);
       results.prepend(card);
       try {
-        const response = await fetch('/predict', { method: 'POST', body: file, headers: { 'Content-Type': file.type || 'application/octet-stream' } });
+        const response = await fetch('/predict', {
+          method: 'POST', body: file, headers: { 'Content-Type': file.type || 'application/octet-stream' } });
         const answer = await response.json();
         if (!response.ok) { info.appendChild(text('div', 'error', answer.error || response.statusText)); return; }
         info.appendChild(text('div', 'label', answer.label));
@@ -66,7 +71,9 @@ let classifierPage = #"""
     drop.addEventListener('click', e => { if (e.target !== input) input.click(); });
     drop.addEventListener('dragover', e => { e.preventDefault(); drop.classList.add('over'); });
     drop.addEventListener('dragleave', () => drop.classList.remove('over'));
-    drop.addEventListener('drop', e => { e.preventDefault(); drop.classList.remove('over'); handle(e.dataTransfer.files); });
+    drop.addEventListener('drop', e => {
+      e.preventDefault(); drop.classList.remove('over'); handle(e.dataTransfer.files);
+    });
     </script>
     </body>
     </html>
