@@ -70,6 +70,14 @@ struct ConvGeometry: Hashable {
     }
 }
 
+extension ConvGeometry {
+    /// The geometry of an `[N, C, H, W]` input and an `[OC, C/groups, KH, KW]` weight.
+    init(input x: [Int], weight w: [Int], stride: (Int, Int), padding: (Int, Int), groups: Int) {
+        (n, c, h, self.w, oc, kh, kw) = (x[0], x[1], x[2], x[3], w[0], w[2], w[3])
+        (sh, sw, ph, pw, self.groups) = (stride.0, stride.1, padding.0, padding.1, groups)
+    }
+}
+
 /// Compiled oneDNN primitives and memory windows for one geometry.
 ///
 /// The memory windows and reordered-weight buffers are shared state, so every pass holds the kernel's
@@ -250,10 +258,7 @@ extension Tensor {
         if let bias {
             require(bias.shape == [weight.shape[0]], "conv2d: bias shape \(bias.shape) should be [\(weight.shape[0])]")
         }
-        let g = ConvGeometry(
-            n: shape[0], c: shape[1], h: shape[2], w: shape[3], oc: weight.shape[0],
-            kh: weight.shape[2], kw: weight.shape[3], sh: stride.0, sw: stride.1,
-            ph: padding.0, pw: padding.1, groups: groups)
+        let g = ConvGeometry(input: shape, weight: weight.shape, stride: stride, padding: padding, groups: groups)
         require(
             stride.0 > 0 && stride.1 > 0 && padding.0 >= 0 && padding.1 >= 0,
             "conv2d: invalid stride \(stride) or padding \(padding)")
@@ -356,8 +361,8 @@ extension Tensor {
         padding: Int = 0, groups: Int = 1
     ) -> Tensor {
         let g = ConvGeometry(
-            n: inputShape[0], c: inputShape[1], h: inputShape[2], w: inputShape[3], oc: weight.shape[0],
-            kh: weight.shape[2], kw: weight.shape[3], sh: stride, sw: stride, ph: padding, pw: padding, groups: groups)
+            input: inputShape, weight: weight.shape, stride: (stride, stride), padding: (padding, padding),
+            groups: groups)
         require(
             gradOutput.shape == [g.n, g.oc, g.oh, g.ow],
             "conv2d_input: grad_output \(gradOutput.shape) does not match [\(g.n), \(g.oc), \(g.oh), \(g.ow)]")
@@ -376,8 +381,8 @@ extension Tensor {
         padding: Int = 0, groups: Int = 1
     ) -> Tensor {
         let g = ConvGeometry(
-            n: input.shape[0], c: input.shape[1], h: input.shape[2], w: input.shape[3], oc: weightShape[0],
-            kh: weightShape[2], kw: weightShape[3], sh: stride, sw: stride, ph: padding, pw: padding, groups: groups)
+            input: input.shape, weight: weightShape, stride: (stride, stride), padding: (padding, padding),
+            groups: groups)
         require(
             gradOutput.shape == [g.n, g.oc, g.oh, g.ow],
             "conv2d_weight: grad_output \(gradOutput.shape) does not match [\(g.n), \(g.oc), \(g.oh), \(g.ow)]")

@@ -62,9 +62,7 @@ public final class InferenceConv: @unchecked Sendable {
         require(
             (residual != nil) == addsResidual, "InferenceConv: a residual is needed exactly when the epilogue adds one")
         let g = ConvGeometry(
-            n: x.shape[0], c: x.shape[1], h: x.shape[2], w: x.shape[3], oc: weight.shape[0],
-            kh: weight.shape[2], kw: weight.shape[3], sh: stride, sw: stride, ph: padding, pw: padding,
-            groups: groups)
+            input: x.shape, weight: weight.shape, stride: (stride, stride), padding: (padding, padding), groups: groups)
         require(
             g.oh > 0 && g.ow > 0,
             "InferenceConv: input \(x.shape) too small for kernel \(weight.shape) with padding \(padding)")

@@ -260,9 +260,7 @@ public final class Int8Conv: @unchecked Sendable {
             return conv(x.dequantized(input), residual: r.map { $0.dequantized(residual!) }).quantized(output)
         }
         let g = ConvGeometry(
-            n: x.shape[0], c: x.shape[1], h: x.shape[2], w: x.shape[3], oc: weight.shape[0],
-            kh: weight.shape[2], kw: weight.shape[3], sh: stride, sw: stride, ph: padding, pw: padding,
-            groups: groups)
+            input: x.shape, weight: weight.shape, stride: (stride, stride), padding: (padding, padding), groups: groups)
         require(
             g.oh > 0 && g.ow > 0,
             "Int8Conv: input \(x.shape) too small for kernel \(weight.shape) with padding \(padding)")
@@ -289,8 +287,7 @@ public final class Int8Conv: @unchecked Sendable {
     /// The implementation oneDNN picked for an input of `shape` (e.g. `jit_uni_int8:avx2`), for benchmarks and tests.
     public func implementation(forInput shape: [Int]) -> String {
         let g = ConvGeometry(
-            n: shape[0], c: shape[1], h: shape[2], w: shape[3], oc: weight.shape[0], kh: weight.shape[2],
-            kw: weight.shape[3], sh: stride, sw: stride, ph: padding, pw: padding, groups: groups)
+            input: shape, weight: weight.shape, stride: (stride, stride), padding: (padding, padding), groups: groups)
         return Int8ConvKernel(g, self).implementation
     }
 }

@@ -213,7 +213,6 @@ public final class Learner {
             try fire(before)
             try body()
         } catch is E {
-            if E.self == CancelEpoch.self { epochComplete = true }  // a resumed run goes on with the next epoch
             try fire(afterCancel)
         }
         try fire(after)
@@ -337,8 +336,14 @@ public final class Learner {
                         Callback.beforeEpoch, Callback.afterEpoch, CancelEpoch.self,
                         Callback.afterCancelEpoch, Callback.cleanupEpoch
                     ) {
-                        if train && skip < self.dls.train.count { try self.oneEpoch(training: true, from: skip) }
-                        if valid { try self.oneEpoch(training: false) }
+                        do {
+                            if train && skip < self.dls.train.count { try self.oneEpoch(training: true, from: skip) }
+                            if valid { try self.oneEpoch(training: false) }
+                        } catch let cancel as CancelEpoch {
+                            // A cancelled epoch is over too: a run resumed from here goes on with the next one.
+                            self.epochComplete = true
+                            throw cancel
+                        }
                         self.epochComplete = true
                     }
                 }
