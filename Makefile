@@ -11,22 +11,20 @@ setup:
 build: setup
 	swift build -c release
 
-# The suites whose code paths depend on the CPU run a second time with oneDNN capped at AVX2 and bf16 on its reference
-# path (docs/decisions.md, "Every CPU, every code path"): on an AVX-512/VNNI/bf16 host this runs the AVX2 and 7-bit paths,
-# on an AVX2 host the bf16 plumbing.
-ISA_SUITES = LowPrecisionTests|MixedPrecisionTests|QuantizationTests|QuantizedBundleTests|CompressionTests|FuseTests|FixtureOpsTests|PathChoiceTests
-
-# Tests run optimised: numeric loops in debug builds are 10-100x slower. Then `swiftai serve` end to end (real
-# requests, a stalled client, concurrent clients, headless Chromium uploading through the page) on a bundle of a
-# few training batches.
 # Formatting and style (.swift-format: 120-character lines); generated protobuf code is left as protoc wrote it.
 lint:
 	@swift format lint --strict $(shell find Sources Tests -name '*.swift' ! -name '*.pb.swift') Package.swift
 
+# Tests run optimised: numeric loops in debug builds are 10-100x slower. Then `swiftai serve` end to end (real
+# requests, a stalled client, concurrent clients, headless Chromium uploading through the page) on a bundle of a
+# few training batches.
+# The suite runs twice: natively, then with oneDNN capped at AVX2 and bf16 on its reference path (docs/decisions.md,
+# "Every CPU, every code path"): on an AVX-512/VNNI/bf16 host the second pass runs the AVX2, 7-bit and GEMM-convolution
+# paths, on an AVX2 host the bf16 plumbing.
 test: setup lint
 	swift build $(SWIFT_TEST_FLAGS) --build-tests
 	swift test $(SWIFT_TEST_FLAGS) --skip-build
-	DNNL_MAX_CPU_ISA=AVX2 SWIFTAI_LOW_PRECISION=reference swift test $(SWIFT_TEST_FLAGS) --skip-build --filter "$(ISA_SUITES)"
+	DNNL_MAX_CPU_ISA=AVX2 SWIFTAI_LOW_PRECISION=reference swift test $(SWIFT_TEST_FLAGS) --skip-build
 	.build/release/swiftai train --arch cnn --epochs 1 --limit-batches 5 --out .build/serve-check > /dev/null
 	python3 scripts/serve_check.py .build/release/swiftai .build/serve-check/model.safetensors Tests/SwiftAIVisionTests/Fixtures/imageio/gray8.png
 
