@@ -3,7 +3,7 @@ import PackageDescription
 
 // Linux only: the kernels call Glibc, libgomp and Debian's oneDNN 2.6 (no Apple platform is claimed).
 // Layers depend one way: Core → NN → Optim → Data → Learner → Vision → Deploy → CLI (the HTTP server lives in the CLI).
-// C libraries (oneDNN, zlib, Cairo, TurboJPEG, libpng) sit behind system-library targets with a module map and a shim.
+// C libraries (oneDNN, Open MPI, zlib, Cairo, TurboJPEG, libpng) sit behind system-library targets with a module map and a shim.
 // Swift 5 language mode: the engine shares C pointers and per-shape kernel caches across
 // OpenMP threads, which Swift 6's Sendable checking cannot express without noise.
 
@@ -34,7 +34,8 @@ let package = Package(
         .systemLibrary(name: "CCairo", path: "Sources/CCairo"),
         .systemLibrary(name: "CTurboJPEG", path: "Sources/CTurboJPEG"),
         .systemLibrary(name: "CPNG", path: "Sources/CPNG"),
-        .target(name: "SwiftAICore", dependencies: ["CDNNL"], swiftSettings: vectorise),
+        .systemLibrary(name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c"),
+        .target(name: "SwiftAICore", dependencies: ["CDNNL", "CMPI"], swiftSettings: vectorise),
         .target(name: "SwiftAINN", dependencies: ["SwiftAICore"], swiftSettings: vectorise),
         .target(name: "SwiftAIOptim", dependencies: ["SwiftAINN"], swiftSettings: vectorise),
         .target(name: "SwiftAIData", dependencies: ["SwiftAICore", "CZlib"], swiftSettings: vectorise),

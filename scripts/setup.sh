@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Installs the Debian packages SwiftAI needs (chromium: the serve check drives it) and the Python venv the ONNX tests use. Idempotent: does nothing when
+# Installs the Debian packages SwiftAI needs (chromium: the serve check drives it; Open MPI and iproute2: distributed
+# training and its two-namespace test) and the Python venv the ONNX tests use. Idempotent: does nothing when
 # all are present.
 set -euo pipefail
-packages=(libdnnl-dev zlib1g-dev libcairo2-dev fonts-dejavu-core libturbojpeg0-dev libpng-dev dataset-fashion-mnist python3-venv chromium)
+packages=(libdnnl-dev libopenmpi-dev openmpi-bin iproute2 zlib1g-dev libcairo2-dev fonts-dejavu-core libturbojpeg0-dev libpng-dev dataset-fashion-mnist python3-venv chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
