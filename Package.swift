@@ -81,8 +81,14 @@ let package = Package(
                 "SwiftAIDeploy", "SwiftAIVision", "SwiftAINN", "SwiftAILearner",
                 "SwiftAITestSupport"
             ]),
-        // Runs the built `swiftai` binary (the dependency makes sure it is built) as a subprocess.
-        .testTarget(name: "SwiftAICLITests", dependencies: ["swiftai"])
+        // Distributed scenarios the MPI tests start under `mpirun`, one process per rank.
+        .executableTarget(
+            name: "swiftai-mpi-check",
+            dependencies: ["SwiftAICore", "SwiftAINN", "SwiftAIOptim", "SwiftAIData", "SwiftAILearner"],
+            path: "Tests/MPICheck"),
+        // Runs the built `swiftai` and `swiftai-mpi-check` binaries (the dependencies make sure they are built) as
+        // subprocesses.
+        .testTarget(name: "SwiftAICLITests", dependencies: ["swiftai", "swiftai-mpi-check"])
     ],
     swiftLanguageModes: [.v5]
 )

@@ -60,6 +60,10 @@ public final class ProcessGroup: @unchecked Sendable {
     /// One process: rank 0 of 1.
     public static let single = ProcessGroup(rank: 0, size: 1, localRank: 0, localSize: 1, usesMPI: false)
 
+    /// The group of the training job running on this task (set by `Learner.distributed`): ops that work across
+    /// processes (SyncBatchNorm) consult it; ``single`` outside one.
+    @TaskLocal public static var current: ProcessGroup = .single
+
     /// Whether this is rank 0, the one that prints and writes files.
     public var isMain: Bool { rank == 0 }
 
