@@ -38,6 +38,18 @@ public enum GradMode {
     @TaskLocal public static var isEnabled = true
 }
 
+/// Observers of ``Tensor/backward(_:retainGraph:)``, scoped to a task (``current``): `afterAccumulate` runs as soon as a leaf's
+/// gradient for this backward is complete (PyTorch's post-accumulate-grad hooks), with the leaf's ``Tensor/gradKey``.
+/// Data-parallel training starts a bucket's all-reduce from it while the rest of backward runs.
+public final class GradHooks: Sendable {
+    @TaskLocal public static var current: GradHooks?
+    public let afterAccumulate: @Sendable (ObjectIdentifier) -> Void
+
+    public init(afterAccumulate: @escaping @Sendable (ObjectIdentifier) -> Void) {
+        self.afterAccumulate = afterAccumulate
+    }
+}
+
 /// Runs `body` without recording gradients (PyTorch's `torch.no_grad()`).
 @inlinable
 public func noGrad<R>(_ body: () throws -> R) rethrows -> R {
@@ -85,6 +97,9 @@ extension Tensor {
 
     /// Keeps this interior tensor's gradient after backward (PyTorch's `retain_grad()`).
     public func retainGrad() { node?.retainsGrad = true }
+
+    /// Identifies this tensor's autograd leaf (``GradHooks/afterAccumulate`` reports it); `nil` without one.
+    public var gradKey: ObjectIdentifier? { node.map { ObjectIdentifier($0) } }
 
     /// The op that produced this tensor, if recorded.
     public var gradFunction: String? { node.map { $0.isLeaf ? "leaf" : $0.op } }
@@ -154,12 +169,14 @@ extension Tensor {
                 order.append(n)
             }
         }
+        let hook = GradHooks.current?.afterAccumulate
         noGrad {
             root.pending = seed
             for n in order.reversed() {
                 guard let g = n.pending else { continue }
                 n.pending = nil
                 if n.isLeaf || n.retainsGrad { n.accumulate(into: &n.grad, g) }
+                if n.isLeaf, let hook { hook(ObjectIdentifier(n)) }
                 guard let fn = n.backwardFn else { continue }
                 let grads = fn(g)
                 for (input, gi) in zip(n.inputs, grads) {

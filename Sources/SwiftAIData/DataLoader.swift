@@ -31,6 +31,21 @@ public final class DataLoader: Sequence {
     public var epoch = 0
     /// Stops each epoch after this many batches (quick runs, like the reference script's `--limit-batches`).
     public var maxBatches: Int?
+    /// This process's part of every epoch in a job of several (set by `Learner.distributed`); `nil`: all of it.
+    public var shard: Shard?
+
+    /// Rank `rank` of `count` takes positions `rank, rank + count, …` of each epoch's order, in batches of
+    /// `batchSize / count` (PyTorch's `DistributedSampler`): batch `i` of all ranks together holds the items of batch
+    /// `i` of one process, so a job of any size walks the epoch in the same global batches. `padded`: the order is
+    /// extended by wrap-around to a multiple of `count`, so every rank runs the same number of steps (training);
+    /// otherwise ranks hold up to one item less (validation, whose results are reduced once at the end).
+    public struct Shard: Equatable, Sendable {
+        public let rank: Int, count: Int, padded: Bool
+        public init(rank: Int, count: Int, padded: Bool) {
+            require(count > 0 && rank >= 0 && rank < count, "DataLoader.Shard: rank \(rank) of \(count)")
+            (self.rank, self.count, self.padded) = (rank, count, padded)
+        }
+    }
 
     /// - Parameters:
     ///   - training: random transforms act (default: `shuffle`, as fastai's training loader is the shuffled one).
@@ -82,33 +97,54 @@ public final class DataLoader: Sequence {
             batchTransforms: batchTransforms.transforms)
     }
 
-    /// Number of items.
+    /// Number of items (of the whole dataset; ``localItemCount`` is this process's share).
     public var itemCount: Int { dataset.count }
+
+    /// Items this process visits per epoch: ``itemCount``, or its shard's part.
+    public var localItemCount: Int {
+        guard let shard else { return itemCount }
+        let per = (itemCount + shard.count - 1) / shard.count
+        return shard.padded || shard.rank < itemCount - (per - 1) * shard.count ? per : per - 1
+    }
+
+    /// Items per batch on this process: ``batchSize``, divided among the shards of a distributed job.
+    public var localBatchSize: Int { Swift.max(1, batchSize / (shard?.count ?? 1)) }
 
     /// Number of batches per epoch.
     public var count: Int {
-        let full = dropLast ? itemCount / batchSize : (itemCount + batchSize - 1) / batchSize
+        let n = localItemCount, b = localBatchSize
+        let full = dropLast ? n / b : (n + b - 1) / b
         return Swift.min(full, maxBatches ?? full)
     }
 
-    /// Item order for the current epoch.
-    public func order() -> [Int] {
-        shuffle
+    /// Item order for the current epoch (this process's part of it, with a ``shard``).
+    public func order() -> [Int] { plan().items }
+
+    /// The current epoch's items for this process and their positions in the whole epoch's order (which seed their
+    /// random draws, so an item is transformed alike whatever the number of processes).
+    func plan() -> (items: [Int], positions: [Int]) {
+        let all =
+            shuffle
             ? SwiftAICore.Generator(seed: seed &+ 0x9E37_79B9 &* UInt64(epoch + 1)).permutation(itemCount)
             : Array(0..<itemCount)
+        guard let shard, itemCount > 0 else { return (all, Array(all.indices)) }
+        let positions = Array(stride(from: shard.rank, to: shard.rank + localItemCount * shard.count, by: shard.count))
+        return (positions.map { all[$0 % itemCount] }, positions)
     }
 
-    /// The `i`-th batch of `epoch` with item order `order`: items, collation, then batch transforms.
-    func batch(_ i: Int, order: [Int], epoch: Int) throws -> Batch {
-        let range = (i * batchSize)..<Swift.min(itemCount, (i + 1) * batchSize)
-        let seeds = range.map { SeedMix.item(seed, epoch: epoch, position: $0) }
-        let b = try dataset.batch(Array(order[range]), seeds: seeds, training: training)
-        let g = SwiftAICore.Generator(seed: SeedMix.batch(seed, epoch: epoch, batch: i))
-        return batchTransforms.apply(b, generator: g, training: training)
+    /// The `i`-th batch of `epoch` with item order `plan`: items, collation, then batch transforms.
+    func batch(_ i: Int, plan: (items: [Int], positions: [Int]), epoch: Int) throws -> Batch {
+        let b = localBatchSize
+        let range = (i * b)..<Swift.min(plan.items.count, (i + 1) * b)
+        let seeds = range.map { SeedMix.item(seed, epoch: epoch, position: plan.positions[$0]) }
+        let batch = try dataset.batch(Array(plan.items[range]), seeds: seeds, training: training)
+        // Each rank's batch draws its own batch-level randomness.
+        let g = SwiftAICore.Generator(seed: SeedMix.batch(seed, epoch: epoch, batch: i, rank: shard?.rank ?? 0))
+        return batchTransforms.apply(batch, generator: g, training: training)
     }
 
     /// One batch without iterating (the first of the current epoch), e.g. for a dry run.
-    public func first() throws -> Batch { try noGrad { try batch(0, order: order(), epoch: epoch) } }
+    public func first() throws -> Batch { try noGrad { try batch(0, plan: plan(), epoch: epoch) } }
 
     public func makeIterator() -> Iterator { Iterator(self) }
 
@@ -120,7 +156,7 @@ public final class DataLoader: Sequence {
     /// iteration instead and keeps the error in ``error``.
     public final class Iterator: IteratorProtocol {
         private let loader: DataLoader
-        private let order: [Int]
+        private let plan: (items: [Int], positions: [Int])
         private let epoch: Int
         private let total: Int
         private var next_ = 0
@@ -131,7 +167,7 @@ public final class DataLoader: Sequence {
 
         init(_ loader: DataLoader, from start: Int = 0) {
             self.loader = loader
-            order = loader.order()
+            plan = loader.plan()
             epoch = loader.epoch
             total = loader.count
             next_ = Swift.min(Swift.max(start, 0), total)
@@ -139,14 +175,14 @@ public final class DataLoader: Sequence {
             let workers = Swift.min(loader.numWorkers, total - next_)
             queues = (0..<workers).map { _ in PrefetchQueue(capacity: loader.prefetch) }
             for (w, q) in queues.enumerated() {
-                let order = self.order, epoch = self.epoch, total = self.total, first = next_
+                let plan = self.plan, epoch = self.epoch, total = self.total, first = next_
                 let thread = Thread {
                     // Loader threads stay serial: the cores belong to the model and the other workers.
                     Parallel.$isSerial.withValue(true) {
                         noGrad {
                             for i in stride(from: first + w, to: total, by: workers) {
                                 if q.cancelled { break }
-                                q.push(Result { try loader.batch(i, order: order, epoch: epoch) })
+                                q.push(Result { try loader.batch(i, plan: plan, epoch: epoch) })
                             }
                         }
                     }
@@ -162,7 +198,7 @@ public final class DataLoader: Sequence {
         public func nextBatch() throws -> Batch? {
             guard next_ < total else { return nil }
             defer { next_ += 1 }
-            if queues.isEmpty { return try noGrad { try loader.batch(next_, order: order, epoch: epoch) } }
+            if queues.isEmpty { return try noGrad { try loader.batch(next_, plan: plan, epoch: epoch) } }
             guard let r = queues[(next_ - first) % queues.count].pop() else { return nil }
             return try r.get()
         }

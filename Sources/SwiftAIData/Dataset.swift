@@ -126,9 +126,10 @@ public enum SeedMix {
         return z ^ (z >> 31)
     }
 
-    /// The seed of batch `batch` of `epoch` (batch transforms draw from it).
-    public static func batch(_ seed: UInt64, epoch: Int, batch: Int) -> UInt64 {
-        mix(mix(seed ^ 0xB47C, UInt64(epoch)), UInt64(batch))
+    /// The seed of batch `batch` of `epoch` (batch transforms draw from it), on rank `rank` of a distributed job.
+    public static func batch(_ seed: UInt64, epoch: Int, batch: Int, rank: Int = 0) -> UInt64 {
+        let s = mix(mix(seed ^ 0xB47C, UInt64(epoch)), UInt64(batch))
+        return rank == 0 ? s : mix(s, UInt64(rank))
     }
     /// The seed of the item at `position` of `epoch` (item transforms draw from it).
     public static func item(_ seed: UInt64, epoch: Int, position: Int) -> UInt64 {

@@ -119,7 +119,7 @@ public final class Recorder: Callback {
             let h = learn.opt!.paramGroups.last!.hyper
             lrs.append(h.lr)
             moms.append(h.mom)
-            trainItems += bs
+            trainItems += bs * learn.group.size  // every rank's batch is as large (padded shards)
         } else {
             validSum += l * Double(bs)
             validCount += bs
@@ -127,6 +127,14 @@ public final class Recorder: Callback {
                 metricSums[i] += m.fn(learn.preds!.detached(), learn.batch.y) * Double(bs)
             }
         }
+    }
+
+    /// In a distributed job, the sums over every rank's shard: the whole validation set, each item once.
+    public override func afterValidate(_ learn: Learner) {
+        guard learn.group.size > 1 else { return }
+        var v = [validSum, Double(validCount)] + metricSums
+        learn.group.allReduce(&v)
+        (validSum, validCount, metricSums) = (v[0], Int(v[1]), Array(v[2...]))
     }
 
     public override func afterEpoch(_ learn: Learner) {
@@ -298,6 +306,7 @@ public final class SaveModel: Tracker {
 
     public override func afterEpoch(_ learn: Learner) throws {
         try super.afterEpoch(learn)
+        guard learn.group.isMain else { return }
         if everyEpoch {
             try learn.model.save(to: path.replacingOccurrences(of: ".safetensors", with: "_\(learn.epoch).safetensors"))
         } else if improved {
@@ -306,9 +315,11 @@ public final class SaveModel: Tracker {
     }
 
     public override func afterFit(_ learn: Learner) throws {
-        if loadBestAtEnd && !everyEpoch && FileManager.default.fileExists(atPath: path) {
-            try learn.model.load(from: path)
-        }
+        guard loadBestAtEnd && !everyEpoch else { return }
+        // Rank 0 wrote the file; the others take its weights from rank 0 (no shared file system needed).
+        let found = learn.agreed(learn.group.isMain && FileManager.default.fileExists(atPath: path))
+        if found && learn.group.isMain { try learn.model.load(from: path) }
+        if found { learn.broadcastState(parameters: true) }
     }
 }
 
@@ -343,6 +354,7 @@ public final class CSVLogger: Callback {
     }
 
     public override func afterEpoch(_ learn: Learner) throws {
+        guard learn.group.isMain else { return }
         let v = learn.recorder.values.last ?? []
         rows.append(
             ([String(learn.epoch)] + v.map { String($0) } + [formatTime(learn.recorder.epochTimes.last ?? 0)]).joined(
@@ -430,8 +442,19 @@ public final class Interrupt: Callback {
         pthread_sigmask(SIG_UNBLOCK, &set, nil)
     }
 
+    /// In a distributed job, every rank stops at the same batch: the ranks agree on whether any saw Ctrl-C after
+    /// each training batch, and after the validation pass (whose shards differ in length).
     public override func afterBatch(_ learn: Learner) throws {
-        if Interrupt.requested != 0 {
+        guard learn.training || learn.group.size == 1 else { return }
+        try stopIfRequested(learn)
+    }
+
+    public override func afterValidate(_ learn: Learner) throws {
+        if learn.group.size > 1 { try stopIfRequested(learn) }
+    }
+
+    private func stopIfRequested(_ learn: Learner) throws {
+        if learn.agreed(Interrupt.requested != 0) {
             learn.interrupted = true
             try learn.stop("interrupted (Ctrl-C) at epoch \(learn.epoch), batch \(learn.iter)")
         }

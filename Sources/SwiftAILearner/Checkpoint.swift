@@ -107,7 +107,20 @@ extension Learner {
     /// changes.
     public func resume(from path: String) throws {
         let (tensors, metadata): ([String: Tensor], [String: String])
-        do { (tensors, metadata) = try Safetensors.read(path: path) } catch {
+        do {
+            if group.size > 1 {
+                // Rank 0 reads the file and sends it to the others: the hosts need not share a file system.
+                let read = group.isMain ? Result { try Safetensors.mappedBytes(path: path) } : .success(Data())
+                let bytes = group.broadcast((try? read.get()).map { Data([1]) + $0 } ?? Data([0]))
+                if case let .failure(e) = read { throw e }
+                guard bytes.first == 1 else {
+                    throw CheckpointError.unreadable(path: path, reason: "rank 0 cannot read it")
+                }
+                (tensors, metadata) = try Safetensors.decode(Data(bytes.dropFirst()))
+            } else {
+                (tensors, metadata) = try Safetensors.read(path: path)
+            }
+        } catch let e as CheckpointError { throw e } catch {
             throw CheckpointError.unreadable(path: path, reason: "\(error)")
         }
         guard let json = metadata[CheckpointMeta.key] else {
@@ -219,7 +232,8 @@ struct PendingResume {
 }
 
 /// Saves a checkpoint every `every` epochs (after the epoch's other callbacks), and when Ctrl-C stops the fit,
-/// so that `Learner.resume(from:)` can continue the run.
+/// so that `Learner.resume(from:)` can continue the run. In a distributed job rank 0 writes it (the ranks hold the
+/// same state).
 public final class Checkpoint: Callback {
     public let path: String
     public let every: Int
@@ -232,11 +246,11 @@ public final class Checkpoint: Callback {
     }
 
     public override func afterEpoch(_ learn: Learner) throws {
-        guard !learn.isExploring else { return }
+        guard !learn.isExploring && learn.group.isMain else { return }
         if (learn.epoch + 1) % every == 0 || learn.epoch + 1 == learn.nEpochs { try learn.saveCheckpoint(to: path) }
     }
 
     public override func afterCancelFit(_ learn: Learner) throws {
-        if learn.interrupted && !learn.isExploring { try learn.saveCheckpoint(to: path) }
+        if learn.interrupted && !learn.isExploring && learn.group.isMain { try learn.saveCheckpoint(to: path) }
     }
 }

@@ -156,6 +156,11 @@ public final class Learner {
     var trainBatchesDone = 0, epochComplete = false
     /// A checkpoint loaded by ``resume(from:)``, waiting for the fit it continues.
     var pendingResume: PendingResume?
+    /// The processes training this model together (``distributed(_:bucketMegabytes:_:)``); ``ProcessGroup/single``
+    /// otherwise. Rank 0 alone prints and writes files.
+    public internal(set) var group = ProcessGroup.single
+    var reducer: GradientReducer?
+    var syncsGradients = true
     private var _memoryLimit: Int?
 
     /// - Parameters:
@@ -228,11 +233,19 @@ public final class Learner {
             try trainStep.predict(self)
             try fire(Callback.afterPredict)
             try trainStep.getLoss(self)
+            if training && group.size > 1 { agreeOnLoss() }
             try fire(Callback.afterLoss)
             guard training else { return }
             defer { try? trainStep.zeroGrad(self) }
             try fire(Callback.beforeBackward)
-            try trainStep.backward(self)
+            if group.size > 1, syncsGradients, let reducer {
+                reducer.prepare(opt?.parameters ?? model.parameters())
+                let hooks = GradHooks { [unowned reducer] in reducer.gradientReady($0) }
+                try GradHooks.$current.withValue(hooks) { try trainStep.backward(self) }
+                reducer.finish()
+            } else {
+                try trainStep.backward(self)
+            }
             try fire(Callback.afterBackward)
             do {
                 try fire(Callback.beforeStep)
@@ -246,8 +259,20 @@ public final class Learner {
         }
     }
 
+    /// In a distributed job, the loss every callback sees is the mean over ranks (so decisions taken from it, such as
+    /// stopping on NaN, are the same everywhere); backward still starts from this rank's own loss.
+    private func agreeOnLoss() {
+        guard let loss else { return }
+        let local = loss.item()
+        var v = [local]
+        group.allReduce(&v)
+        self.loss = loss + (v[0] / Double(group.size) - local)
+    }
+
     /// One pass over the training or validation set, from batch `start` (a resumed run's next batch).
     private func oneEpoch(training t: Bool, from start: Int = 0) throws {
+        // Validation uses rank 0's BatchNorm statistics (ranks keep their own while training), as one process would.
+        if !t { broadcastState() }
         training = t
         model.train(t)
         dl = t ? dls.train : dls.valid
@@ -436,7 +461,7 @@ public final class Learner {
     /// (default the validation set), in order, in evaluation mode.
     public func getPreds(_ dl: DataLoader? = nil) throws -> (preds: Tensor, targets: Tensor) {
         let c = try capturePreds(dl, withLoss: false)
-        return (Tensor.cat(c.preds, dim: 0), Tensor.cat(c.targets, dim: 0))
+        return (c.preds, c.targets)
     }
 
     /// ``getPreds(_:)`` with each item's loss as well (fastai's `get_preds(with_loss=True)`).
@@ -444,10 +469,14 @@ public final class Learner {
         preds: Tensor, targets: Tensor, losses: Tensor
     ) {
         let c = try capturePreds(dl, withLoss: true)
-        return (Tensor.cat(c.preds, dim: 0), Tensor.cat(c.targets, dim: 0), Tensor.cat(c.losses, dim: 0))
+        return (c.preds, c.targets, c.losses!)
     }
 
-    private func capturePreds(_ dl: DataLoader?, withLoss: Bool) throws -> CapturePreds {
+    /// A validation pass over `dl` collecting predictions, targets and (`withLoss`) per-item losses; in a
+    /// distributed job each rank runs its shard and the results are gathered in order.
+    private func capturePreds(_ dl: DataLoader?, withLoss: Bool) throws -> (
+        preds: Tensor, targets: Tensor, losses: Tensor?
+    ) {
         let capture = CapturePreds(
             activation: { self.lossFunc.activation($0) },
             perItemLoss: withLoss ? lossFunc.with(reduction: .none) : nil)
@@ -460,6 +489,9 @@ public final class Learner {
             dls.valid = savedValid
         }
         add(capture)
+        let savedShard = dls.valid.shard
+        if group.size > 1 { dls.valid.shard = .init(rank: group.rank, count: group.size, padded: false) }
+        defer { dls.valid.shard = savedShard }
         try dryRun(dls.valid)
         // A validation pass only (fastai's `get_preds`): its events, none of a fit's or an epoch's.
         var run = { try self.oneEpoch(training: false) }
@@ -468,7 +500,8 @@ public final class Learner {
             run = { try cb.fitScope(inner) }
         }
         try run()
-        return capture
+        let gather = { (parts: [Tensor]) in self.gatherShards(Tensor.cat(parts, dim: 0), loader: self.dls.valid) }
+        return (gather(capture.preds), gather(capture.targets), withLoss ? gather(capture.losses) : nil)
     }
 
     /// Runs `body` with the model's parameters and buffers, and the optimizer, restored afterwards.

@@ -1,7 +1,8 @@
 import Foundation
 
 /// fastai's progress display: on a terminal a live bar with ETA during each pass, and after each epoch a row of
-/// the results table (`epoch train_loss valid_loss <metrics> time`). Not on a terminal: the table only.
+/// the results table (`epoch train_loss valid_loss <metrics> time`). Not on a terminal: the table only. In a
+/// distributed job, rank 0 alone.
 public final class ProgressCallback: Callback {
     public override var order: Int { 70 }
     public let live: Bool
@@ -22,6 +23,7 @@ public final class ProgressCallback: Callback {
     }
 
     public override func beforeFit(_ learn: Learner) {
+        guard learn.group.isMain else { return }
         let names = ["epoch"] + learn.recorder.metricNames + ["time"]
         widths = names.map { Swift.max($0.count, 8) + 2 }
         write(row(names) + "\n")
@@ -51,6 +53,7 @@ public final class ProgressCallback: Callback {
     }
 
     public override func afterBatch(_ learn: Learner) {
+        guard learn.group.isMain else { return }
         guard live else { return }
         let t = now()
         let done = learn.iter + 1, total = learn.nIter
@@ -70,6 +73,7 @@ public final class ProgressCallback: Callback {
     }
 
     public override func afterEpoch(_ learn: Learner) {
+        guard learn.group.isMain else { return }
         if live { write("\r\u{1B}[K") }
         write(
             row(cells(epoch: learn.epoch, learn.recorder.values.last ?? [], learn.recorder.epochTimes.last ?? 0)) + "\n"
@@ -77,6 +81,7 @@ public final class ProgressCallback: Callback {
     }
 
     public override func afterCancelFit(_ learn: Learner) {
+        guard learn.group.isMain else { return }
         if live { write("\r\u{1B}[K") }
         if let r = learn.stopReason { write("stopped: \(r)\n") }
     }
