@@ -20,6 +20,8 @@ public enum DistributedError: Error, CustomStringConvertible {
     case mpi(String)
     /// Ranks disagree about something that must be the same everywhere (data, model, version).
     case ranksDiffer(String)
+    /// The global batch does not split into equal per-rank batches.
+    case unevenBatch(batch: Int, size: Int)
 
     public var description: String {
         switch self {
@@ -31,6 +33,8 @@ public enum DistributedError: Error, CustomStringConvertible {
                 + "links Open MPI 4.1, so start it with Open MPI's mpirun (or Slurm's `srun --mpi=pmix`)"
         case let .mpi(s): return "MPI: \(s)"
         case let .ranksDiffer(s): return "the ranks differ: \(s)"
+        case let .unevenBatch(batch, size):
+            return "the batch size \(batch) does not split evenly over \(size) processes; use a multiple of \(size)"
         }
     }
 }
@@ -116,6 +120,9 @@ public final class ProcessGroup: @unchecked Sendable {
         world = g
         return g
     }
+
+    /// The MPI world, once ``mpi()`` has set it up in this process.
+    public static var active: ProcessGroup? { worldLock.withLock { world } }
 
     /// ``mpi()`` when an MPI launcher started this process, ``single`` otherwise.
     public static func fromEnvironment() throws -> ProcessGroup {

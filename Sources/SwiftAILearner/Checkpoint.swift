@@ -59,6 +59,8 @@ struct CheckpointMeta: Codable {
     /// The default generator's state, then each ``RandomDrawing`` module's, in module order.
     var generators: [[UInt64]]
     var pathChoices: [String: Int]
+    /// In a distributed run, every rank's kernel path choices (rank r resumes with its own); `nil` in one process.
+    var rankPathChoices: [[String: Int]]?
     /// Callback type name (with `#n` for the n-th of a type) → its ``Callback/checkpointState()``.
     var callbacks: [String: Data]
 }
@@ -78,7 +80,15 @@ extension Learner {
     /// Saves everything a resumed run needs to end exactly as this one will — model, optimizer state, position,
     /// every generator, the kernel path choices, the recorder's history and the callbacks' state — in one
     /// safetensors file, written atomically (the previous checkpoint stays until the new one is complete).
+    ///
+    /// In a distributed job every rank calls it (the ranks' kernel path choices are gathered) and rank 0 writes.
     public func saveCheckpoint(to path: String) throws {
+        var rankChoices: [[String: Int]]?
+        if group.size > 1 {
+            let mine = try JSONEncoder().encode(PathChoices.recorded())
+            rankChoices = try group.allGather(mine).map { try JSONDecoder().decode([String: Int].self, from: $0) }
+        }
+        guard group.isMain else { return }
         var tensors: [String: Tensor] = [:], metadata: [String: String] = [:]
         for (k, t) in model.stateDict() { tensors["model." + k] = t }
         if let opt {
@@ -94,7 +104,7 @@ extension Learner {
             format: CheckpointMeta.formatVersion, model: model.stateDict().mapValues(\.shape), data: dataShape,
             position: position,
             generators: ([Generator.default] + model.generators()).map(\.state),
-            pathChoices: PathChoices.recorded(), callbacks: states)
+            pathChoices: PathChoices.recorded(), rankPathChoices: rankChoices, callbacks: states)
         let json = String(decoding: try JSONEncoder().encode(meta), as: UTF8.self)
         metadata[CheckpointMeta.key] = json
         try Safetensors.write(tensors, metadata: metadata, to: path)
@@ -162,7 +172,9 @@ extension Learner {
         // The default generator is restored only when the model draws from it: other code's use is not this run's.
         let usesDefault = model.generators().contains { $0 === Generator.default }
         for (g, s) in zip(generators, meta.generators) where g !== Generator.default || usesDefault { g.restore(s) }
-        PathChoices.reuse(meta.pathChoices)
+        // Each rank of a job as large as the checkpointed one takes its own choices (ranks may have timed differently).
+        let choices = meta.rankPathChoices.flatMap { $0.count == group.size ? $0[group.rank] : nil }
+        PathChoices.reuse(choices ?? meta.pathChoices)
         pendingResume = PendingResume(path: path, meta: meta, optimizer: optimizer)
     }
 
@@ -232,8 +244,7 @@ struct PendingResume {
 }
 
 /// Saves a checkpoint every `every` epochs (after the epoch's other callbacks), and when Ctrl-C stops the fit,
-/// so that `Learner.resume(from:)` can continue the run. In a distributed job rank 0 writes it (the ranks hold the
-/// same state).
+/// so that `Learner.resume(from:)` can continue the run. In a distributed job rank 0 writes it.
 public final class Checkpoint: Callback {
     public let path: String
     public let every: Int
@@ -246,11 +257,11 @@ public final class Checkpoint: Callback {
     }
 
     public override func afterEpoch(_ learn: Learner) throws {
-        guard !learn.isExploring && learn.group.isMain else { return }
+        guard !learn.isExploring else { return }
         if (learn.epoch + 1) % every == 0 || learn.epoch + 1 == learn.nEpochs { try learn.saveCheckpoint(to: path) }
     }
 
     public override func afterCancelFit(_ learn: Learner) throws {
-        if learn.interrupted && !learn.isExploring && learn.group.isMain { try learn.saveCheckpoint(to: path) }
+        if learn.interrupted && !learn.isExploring { try learn.saveCheckpoint(to: path) }
     }
 }

@@ -14,17 +14,13 @@ extension Learner {
     /// training loss is the mean over ranks and validation results are reduced over the whole validation set. Only
     /// rank 0 prints and writes files. Learning rates are not scaled.
     ///
-    /// - Throws: ``DistributedError/ranksDiffer(_:)`` naming the ranks and what differs, on every rank.
+    /// - Throws: ``DistributedError/ranksDiffer(_:)`` naming the ranks and what differs, on every rank. A fit inside
+    ///   throws ``DistributedError/unevenBatch(batch:size:)`` when its batch size is not a multiple of the size.
     public func distributed<R>(
         _ group: ProcessGroup, bucketMegabytes: Double = 25, _ body: () throws -> R
     ) throws -> R {
         guard group.size > 1 else { return try body() }
         try checkRanksAgree(group)
-        for (name, dl) in [("training", dls.train), ("validation", dls.valid)] where dl.batchSize % group.size != 0 {
-            throw DistributedError.ranksDiffer(
-                "the \(name) batch size \(dl.batchSize) does not split evenly over \(group.size) processes; use a "
-                    + "multiple of \(group.size)")
-        }
         let saved = (self.group, dls.train.shard, dls.valid.shard, reducer)
         self.group = group
         dls.train.shard = .init(rank: group.rank, count: group.size, padded: true)
@@ -44,6 +40,12 @@ extension Learner {
         syncsGradients = false
         defer { syncsGradients = was }
         return try body()
+    }
+
+    /// Gradient synchronisation so far in the current distributed job: seconds this rank waited for all-reduces
+    /// after backward (communication backward did not hide), synchronised steps and buckets per step.
+    public var gradientSyncStats: (exposedSeconds: Double, steps: Int, buckets: Int)? {
+        reducer.map { ($0.exposedSeconds, $0.reductions, $0.bucketCount) }
     }
 
     /// Whether `flag` holds on any rank: the one all-reduced decision every rank then takes together (stop, save

@@ -327,6 +327,9 @@ public final class Learner {
             resume = pending
             pendingResume = nil
         }
+        if group.size > 1 && dls.train.batchSize % group.size != 0 {
+            throw DistributedError.unevenBatch(batch: dls.train.batchSize, size: group.size)
+        }
         for cb in extra { add(cb) }
         defer { for cb in extra { remove(cb) } }
         try dryRun(train ? nil : dls.valid)

@@ -25,6 +25,11 @@ public struct LearningRate: ExpressibleByFloatLiteral, CustomStringConvertible, 
     /// `stop / 10` for all groups but the last, fastai's `slice(stop)`.
     public static func slice(upTo stop: Double) -> LearningRate { LearningRate(start: nil, stop: stop, tenth: true) }
 
+    /// Every group's rate multiplied by `k` (e.g. the linear scaling rule of data-parallel training).
+    public func scaled(by k: Double) -> LearningRate {
+        LearningRate(start: start.map { $0 * k }, stop: stop * k, tenth: tenthBelowLast)
+    }
+
     /// One value per group (fastai's `even_mults` for a slice).
     public func values(groups n: Int) -> [Double] {
         guard n > 1 else { return [stop] }

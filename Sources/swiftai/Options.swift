@@ -207,3 +207,28 @@ struct RecipeOptions: ParsableArguments {
         return learn
     }
 }
+
+/// `--lr-scale`, `--sync-bn`, `--bucket-mb`: data-parallel training when `mpirun` starts the command.
+struct DistributedOptions: ParsableArguments {
+    @Option(
+        help: """
+            Under mpirun: none (the learning rate of one process at the same global batch) or linear (× the number \
+            of processes, Goyal et al. 2017; the one-cycle schedule's warm-up is the gradual warm-up).
+            """)
+    var lrScale = "none"
+    @Flag(help: "Under mpirun: BatchNorm statistics over every rank's items (SyncBatchNorm) instead of each rank's.")
+    var syncBn = false
+    @Option(help: "Under mpirun: size in MiB of the buckets gradients are all-reduced in (PyTorch DDP's 25).")
+    var bucketMb = 25.0
+
+    func validate() throws {
+        guard ["none", "linear"].contains(lrScale) else { throw ValidationError("--lr-scale must be none or linear") }
+        guard bucketMb > 0 else { throw ValidationError("--bucket-mb must be positive") }
+    }
+
+    /// The job this process belongs to: MPI's world under a launcher, one process otherwise.
+    func group() throws -> ProcessGroup { try ProcessGroup.fromEnvironment() }
+
+    /// What the learning rate is multiplied by in a job of `size` processes.
+    func lrFactor(_ size: Int) -> Double { lrScale == "linear" ? Double(size) : 1 }
+}

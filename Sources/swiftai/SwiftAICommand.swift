@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import SwiftAICore
 
 @main
 struct SwiftAICommand: ParsableCommand {
@@ -32,18 +33,37 @@ extension SwiftAICommand {
     static func main() {
         var command: ParsableCommand
         do { command = try parseAsRoot() } catch { exit(withError: error) }
-        do { try command.run() } catch {
+        do {
+            try command.run()
+            ProcessGroup.active?.finalize()
+        } catch {
             // ArgumentParser's own commands (`help`) report through it.
             exit(withError: commandTypes.contains(ObjectIdentifier(type(of: command))) ? reported(error) : error)
         }
     }
 
     /// A run-time error written to stderr (unless it is an exit code or a clean exit), and what to exit with.
+    ///
+    /// Under `mpirun`, the message names the rank, and an error of this rank alone ends the whole job (`MPI_Abort`)
+    /// so that no other rank waits for it; one every rank reached together (ranks that differ) is printed by rank 0.
     static func reported(_ error: Error) -> Error {
-        if error is ExitCode || error is CleanExit { return error }
+        let group = ProcessGroup.active
+        if error is ExitCode || error is CleanExit {
+            group?.finalize()
+            return error
+        }
         fflush(stdout)
-        FileHandle.standardError.write(Data("error: \(error)\n".utf8))
-        return ExitCode.failure
+        guard let group, group.size > 1 else {
+            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            return ExitCode.failure
+        }
+        if case DistributedError.ranksDiffer = error {
+            if group.isMain { FileHandle.standardError.write(Data("error: \(error)\n".utf8)) }
+            group.finalize()
+            return ExitCode.failure
+        }
+        FileHandle.standardError.write(Data("error: rank \(group.rank) of \(group.size): \(error)\n".utf8))
+        group.abort(exitCode: 1)
     }
 
     /// The types of every command under `swiftai`.

@@ -40,20 +40,23 @@ enum CLI {
         return dir.appendingPathComponent("swiftai")
     }()
 
-    /// Runs `swiftai arguments` in `directory`, stopped (and reported as timed out) after `timeout` seconds; with
-    /// `signal`, sends it `signal.number` as soon as the file `signal.when` (relative to `directory`) exists.
+    /// Runs `swiftai arguments` (or `executable arguments`) in `directory`, stopped (and reported as timed out) after
+    /// `timeout` seconds; with `signal`, sends it `signal.number` as soon as the file `signal.when` (relative to
+    /// `directory`) exists — to its first child process instead with `signal.child` (a rank `mpirun` started).
     /// One OpenMP thread per run: the tests run side by side.
     static func run(
-        _ arguments: [String], in directory: URL, timeout: Double = 120,
-        signal: (number: Int32, when: String)? = nil
+        _ arguments: [String], in directory: URL, timeout: Double = 120, executable: URL? = nil,
+        signal: (number: Int32, when: String, child: Bool)? = nil
     ) async throws -> CLIRun {
         let process = Process()
-        process.executableURL = binary
+        process.executableURL = executable ?? binary
         process.arguments = arguments
         process.currentDirectoryURL = directory
         var environment = ProcessInfo.processInfo.environment
         environment["SWIFTAI_NUM_THREADS"] = "1"
         environment["OMP_NUM_THREADS"] = "1"
+        environment["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
+        environment["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
         process.environment = environment
         // Output to files, not pipes: nothing blocks on a full pipe.
         let id = UUID().uuidString
@@ -81,7 +84,8 @@ enum CLI {
                     let file = directory.appendingPathComponent(signal.when).path, pid = process.processIdentifier
                     Thread.detachNewThread {
                         while process.isRunning && !FileManager.default.fileExists(atPath: file) { usleep(2000) }
-                        if process.isRunning { kill(pid, signal.number) }
+                        guard process.isRunning else { return }
+                        kill(signal.child ? (childProcesses(of: pid).first ?? pid) : pid, signal.number)
                     }
                 }
             } catch {
@@ -95,6 +99,12 @@ enum CLI {
             arguments: arguments, status: process.terminationStatus,
             stdout: (try? String(contentsOf: outURL, encoding: .utf8)) ?? "",
             stderr: (try? String(contentsOf: errURL, encoding: .utf8)) ?? "", timedOut: timedOut)
+    }
+
+    /// The processes `pid` started, from /proc.
+    static func childProcesses(of pid: Int32) -> [Int32] {
+        let text = (try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8)) ?? ""
+        return text.split(separator: " ").compactMap { Int32($0) }
     }
 
     /// A fresh temporary folder.

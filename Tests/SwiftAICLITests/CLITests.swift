@@ -110,7 +110,7 @@ let tinyImages = ["--presize", "32", "--size", "32", "--valid-pct", "0.25"]
         try #require(full.status == 0, "\(full)")
         let cut = try await CLI.run(
             args + ["--out", "cut"], in: dir, timeout: 300,
-            signal: (signal, "cut/checkpoint.safetensors"))
+            signal: (signal, "cut/checkpoint.safetensors", false))
         if signal == SIGKILL {
             #expect(cut.status == SIGKILL && !cut.timedOut, "\(cut)")
         } else {

@@ -1,3 +1,4 @@
+import SwiftAICore
 import Testing
 import SwiftAIDeploy
 

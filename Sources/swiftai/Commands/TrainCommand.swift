@@ -61,6 +61,7 @@ struct TrainCommand: ParsableCommand {
             (repeating them is allowed; different ones are refused). Ends as the uninterrupted run would, bit for bit.
             """)
     var resume: String?
+    @OptionGroup var distributed: DistributedOptions
 
     func validate() throws {
         guard checkpointEvery >= 0 else { throw ValidationError("--checkpoint-every must not be negative") }
@@ -71,8 +72,13 @@ struct TrainCommand: ParsableCommand {
         }
     }
 
-    /// `--lr`, or the arch's default.
-    var peakLR: LearningRate { lr ?? LearningRate(recipe.arch.trainDefaults.lr) }
+    /// `--lr`, or the arch's default (× the number of processes with `--lr-scale linear`).
+    var peakLR: LearningRate {
+        (lr ?? LearningRate(recipe.arch.trainDefaults.lr)).scaled(by: distributed.lrFactor(group.size))
+    }
+
+    /// The processes of this run: several under `mpirun`.
+    var group: ProcessGroup { ProcessGroup.active ?? .single }
 
     func run() throws {
         guard let resume else { return try train() }
@@ -82,21 +88,36 @@ struct TrainCommand: ParsableCommand {
     }
 
     /// The run: data and model, training (continuing `checkpoint` when given), then the run's files.
+    ///
+    /// Under `mpirun` every rank runs this: the ranks train together (``Learner/distributed(_:bucketMegabytes:_:)``)
+    /// and rank 0 alone prints and writes the run's files.
     func train(resumingFrom checkpoint: String? = nil) throws {
+        let group = try distributed.group()
         let learn = try recipe.prepare(lr: peakLR.stop, callbacks: try callbacks())
+        if distributed.syncBn && group.size > 1 { throw CLIError("SYNCBN-PENDING") }
         switch precision {
         case .fp32: break
         case .bf16: learn.toBF16()
         case .fp16: learn.toFP16()
         }
-        try output.create()
-        if let checkpoint {
-            try learn.resume(from: checkpoint)
-        } else {
-            try RunArguments.save(Array(CommandLine.arguments.dropFirst(2)), to: output.path(RunArguments.file))
+        if group.isMain {
+            try output.create()
+            if checkpoint == nil {
+                try RunArguments.save(Array(CommandLine.arguments.dropFirst(2)), to: output.path(RunArguments.file))
+            }
+            if group.size > 1 {
+                print(
+                    "distributed: \(group.size) processes × \(learn.dls.train.batchSize / group.size) items = "
+                        + "global batch \(learn.dls.train.batchSize)")
+            }
         }
-        try fit(learn)
-        let accuracies = try savePredictions(learn)
+        var accuracies: (tta: Double?, flip: Double?) = (nil, nil)
+        try learn.distributed(group, bucketMegabytes: distributed.bucketMb) {
+            if let checkpoint { try learn.resume(from: checkpoint) }
+            try fit(learn)
+            accuracies = try savePredictions(learn)
+        }
+        guard group.isMain else { return }
         try learn.export(to: output.path("model.safetensors"), pipeline: recipe.inferencePipeline)
         let rec = learn.recorder
         try rec.plotLoss(to: output.path("loss.png"))
@@ -115,7 +136,8 @@ struct TrainCommand: ParsableCommand {
     /// Trains: fastai's fine_tune, PyTorch's OneCycleLR (`--sched pytorch`, lesson models) or fit_one_cycle.
     func fit(_ learn: Learner) throws {
         if let fineTune {
-            try learn.fineTune(fineTune, baseLr: lr?.stop ?? 2e-3, freezeEpochs: freezeEpochs)
+            let base = (lr?.stop ?? 2e-3) * distributed.lrFactor(learn.group.size)
+            try learn.fineTune(fineTune, baseLr: base, freezeEpochs: freezeEpochs)
         } else if sched == "pytorch", case .lesson = recipe.arch {
             let wd = recipe.weightDecay, peak = peakLR.stop
             learn.optFunc = { m, lr in AdamW(m.parameters(), lr: lr, weightDecay: wd) }
@@ -127,7 +149,7 @@ struct TrainCommand: ParsableCommand {
     }
 
     /// One validation pass for preds.safetensors (read by `swiftai ensemble`) and the interpretation files, plus the
-    /// TTA passes asked for; returns their accuracies.
+    /// TTA passes asked for; returns their accuracies. Every rank runs the passes (their shards); rank 0 writes.
     func savePredictions(_ learn: Learner) throws -> (tta: Double?, flip: Double?) {
         let plain = try learn.getPreds(withLoss: true)
         var preds = ["preds": plain.preds, "targets": plain.targets]
@@ -140,6 +162,7 @@ struct TrainCommand: ParsableCommand {
             preds["flip_preds"] = try learn.tta(n: 1, beta: 0.5, transforms: [RandomFlip(p: 1)]).preds
             flipAccuracy = Metric.accuracy.fn(preds["flip_preds"]!, plain.targets)
         }
+        guard learn.group.isMain else { return (ttaAccuracy, flipAccuracy) }
         try Safetensors.write(
             preds, metadata: ["vocab": learn.dls.vocab.joined(separator: "\n")],
             to: output.path("preds.safetensors"))
@@ -173,7 +196,8 @@ struct TrainCommand: ParsableCommand {
                 ("error_rate", Rounded(1 - accuracy, 4)),
                 ("valid_loss", Rounded(rec.last("valid_loss") ?? .nan, 4)), ("tta_accuracy", Rounded(tta ?? .nan, 4)),
                 ("flip_tta_accuracy", Rounded(flip ?? .nan, 4)), ("train_images_per_s", rec.trainItemsPerSecond)
-            ] as [(String, Any)])
+            ] + (group.size > 1 ? [("world_size", group.size), ("global_bs", learn.dls.train.batchSize)] : [])
+                as [(String, Any)])
     }
 }
 
