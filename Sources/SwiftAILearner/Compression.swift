@@ -115,8 +115,17 @@ extension Learner {
                 """
             )
         }
+        // In a distributed job each rank loads (decodes) its shard of the calibration batches; the inputs are gathered
+        // in order, so every rank calibrates on all of them, in the batches one process would use.
+        let gathered = try group.size > 1 ? calibrationInputs(dl, batches: batches) : nil
         var failure: Error?
         let q = try model.quantizedStatic(observer: observer) { run in
+            if let gathered {
+                for start in stride(from: 0, to: gathered.shape[0], by: dl.batchSize) {
+                    run(gathered[start..<Swift.min(gathered.shape[0], start + dl.batchSize)])
+                }
+                return
+            }
             guard failure == nil else { return }
             let it = dl.makeIterator()
             do {
@@ -128,6 +137,18 @@ extension Learner {
         }
         if let failure { throw failure }
         return inferenceLearner(q)
+    }
+
+    /// The first `batches` batches' inputs of `dl`: each rank loads its shard of the loader's items, and the shards
+    /// are gathered in order on every rank.
+    private func calibrationInputs(_ dl: DataLoader, batches: Int) throws -> Tensor {
+        let saved = dl.shard
+        dl.shard = .init(rank: group.rank, count: group.size, padded: false)
+        defer { dl.shard = saved }
+        var xs: [Tensor] = []
+        let it = dl.makeIterator()
+        while let b = try it.nextBatch() { xs.append(b.x) }
+        return gatherShards(Tensor.cat(xs), loader: dl)[0..<Swift.min(dl.itemCount, batches * dl.batchSize)]
     }
 
     /// Dynamic int8 quantization: linear layers get int8 weights and quantize their inputs per batch; the rest runs

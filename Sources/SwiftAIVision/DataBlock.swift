@@ -114,7 +114,8 @@ public struct DataBlock {
     ///
     /// - Parameters:
     ///   - valBs: validation batch size (default `bs`, as fastai 2).
-    ///   - numWorkers: decoding threads (default: the number of cores).
+    ///   - numWorkers: decoding threads (default: the number of cores, shared among the ranks of a distributed job on
+    ///     this host).
     ///   - seed: shuffling and augmentation (default: random, as fastai).
     ///   - strict: an unreadable image stops loading instead of being skipped with a warning.
     public func dataloaders(
@@ -122,7 +123,9 @@ public struct DataBlock {
         strict: Bool = false
     ) throws -> DataLoaders {
         let ds = try datasets(source, strict: strict)
-        let workers = numWorkers ?? ProcessInfo.processInfo.activeProcessorCount
+        let workers =
+            numWorkers
+            ?? Swift.max(1, ProcessInfo.processInfo.activeProcessorCount / (ProcessGroup.active?.localSize ?? 1))
         let s = seed ?? UInt64.random(in: 0...UInt64.max)
         let train = DataLoader(
             ds.train, batchSize: bs, shuffle: true, dropLast: true, seed: s, training: true,

@@ -64,7 +64,7 @@ struct ImageFolderOptions: ParsableArguments {
     @Option(help: "augTransforms' minScale (RandomResizedCropGPU when below 1).") var minScale = 0.75
     @Flag(help: "No Resize and no augmentation (batches need equal image sizes).") var noResize = false
     @Option(help: "Batch size (default 64; train's Fashion-MNIST default depends on --arch).") var bs: Int?
-    @Option(help: "Decoding threads (default: the number of cores).") var workers: Int?
+    @Option(help: "Decoding threads (default: the number of cores, ÷ ranks per host under mpirun).") var workers: Int?
     @Option(help: "Refuse images with more pixels than this.") var maxPixels = Image.defaultMaxPixels
     @Flag(help: "Stop at the first unreadable image instead of skipping it.") var strict = false
 

@@ -10,6 +10,8 @@ import SwiftAIOptim
 struct TrainingOptions {
     var opt = "sgd", steps = 20, bs = 24, seed: UInt64 = 1, seedPerRank = false, valid = 101, bucketMB = 25.0
     var model = "plain"
+    /// A reference run's JSON line: the parameters must end within 1e-5 of its own.
+    var expect: String?
 
     init(_ args: [String]) throws {
         var i = 0
@@ -28,6 +30,7 @@ struct TrainingOptions {
             case "--seed-per-rank": seedPerRank = true
             case "--valid": valid = Int(try value())!
             case "--bucket-mb": bucketMB = Double(try value())!
+            case "--expect": expect = try value()
             default: throw CheckFailed("unknown option \(args[i])")
             }
             i += 1
@@ -115,5 +118,20 @@ func train(_ args: [String]) throws {
         try check(d < 1e-5, "gathered predictions differ from one process's by \(d)")
         try check(gathered!.targets.scalars(as: Int64.self) == alone.targets.scalars(as: Int64.self), "targets order")
     }
+    if let expect, g.isMain {
+        let line = try String(contentsOfFile: expect, encoding: .utf8)
+        let reference = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+        let want = try (reference?["params"] as? [Double]).unwrap("no params in \(expect)")
+        let diff = zip(params, want).map { abs($0 - $1) }.max() ?? .infinity
+        try check(want.count == params.count && diff < 1e-5, "parameters differ from \(expect)'s by \(diff)")
+        result["max_diff_vs_expected"] = diff
+    }
     report(g, result)
+}
+
+extension Optional {
+    func unwrap(_ message: String) throws -> Wrapped {
+        guard let self else { throw CheckFailed(message) }
+        return self
+    }
 }

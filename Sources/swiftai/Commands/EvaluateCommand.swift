@@ -31,14 +31,21 @@ struct EvaluateCommand: ParsableCommand {
     var saveInputs = false
     @OptionGroup var threads: ThreadOptions
 
+    /// Under `mpirun` each rank evaluates its shard; the predictions are gathered and rank 0 reports.
     func run() throws {
+        let group = try ProcessGroup.fromEnvironment()
         threads.apply()
         let learn = try bundle.load()
         let pipeline = try InferencePipeline(learn.dls)
         let dl = try testLoader(pipeline)
-        let r = try learn.getPreds(dl, withLoss: true)
+        var r = (preds: Tensor.zeros([0]), targets: Tensor.zeros([0]), losses: Tensor.zeros([0]))
+        var ttaAccuracy = Double.nan
+        try learn.distributed(group) {
+            r = try learn.getPreds(dl, withLoss: true)
+            if tta { ttaAccuracy = Metric.accuracy.fn(try learn.tta(dl).preds, r.targets) }
+        }
+        guard group.isMain else { return }
         let accuracy = Metric.accuracy.fn(r.preds, r.targets), loss = r.losses.mean().item()
-        let ttaAccuracy = tta ? Metric.accuracy.fn(try learn.tta(dl).preds, r.targets) : Double.nan
         try output.create()
         try Safetensors.write(
             ["preds": r.preds, "targets": r.targets],

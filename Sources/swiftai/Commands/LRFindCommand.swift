@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import SwiftAICore
 import SwiftAILearner
 
 /// `swiftai lr-find`: fastai's learning-rate finder on the training recipe.
@@ -11,10 +12,14 @@ struct LRFindCommand: ParsableCommand {
     @OptionGroup var output: OutputFolderOption
     @Option(help: "Iterations.") var numIt = 100
 
+    /// Under `mpirun` the ranks run the finder's steps together (global batch, mean loss); rank 0 reports.
     func run() throws {
+        let group = try ProcessGroup.fromEnvironment()
         let learn = try recipe.prepare(lr: 1e-3)
+        var found: SuggestedLRs?
+        try learn.distributed(group) { found = try learn.lrFind(numIt: numIt) }
+        guard group.isMain, let s = found else { return }
         try output.create()
-        let s = try learn.lrFind(numIt: numIt)
         let plot = output.path("lr_find.png")
         try s.plot(to: plot)
         print(

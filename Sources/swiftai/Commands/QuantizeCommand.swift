@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import SwiftAICore
 import SwiftAIData
 import SwiftAIDeploy
 import SwiftAILearner
@@ -55,28 +56,17 @@ struct QuantizeCommand: ParsableCommand {
         }
     }
 
+    /// Under `mpirun` the ranks share the calibration's loading (or the QAT fit); rank 0 writes the bundle.
     func run() throws {
+        let group = try ProcessGroup.fromEnvironment()
         let learn = try bundle.load(fused: false)
         guard !(learn.model is QuantizedModel) else {
             throw ValidationError("'\(bundle.model)' is already an int8 bundle")
         }
         let pipeline = try InferencePipeline(learn.dls)
-        let q: Learner
-        if dynamic {
-            q = try learn.quantizedDynamic()
-        } else if qat > 0 {
-            learn.dls = try folder.trainingData(fmnist, for: learn)
-            let sim = learn.prepareQAT()
-            try learn.fitOneCycle(qat, lrMax: lr)
-            learn.dls = pipeline.dataLoaders()  // the bundle's own inference pipeline
-            q = try learn.quantized(from: sim)
-        } else {
-            let dl = try calibrationLoader(pipeline)
-            if let saveCalibration { try saveBatches(dl, batches: batches, to: saveCalibration) }
-            q = try learn.quantized(
-                calibration: dl, batches: batches,
-                observer: ActivationObserver(rawValue: observer)!, inputShape: pipeline.inputSize)
-        }
+        var quantized: Learner?
+        try learn.distributed(group) { quantized = try quantize(learn, pipeline) }
+        guard group.isMain, let q = quantized else { return }
         let report = (q.model as! QuantizedModel).report
         try q.export(to: to)
         let bytes = (try? fileSize(to)) ?? 0, before = (try? fileSize(bundle.model)) ?? 0
@@ -93,6 +83,23 @@ struct QuantizeCommand: ParsableCommand {
                 "bytes": bytes, "ratio": Rounded(Double(bytes) / Double(max(before, 1)), 3),
                 "int8_layers": report.quantized.count, "float_layers": report.float.count
             ]))
+    }
+
+    /// The int8 learner: dynamic, after quantization-aware training, or calibrated.
+    func quantize(_ learn: Learner, _ pipeline: InferencePipeline) throws -> Learner {
+        if dynamic { return try learn.quantizedDynamic() }
+        if qat > 0 {
+            learn.dls = try folder.trainingData(fmnist, for: learn)
+            let sim = learn.prepareQAT()
+            try learn.fitOneCycle(qat, lrMax: lr)
+            learn.dls = pipeline.dataLoaders()  // the bundle's own inference pipeline
+            return try learn.quantized(from: sim)
+        }
+        let dl = try calibrationLoader(pipeline)
+        if let saveCalibration, learn.group.isMain { try saveBatches(dl, batches: batches, to: saveCalibration) }
+        return try learn.quantized(
+            calibration: dl, batches: batches, observer: ActivationObserver(rawValue: observer)!,
+            inputShape: pipeline.inputSize)
     }
 
     /// `batches · bs` calibration images through the bundle's pipeline: evenly spaced over a folder's image files or
