@@ -5,7 +5,8 @@ import Foundation
 import SwiftAICore
 
 let scenarios: [String: ([String]) throws -> Void] = [
-    "collectives": collectives
+    "collectives": collectives,
+    "syncBatchNorm": syncBatchNorm
 ]
 
 let arguments = Array(CommandLine.arguments.dropFirst())
