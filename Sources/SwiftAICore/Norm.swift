@@ -284,3 +284,100 @@ extension Tensor {
         return y
     }
 }
+
+// MARK: Batch norm in two steps (synchronised batch norm)
+
+extension Tensor {
+    /// Per-channel Σx and Σx² over every dimension but 1, as a float64 `[2, C]` tensor; differentiable. The sums of
+    /// several processes' batches add up to the sums of their union (SyncBatchNorm all-reduces them), and the
+    /// float64 totals leave the variance `Σx²/n − (Σx/n)²` accurate even where the mean is large.
+    public func channelMoments() -> Tensor {
+        requireCompute("channel_moments")
+        require(rank >= 2, "channel_moments: expected at least 2-D input [N, C, ...], got \(shape)")
+        let c = shape[1], m = count / Swift.max(c, 1)
+        let (x, layout) = detached().channelLayoutView()
+        var s1 = [Double](repeating: 0, count: c), s2 = s1
+        func go<T: FloatElement>(_: T.Type) {
+            // Shifted by one sample per channel so the sums of squares do not lose the variance.
+            let k: [T] = (0..<c).map { ch in
+                switch layout {
+                case .rows: return x.pointer(T.self)[ch]
+                case let .planes(_, _, s): return x.pointer(T.self)[ch * s]
+                }
+            }
+            let (d1, d2) = Tensor.channelSums(x, nil, layout, ka: k, kb: k, T.self)
+            for ch in 0..<c {
+                let kd = k[ch].doubleValue
+                s1[ch] = d1[ch] + Double(m) * kd
+                s2[ch] = d2[ch] + 2 * kd * d1[ch] + Double(m) * kd * kd
+            }
+        }
+        if m > 0 && dtype == .float32 {
+            go(Float.self)
+        } else if m > 0 {
+            go(Double.self)
+        }
+        var y = Tensor(s1 + s2, shape: [2, c])
+        if Tensor.needsGrad(self) {
+            let saved = SavedActivation(x)
+            y.recordGrad("channel_moments", [self]) { g in
+                let x = saved.tensor, gd = g.doubles
+                guard m > 0 else { return [Tensor.zeros(like: x)] }
+                func back<T: FloatElement>(_: T.Type) -> Tensor {
+                    let k1 = (0..<c).map { T(2 * gd[c + $0]) }, k3 = (0..<c).map { T(gd[$0]) }
+                    return Tensor.channelAffine(x, nil, layout, k1, k1, k3)
+                }
+                return [x.dtype == .float32 ? back(Float.self) : back(Double.self)]
+            }
+        }
+        return y
+    }
+
+    /// `(x − mean)·invstd·weight + bias` per channel (dimension 1) with given statistics (`[C]`, any float type),
+    /// differentiable in all five (PyTorch's `batch_norm_elemt` and its backward). The output keeps `self`'s layout.
+    public func batchNorm(mean: Tensor, invstd: Tensor, weight: Tensor?, bias: Tensor?) -> Tensor {
+        requireCompute("batch_norm_elemt")
+        require(rank >= 2, "batch_norm_elemt: expected at least 2-D input [N, C, ...], got \(shape)")
+        let c = shape[1]
+        let named: [(String, Tensor?)] = [("mean", mean), ("invstd", invstd), ("weight", weight), ("bias", bias)]
+        for case let (name, t?) in named {
+            require(
+                t.shape == [c] && t.dtype.isFloatingPoint,
+                "batch_norm_elemt: \(name) \(t.shape) \(t.dtype) should be a float [\(c)] for input \(shape)")
+        }
+        let (x, layout) = detached().channelLayoutView()
+        let mu = mean.doubles, inv = invstd.doubles
+        let gamma = weight?.doubles ?? [Double](repeating: 1, count: c)
+        let beta = bias?.doubles ?? [Double](repeating: 0, count: c)
+        let scale = (0..<c).map { gamma[$0] * inv[$0] }
+        func go<T: FloatElement>(_: T.Type) -> Tensor {
+            let k1 = scale.map { T($0) }, k3 = (0..<c).map { T(beta[$0] - mu[$0] * scale[$0]) }
+            return Tensor.channelAffine(x, nil, layout, k1, k1, k3)
+        }
+        var y = dtype == .float32 ? go(Float.self) : go(Double.self)
+        let inputs = [self, mean, invstd] + [weight, bias].compactMap { $0 }
+        if inputs.contains(where: { $0.node != nil }) && GradMode.isEnabled {
+            let needX = node != nil, saved = SavedActivation(x)
+            let types = inputs.map(\.dtype), hasWeight = weight != nil, hasBias = bias != nil
+            y.recordGrad("batch_norm_elemt", inputs) { g in
+                let x = saved.tensor, dy = g.matchingLayout(x)
+                func back<T: FloatElement>(_: T.Type) -> [Tensor?] {
+                    let zero = [T](repeating: 0, count: c)
+                    let (sdy, sdyx) = Tensor.channelSums(dy, x, layout, ka: zero, kb: mu.map { T($0) }, T.self)
+                    let k1 = scale.map { T($0) }
+                    let dx = needX ? Tensor.channelAffine(dy, nil, layout, k1, k1, zero) : nil
+                    func vector(_ v: [Double], _ i: Int) -> Tensor { Tensor(v, shape: [c]).to(types[i]) }
+                    var out: [Tensor?] = [
+                        dx, vector((0..<c).map { -scale[$0] * sdy[$0] }, 1),
+                        vector((0..<c).map { gamma[$0] * sdyx[$0] }, 2)
+                    ]
+                    if hasWeight { out.append(vector((0..<c).map { inv[$0] * sdyx[$0] }, 3)) }
+                    if hasBias { out.append(vector(sdy, out.count)) }
+                    return out
+                }
+                return x.dtype == .float32 ? back(Float.self) : back(Double.self)
+            }
+        }
+        return y
+    }
+}

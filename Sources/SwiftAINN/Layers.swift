@@ -75,7 +75,15 @@ public class BatchNorm: Module {
         super.init()
     }
 
-    public override func forward(_ x: Tensor) -> Tensor {
+    /// A batch norm holding `other`'s parameters and buffers (the same objects) and settings.
+    init(sharing other: BatchNorm) {
+        (weight, bias) = (other.weight, other.bias)
+        (runningMean, runningVar, numBatchesTracked) = (other.runningMean, other.runningVar, other.numBatchesTracked)
+        (eps, momentum, expectedRanks) = (other.eps, other.momentum, other.expectedRanks)
+        super.init()
+    }
+
+    func checkInput(_ x: Tensor) {
         require(
             expectedRanks.contains(x.rank),
             """
@@ -83,6 +91,10 @@ public class BatchNorm: Module {
             \(x.rank)D input of shape \(x.shape))
             """
         )
+    }
+
+    public override func forward(_ x: Tensor) -> Tensor {
+        checkInput(x)
         guard let rm = runningMean, let rv = runningVar, let nb = numBatchesTracked else {
             return x.batchNorm(weight: weight?.value, bias: bias?.value, eps: eps)
         }

@@ -85,7 +85,7 @@ func train(_ args: [String]) throws {
     let g = try ProcessGroup.fromEnvironment()
     let seed = o.seed + (o.seedPerRank ? UInt64(g.rank) * 1000 : 0)
     let model = scenarioModel(o.model, generator: Generator(seed: seed))
-    if o.model == "bn" && g.size > 1 { try check(false, "bn: SyncBatchNorm not merged yet") }
+    if o.model == "bn" && g.size > 1 { convertSyncBatchNorm(model) }
     let dls = scenarioData(train: o.steps * o.bs, valid: o.valid, bs: o.bs)
     let optFunc: (Module, Double) -> Optimizer =
         o.opt == "adamw"

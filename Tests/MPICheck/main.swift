@@ -6,7 +6,8 @@ import SwiftAICore
 
 let scenarios: [String: ([String]) throws -> Void] = [
     "collectives": collectives,
-    "train": train
+    "train": train,
+    "syncBatchNorm": syncBatchNorm
 ]
 
 let arguments = Array(CommandLine.arguments.dropFirst())

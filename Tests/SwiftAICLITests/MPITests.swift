@@ -38,6 +38,14 @@ enum MPI {
         #expect(r.status == 0 && r.json["size"] as? Int == n, "\(r)")
     }
 
+    /// SyncBatchNorm on uneven shards (one rank empty in a second layout) equals BatchNorm2d on the whole batch:
+    /// outputs, gradients, running statistics (checked inside the scenario).
+    @Test(arguments: [2, 3, 4])
+    func syncBatchNorm(_ n: Int) async throws {
+        let r = try await MPI.run(n, MPI.check, ["syncBatchNorm"], in: dir)
+        #expect(r.status == 0, "\(r)")
+    }
+
     @Test func mpiOutsideMpirunSaysHowToStartIt() async throws {
         let r = try await MPI.alone(["collectives"], in: dir)
         #expect(r.status == 1 && r.stderr.contains("not started by mpirun"), "\(r)")

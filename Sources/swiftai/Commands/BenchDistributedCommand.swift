@@ -28,7 +28,7 @@ extension BenchCommand {
             let group = try distributed.group()
             let learn = try recipe.prepare(lr: 1e-3 * distributed.lrFactor(group.size))
             learn.remove(learn.callback(ProgressCallback.self)!)
-            if distributed.syncBn && group.size > 1 { throw CLIError("SYNCBN-PENDING") }
+            if distributed.syncBn && group.size > 1 { convertSyncBatchNorm(learn.model) }
             var result: [String: Any] = [:]
             try learn.distributed(group, bucketMegabytes: distributed.bucketMb) {
                 learn.dls.train.maxBatches = warmup

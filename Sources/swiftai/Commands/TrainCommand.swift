@@ -94,7 +94,7 @@ struct TrainCommand: ParsableCommand {
     func train(resumingFrom checkpoint: String? = nil) throws {
         let group = try distributed.group()
         let learn = try recipe.prepare(lr: peakLR.stop, callbacks: try callbacks())
-        if distributed.syncBn && group.size > 1 { throw CLIError("SYNCBN-PENDING") }
+        if distributed.syncBn && group.size > 1 { convertSyncBatchNorm(learn.model) }
         switch precision {
         case .fp32: break
         case .bf16: learn.toBF16()
