@@ -48,7 +48,7 @@ final class PathChoice<Key: Hashable>: RecordedChoices, @unchecked Sendable {
 
     /// Times each candidate `rounds` times, alternately, after a warm-up round; the index of the smallest minimum.
     static func fastest(_ count: Int, rounds: Int, _ run: (Int) -> Void) -> Int {
-        guard count > 1 else { return 0 }
+        guard count > 1, !PathChoices.untimed else { return 0 }
         for i in 0..<count { run(i) }
         var best = [Double](repeating: .infinity, count: count)
         for _ in 0..<rounds {
@@ -79,6 +79,9 @@ public enum PathChoices {
     private static let lock = Mutex()
     /// Held while a choice is timed.
     static let trialLock = Mutex()
+    /// `SWIFTAI_PATH_CHOICE=first`: every choice takes its first candidate without timing (PyTorch's
+    /// `cudnn.benchmark = False`), so separate runs compute alike whatever the machine's load (tests that compare runs).
+    static let untimed = getenv("SWIFTAI_PATH_CHOICE").map { String(cString: $0) == "first" } ?? false
 
     static func register(_ c: RecordedChoices) { lock.withLock { all.append(c) } }
 

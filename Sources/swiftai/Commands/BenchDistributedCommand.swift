@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import SwiftAICore
 import SwiftAILearner
+import SwiftAINN
 import SwiftAIOptim
 
 extension BenchCommand {

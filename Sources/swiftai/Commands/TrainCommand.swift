@@ -4,6 +4,7 @@ import SwiftAICore
 import SwiftAIData
 import SwiftAIDeploy
 import SwiftAILearner
+import SwiftAINN
 import SwiftAIOptim
 import SwiftAIVision
 
