@@ -33,12 +33,17 @@ extension Learner {
         return try ProcessGroup.$current.withValue(group) { try body() }
     }
 
-    /// Runs `body` without averaging gradients across ranks (PyTorch's `no_sync`): gradient accumulation runs its
-    /// first micro-batches inside, and the batch that steps outside, so one all-reduce carries them all.
+    /// Runs `body` without averaging gradients across ranks (PyTorch's `no_sync`): a training step that accumulates
+    /// micro-batches (a ``TrainStep`` whose `backward` runs several) runs all but the last backward inside, so one
+    /// all-reduce carries them all. A whole batch inside skips its synchronisation.
     public func noSync<R>(_ body: () throws -> R) rethrows -> R {
         let was = syncsGradients
         syncsGradients = false
-        defer { syncsGradients = was }
+        reducer?.paused = true
+        defer {
+            syncsGradients = was
+            reducer?.paused = !was
+        }
         return try body()
     }
 
@@ -140,6 +145,8 @@ final class GradientReducer {
     private var next = 0
     /// Seconds spent blocked in ``finish()`` (communication backward did not hide), and all-reduces done.
     private(set) var exposedSeconds = 0.0, reductions = 0
+    /// Inside ``Learner/noSync(_:)``: completed gradients stay local.
+    var paused = false
 
     init(group: ProcessGroup, bucketBytes: Int) {
         require(bucketBytes > 0, "GradientReducer: bucket size must be positive, got \(bucketBytes) bytes")
@@ -185,7 +192,11 @@ final class GradientReducer {
 
     /// Backward completed the gradient of the leaf `key`.
     func gradientReady(_ key: ObjectIdentifier) {
-        guard let i = slots[key] else { return }
+        guard !paused, let i = slots[key] else { return }
+        require(
+            i >= next && buckets[i].ready < buckets[i].params.count,
+            "GradientReducer: a gradient was completed twice in one step (bucket \(i)); run every backward of a step "
+                + "but the last inside learn.noSync { }")
         buckets[i].ready += 1
         launchReady()
         // Drive MPI's progress on the running all-reduces while backward goes on.

@@ -239,6 +239,7 @@ public final class Learner {
             defer { try? trainStep.zeroGrad(self) }
             try fire(Callback.beforeBackward)
             if group.size > 1, syncsGradients, let reducer {
+                reducer.paused = false
                 reducer.prepare(opt?.parameters ?? model.parameters())
                 let hooks = GradHooks { [unowned reducer] in reducer.gradientReady($0) }
                 try GradHooks.$current.withValue(hooks) { try trainStep.backward(self) }

@@ -10,6 +10,8 @@ import SwiftAIOptim
 struct TrainingOptions {
     var opt = "sgd", steps = 20, bs = 24, seed: UInt64 = 1, seedPerRank = false, valid = 101, bucketMB = 25.0
     var model = "plain"
+    /// Micro-batches per step (all but the last backward inside `noSync`).
+    var micro = 1
     /// A reference run's JSON line: the parameters must end within 1e-5 of its own.
     var expect: String?
 
@@ -31,6 +33,7 @@ struct TrainingOptions {
             case "--valid": valid = Int(try value())!
             case "--bucket-mb": bucketMB = Double(try value())!
             case "--expect": expect = try value()
+            case "--micro": micro = Int(try value())!
             default: throw CheckFailed("unknown option \(args[i])")
             }
             i += 1
@@ -79,6 +82,22 @@ final class SameOnEveryRank: Callback {
     }
 }
 
+/// Gradient accumulation inside one step: the batch's loss is the mean of `n` equal micro-batches' losses, each
+/// backward but the last inside `noSync`, so ranks all-reduce once per step.
+final class MicroBatches: TrainStep {
+    let n: Int
+    init(_ n: Int) { self.n = n }
+
+    override func backward(_ learn: Learner) throws {
+        let (x, y) = learn.batch, size = x.shape[0] / n
+        for i in 0..<n {
+            let part = (i * size)..<((i + 1) * size)
+            let loss = learn.lossFunc(learn.model(x[part]), y[part]) * (1 / Double(n))
+            if i < n - 1 { learn.noSync { loss.backward() } } else { loss.backward() }
+        }
+    }
+}
+
 /// Trains the scenario model for `--steps` steps of global batch `--bs` — distributed under mpirun, one process
 /// otherwise — and prints the final parameters, the validation loss and accuracy of the fit (reduced over ranks),
 /// and (rank 0) a one-process evaluation of the same weights with its predictions checked against the gathered ones.
@@ -96,6 +115,7 @@ func train(_ args: [String]) throws {
     let learn = Learner(
         model: model, dls: dls, lr: o.opt == "adamw" ? 3e-3 : 0.05, metrics: [.accuracy], progress: false,
         optFunc: optFunc)
+    if o.micro > 1 { learn.trainStep = MicroBatches(o.micro) }
     let same = SameOnEveryRank()
     var gathered: (preds: Tensor, targets: Tensor)?
     try learn.distributed(g, bucketMegabytes: o.bucketMB) {

@@ -74,6 +74,17 @@ enum MPI {
         }
     }
 
+    /// Gradient accumulation: two micro-batches per step, the first backward inside `noSync`, end where one
+    /// process's whole-batch steps do.
+    @Test func noSyncAccumulatesMicroBatches() async throws {
+        let one = try await MPI.alone(["train", "--opt", "sgd"], in: dir)
+        try #require(one.status == 0, "\(one)")
+        try one.stdout.write(to: dir.appendingPathComponent("one.json"), atomically: true, encoding: .utf8)
+        let r = try await MPI.run(
+            2, MPI.check, ["train", "--opt", "sgd", "--micro", "2", "--expect", "one.json"], in: dir)
+        #expect(r.status == 0, "\(r)")
+    }
+
     @Test func ranksThatDifferAreNamedBeforeTraining() async throws {
         let r = try await MPI.run(
             1, MPI.check, ["train", "--valid", "101", ":", "-np", "1", MPI.check.path, "train", "--valid", "99"],
