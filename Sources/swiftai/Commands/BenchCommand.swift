@@ -12,8 +12,10 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks: one JSON line per figure.",
-        subcommands: [Gemm.self, Conv.self, Step.self, Infer.self, Pipeline.self, Decode.self, ServeLoad.self, DDP.self]
-    )
+        subcommands: [
+            Gemm.self, Conv.self, Step.self, Infer.self, Pipeline.self, Decode.self, ServeLoad.self, AllReduce.self,
+            DDP.self
+        ])
 
     static func seconds(_ body: () -> Void) -> Double {
         let t0 = DispatchTime.now().uptimeNanoseconds
