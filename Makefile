@@ -21,15 +21,16 @@ lint:
 # The suite runs twice: natively, then with oneDNN capped at AVX2 and bf16 on its reference path (docs/decisions.md,
 # "Every CPU, every code path"): on an AVX-512/VNNI/bf16 host the second pass runs the AVX2, 7-bit and GEMM-convolution
 # paths, on an AVX2 host the bf16 plumbing.
-# Last, a two-host MPI job on this machine (scripts/mpi_two_hosts.sh: two network namespaces, TCP over a veth pair;
-# needs root, as CI runs).
+# Last, a two-host MPI training job on this machine (scripts/mpi_two_hosts.sh: two network namespaces, TCP over a veth
+# pair; needs root, as CI runs) that must end where one process does (parameters within 1e-5).
 test: setup lint
 	swift build $(SWIFT_TEST_FLAGS) --build-tests
 	swift test $(SWIFT_TEST_FLAGS) --skip-build
 	DNNL_MAX_CPU_ISA=AVX2 SWIFTAI_LOW_PRECISION=reference swift test $(SWIFT_TEST_FLAGS) --skip-build
 	.build/release/swiftai train --arch cnn --epochs 1 --limit-batches 5 --out .build/serve-check > /dev/null
 	python3 scripts/serve_check.py .build/release/swiftai .build/serve-check/model.safetensors Tests/SwiftAIVisionTests/Fixtures/imageio/gray8.png
-	scripts/mpi_two_hosts.sh .build/release/swiftai-mpi-check collectives
+	.build/release/swiftai-mpi-check train --opt adamw > .build/one-host.json
+	scripts/mpi_two_hosts.sh .build/release/swiftai-mpi-check train --opt adamw --expect .build/one-host.json
 
 # A short training run: one epoch of 12 batches of the lesson's ResNet, table, weights, plots and JSON in out/demo.
 demo: build
