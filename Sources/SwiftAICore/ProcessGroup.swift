@@ -54,6 +54,12 @@ public final class ProcessGroup: @unchecked Sendable {
     let usesMPI: Bool
     /// MPI calls are serialised (`MPI_THREAD_SERIALIZED`): data-loading threads never call MPI, but a caller may.
     private let lock = NSLock()
+    private var finalized = false
+    /// Running non-blocking all-reduces, which a progress thread tests every half millisecond: Open MPI advances a
+    /// non-blocking collective only inside MPI calls, and the caller is busy computing meanwhile.
+    private var outstanding: [AllReduceWork] = []
+    private let progress = NSCondition()
+    private var progressStarted = false
 
     init(rank: Int, size: Int, localRank: Int, localSize: Int, usesMPI: Bool) {
         (self.rank, self.size, self.localRank, self.localSize, self.usesMPI) = (
@@ -132,7 +138,15 @@ public final class ProcessGroup: @unchecked Sendable {
     /// Ends MPI at a normal exit (every rank calls it; no collective may follow).
     public func finalize() {
         guard usesMPI else { return }
-        lock.withLock { _ = cmpi_finalize() }
+        progress.withLock {
+            outstanding = []
+            progress.broadcast()
+        }
+        lock.withLock {
+            guard !finalized else { return }
+            finalized = true
+            _ = cmpi_finalize()
+        }
     }
 
     /// Ends the whole job: every rank of it stops (`MPI_Abort`). Print the reason first.
@@ -191,7 +205,28 @@ public final class ProcessGroup: @unchecked Sendable {
         }
         let base = t.storage.data + t.offset * t.dtype.byteSize
         call("MPI_Iallreduce") { cmpi_iallreduce(base, Int32(t.count), code, op.rawValue, &work.request) }
+        progress.withLock {
+            outstanding.append(work)
+            if !progressStarted {
+                progressStarted = true
+                Thread { [unowned self] in self.driveProgress() }.start()
+            }
+            progress.signal()
+        }
         return work
+    }
+
+    /// The progress thread: tests the running all-reduces until they complete, sleeping between rounds.
+    private func driveProgress() {
+        while true {
+            let works: [AllReduceWork] = progress.withLock {
+                while outstanding.isEmpty { progress.wait() }
+                return outstanding
+            }
+            for w in works { _ = w.isComplete }
+            progress.withLock { outstanding.removeAll { w in works.contains { $0 === w } && w.isComplete } }
+            usleep(500)
+        }
     }
 
     /// Copies rank `root`'s `t` into every rank's `t` (same shape and dtype everywhere).
@@ -279,9 +314,14 @@ public final class ProcessGroup: @unchecked Sendable {
 
     /// Runs one MPI call under the lock; a failure ends the job naming this rank, the call and MPI's reason.
     func call(_ name: String, _ body: () -> Int32) {
-        lock.lock()
-        let rc = body()
-        lock.unlock()
+        let rc = lock.withLock { body() }
+        check(rc, name)
+    }
+
+    /// Runs `body` holding the MPI lock; it gets whether MPI was finalized.
+    func locked<R>(_ body: (_ finalized: Bool) -> R) -> R { lock.withLock { body(finalized) } }
+
+    func check(_ rc: Int32, _ name: String) {
         guard rc == MPI_SUCCESS else { fail("\(name) failed: \(Self.errorString(rc))") }
     }
 
@@ -324,19 +364,23 @@ public final class AllReduceWork {
         self.tensor = tensor
     }
 
-    /// Whether the result has arrived (drives MPI's progress: call it while other work runs).
+    /// Whether the result has arrived (drives MPI's progress, as the group's progress thread does meanwhile).
     public var isComplete: Bool {
-        guard !done else { return true }
-        var flag: Int32 = 0
-        group.call("MPI_Test") { cmpi_test(&request, &flag) }
-        done = flag != 0
-        return done
+        group.locked { finalized in
+            guard !done && !finalized else { return true }
+            var flag: Int32 = 0
+            group.check(cmpi_test(&request, &flag), "MPI_Test")
+            done = flag != 0
+            return done
+        }
     }
 
     /// Blocks until the result has arrived.
     public func wait() {
-        guard !done else { return }
-        group.call("MPI_Wait") { cmpi_wait(&request) }
-        done = true
+        group.locked { finalized in
+            guard !done && !finalized else { return }
+            group.check(cmpi_wait(&request), "MPI_Wait")
+            done = true
+        }
     }
 }

@@ -15,9 +15,9 @@ extension BenchCommand {
                 on --data) under mpirun or in one process: timed batches after untimed ones, all ranks together.
                 """,
             discussion: """
-                Prints one JSON line (rank 0): images/s over all ranks, the step time, the communication the \
-                backward pass did not hide (exposed), a blocking all-reduce of the same gradients (comm_ms: what \
-                overlap hides), and their shares of the step.
+                Prints one JSON line (rank 0): images/s over all ranks, the step time, the time a rank waited for \
+                gradients after its backward (comm_exposed_ms: communication not hidden, and waiting for slower \
+                ranks), a blocking all-reduce of the same gradients alone (comm_ms), and their shares of the step.
                 """)
         @OptionGroup var recipe: RecipeOptions
         @OptionGroup var distributed: DistributedOptions
@@ -48,8 +48,8 @@ extension BenchCommand {
                     "threads_per_rank": Parallel.threadCount, "global_bs": learn.dls.train.batchSize,
                     "batches": batches, "images_per_s": rec.trainItemsPerSecond, "step_ms": seconds / steps * 1e3,
                     "comm_exposed_ms": exposed * 1e3, "comm_ms": comm * 1e3,
-                    "comm_share": exposed / (seconds / steps),
-                    "hidden": comm > 0 ? Swift.max(0, 1 - exposed / comm) : 0,
+                    "comm_exposed_pct": Rounded(100 * exposed / (seconds / steps), 2),
+                    "comm_pct": Rounded(100 * comm / (seconds / steps), 2),
                     "bucket_mb": distributed.bucketMb, "buckets": after?.buckets ?? 0,
                     "gradient_mb": Double(learn.model.parameters().reduce(0) { $0 + $1.value.count }) * 4 / 1_048_576
                 ]
