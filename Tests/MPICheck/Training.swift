@@ -12,6 +12,8 @@ struct TrainingOptions {
     var model = "plain"
     /// Micro-batches per step (all but the last backward inside `noSync`).
     var micro = 1
+    /// `--nan RANK:STEP`: that rank's loss is NaN at that step (the others' are not).
+    var nan: (rank: Int, step: Int)?
     /// A reference run's JSON line: the parameters must end within 1e-5 of its own.
     var expect: String?
 
@@ -34,6 +36,9 @@ struct TrainingOptions {
             case "--bucket-mb": bucketMB = Double(try value())!
             case "--expect": expect = try value()
             case "--micro": micro = Int(try value())!
+            case "--nan":
+                let parts = try value().split(separator: ":").compactMap { Int($0) }
+                nan = (parts[0], parts[1])
             default: throw CheckFailed("unknown option \(args[i])")
             }
             i += 1
@@ -98,6 +103,17 @@ final class MicroBatches: TrainStep {
     }
 }
 
+/// A loss that turns NaN at training step `step` (on the rank that installs it).
+final class PoisonedLoss: TrainStep {
+    let step: Int
+    init(at step: Int) { self.step = step }
+
+    override func getLoss(_ learn: Learner) throws {
+        try super.getLoss(learn)
+        if learn.training && learn.trainIter == step { learn.loss = learn.loss! * Double.nan }
+    }
+}
+
 /// Trains the scenario model for `--steps` steps of global batch `--bs` — distributed under mpirun, one process
 /// otherwise — and prints the final parameters, the validation loss and accuracy of the fit (reduced over ranks),
 /// and (rank 0) a one-process evaluation of the same weights with its predictions checked against the gathered ones.
@@ -113,20 +129,23 @@ func train(_ args: [String]) throws {
         ? { m, lr in AdamW(m.parameters(), lr: lr, weightDecay: 0.01) }
         : { m, lr in SGD(m.parameters(), lr: lr, momentum: 0.9) }
     let learn = Learner(
-        model: model, dls: dls, lr: o.opt == "adamw" ? 3e-3 : 0.05, metrics: [.accuracy], progress: false,
-        optFunc: optFunc)
+        model: model, dls: dls, lr: o.opt == "adamw" ? 3e-3 : 0.05, metrics: [.accuracy],
+        callbacks: [TerminateOnNaN()], progress: false, optFunc: optFunc)
     if o.micro > 1 { learn.trainStep = MicroBatches(o.micro) }
+    if let nan = o.nan, nan.rank == g.rank { learn.trainStep = PoisonedLoss(at: nan.step) }
     let same = SameOnEveryRank()
     var gathered: (preds: Tensor, targets: Tensor)?
     try learn.distributed(g, bucketMegabytes: o.bucketMB) {
         try learn.fit(1, callbacks: g.size > 1 ? [same] : [])
         gathered = try learn.getPreds()
     }
-    try check(learn.recorder.rawLosses.count == o.steps, "ran \(learn.recorder.rawLosses.count) steps")
+    let steps = learn.recorder.rawLosses.count
+    try check(steps == (o.nan?.step ?? o.steps), "ran \(steps) steps")
     let params = learn.model.parameters().flatMap { $0.value.scalars(as: Float.self) }.map(Double.init)
     var result: [String: Any] = [
-        "size": g.size, "params": params, "valid_loss": learn.recorder.last("valid_loss")!,
-        "accuracy": learn.recorder.last("accuracy")!, "losses": learn.recorder.rawLosses
+        "size": g.size, "params": params, "valid_loss": learn.recorder.last("valid_loss") ?? -1,
+        "accuracy": learn.recorder.last("accuracy") ?? -1, "losses": learn.recorder.rawLosses,
+        "stop": learn.stopReason ?? ""
     ]
     if g.isMain {
         // The same weights evaluated by this process alone (the learner is no longer distributed).

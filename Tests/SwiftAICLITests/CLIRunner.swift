@@ -46,7 +46,7 @@ enum CLI {
     /// One OpenMP thread per run: the tests run side by side; kernel paths untimed (`SWIFTAI_PATH_CHOICE=first`).
     static func run(
         _ arguments: [String], in directory: URL, timeout: Double = 120, executable: URL? = nil,
-        signal: (number: Int32, when: String, child: Bool)? = nil
+        environment extra: [String: String] = [:], signal: (number: Int32, when: String, child: Bool)? = nil
     ) async throws -> CLIRun {
         let process = Process()
         process.executableURL = executable ?? binary
@@ -59,7 +59,7 @@ enum CLI {
         environment["SWIFTAI_PATH_CHOICE"] = "first"
         environment["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
         environment["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
-        process.environment = environment
+        process.environment = environment.merging(extra) { _, b in b }
         // Output to files, not pipes: nothing blocks on a full pipe.
         let id = UUID().uuidString
         let outURL = directory.appendingPathComponent(".stdout-\(id)")

@@ -85,6 +85,43 @@ enum MPI {
         #expect(r.status == 0, "\(r)")
     }
 
+    /// A NaN loss on one rank stops every rank at the same step (the loss callbacks see is the mean over ranks).
+    @Test func nanOnOneRankStopsEveryRank() async throws {
+        let r = try await MPI.run(3, MPI.check, ["train", "--nan", "1:5"], in: dir)
+        #expect(r.status == 0 && !r.timedOut, "\(r)")
+        #expect(
+            (r.json["losses"] as? [Double])?.count == 5 && (r.json["stop"] as? String)?.contains("NaN") == true, "\(r)")
+    }
+
+    /// Ctrl-C reaching one rank stops them all after the same batch, with a checkpoint to resume from.
+    @Test func interruptOnOneRankStopsEveryRank() async throws {
+        let r = try await CLI.run(
+            [
+                "--oversubscribe", "--bind-to", "none", "-np", "2", CLI.binary.path, "train", "--arch", "cnn",
+                "--epochs", "3", "--bs", "64", "--limit-batches", "40", "--out", "int"
+            ], in: dir, timeout: 300, executable: MPI.mpirun, signal: (SIGINT, "int/checkpoint.safetensors", true))
+        #expect(r.status == 0 && !r.timedOut && r.stdout.contains("stopped: interrupted"), "\(r)")
+        #expect((r.json["epochs"] as? Int ?? 3) < 3, "\(r)")
+    }
+
+    /// An image folder, sharded, with decoding threads per rank.
+    @Test func imageFolderUnderMpirun() async throws {
+        try CLI.writeImageFolder(at: dir.appendingPathComponent("images"))
+        let r = try await MPI.run(
+            2, CLI.binary,
+            ["train", "--data", "images", "--arch", "resnet18", "--no-pretrained", "--epochs", "1"] + tinyImages
+                + ["--bs", "4", "--out", "folder"], in: dir, timeout: 300)
+        #expect(r.status == 0 && r.json["world_size"] as? Int == 2, "\(r)")
+    }
+
+    /// Another MPI's launcher (announcing several processes that this Open MPI build sees as one) is refused.
+    @Test func foreignLauncherIsRefused() async throws {
+        let r = try await CLI.run(
+            ["train", "--arch", "cnn", "--epochs", "1", "--limit-batches", "1", "--out", "pmi"], in: dir,
+            environment: ["PMI_SIZE": "2"])
+        #expect(r.status == 1 && r.stderr.contains("MPI sees a world of 1"), "\(r)")
+    }
+
     @Test func ranksThatDifferAreNamedBeforeTraining() async throws {
         let r = try await MPI.run(
             1, MPI.check, ["train", "--valid", "101", ":", "-np", "1", MPI.check.path, "train", "--valid", "99"],
