@@ -48,9 +48,10 @@ extension Learner {
     }
 
     /// Gradient synchronisation so far in the current distributed job: seconds this rank waited for all-reduces
-    /// after backward (communication backward did not hide), synchronised steps and buckets per step.
-    public var gradientSyncStats: (exposedSeconds: Double, steps: Int, buckets: Int)? {
-        reducer.map { ($0.exposedSeconds, $0.reductions, $0.bucketCount) }
+    /// after backward (communication backward did not hide), synchronised steps, buckets per step, and the share of
+    /// gradient bytes whose all-reduce had completed when backward ended (hidden by it).
+    public var gradientSyncStats: (exposedSeconds: Double, steps: Int, buckets: Int, hiddenShare: Double)? {
+        reducer.map { ($0.exposedSeconds, $0.reductions, $0.bucketCount, $0.hiddenShare) }
     }
 
     /// Whether `flag` holds on any rank: the one all-reduced decision every rank then takes together (stop, save
@@ -145,6 +146,9 @@ final class GradientReducer {
     private var next = 0
     /// Seconds spent blocked in ``finish()`` (communication backward did not hide), and all-reduces done.
     private(set) var exposedSeconds = 0.0, reductions = 0
+    /// Gradient elements whose all-reduce completed before backward ended, and all of them.
+    private var hiddenCount = 0, totalCount = 0
+    var hiddenShare: Double { totalCount > 0 ? Double(hiddenCount) / Double(totalCount) : 0 }
     /// Inside ``Learner/noSync(_:)``: completed gradients stay local.
     var paused = false
 
@@ -217,6 +221,8 @@ final class GradientReducer {
     /// Starts what backward did not complete (parameters without a gradient this step count as zeros), waits for
     /// every bucket and sets each parameter's gradient to the average over ranks.
     func finish() {
+        hiddenCount += buckets[..<next].filter { $0.work?.isComplete == true }.reduce(0) { $0 + $1.count }
+        totalCount += buckets.reduce(0) { $0 + $1.count }
         launchReady(all: true)
         let start = DispatchTime.now().uptimeNanoseconds
         for b in buckets {

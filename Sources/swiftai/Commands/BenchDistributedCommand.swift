@@ -17,7 +17,8 @@ extension BenchCommand {
             discussion: """
                 Prints one JSON line (rank 0): images/s over all ranks, the step time, the time a rank waited for \
                 gradients after its backward (comm_exposed_ms: communication not hidden, and waiting for slower \
-                ranks), a blocking all-reduce of the same gradients alone (comm_ms), and their shares of the step.
+                ranks), a blocking all-reduce of the same gradients alone (comm_ms), their shares of the step, and the share \
+                of gradient bytes reduced while backward still ran (hidden_pct).
                 """)
         @OptionGroup var recipe: RecipeOptions
         @OptionGroup var distributed: DistributedOptions
@@ -50,6 +51,7 @@ extension BenchCommand {
                     "comm_exposed_ms": exposed * 1e3, "comm_ms": comm * 1e3,
                     "comm_exposed_pct": Rounded(100 * exposed / (seconds / steps), 2),
                     "comm_pct": Rounded(100 * comm / (seconds / steps), 2),
+                    "hidden_pct": Rounded(100 * (after?.hiddenShare ?? 0), 1),
                     "bucket_mb": distributed.bucketMb, "buckets": after?.buckets ?? 0,
                     "gradient_mb": Double(learn.model.parameters().reduce(0) { $0 + $1.value.count }) * 4 / 1_048_576
                 ]
