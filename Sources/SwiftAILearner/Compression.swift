@@ -142,6 +142,10 @@ extension Learner {
     /// The first `batches` batches' inputs of `dl`: each rank loads its shard of the loader's items, and the shards
     /// are gathered in order on every rank.
     private func calibrationInputs(_ dl: DataLoader, batches: Int) throws -> Tensor {
+        guard dl.itemCount >= group.size else {
+            throw CompressionError.calibration(
+                "\(dl.itemCount) calibration images cannot be shared by \(group.size) processes")
+        }
         let saved = dl.shard
         dl.shard = .init(rank: group.rank, count: group.size, padded: false)
         defer { dl.shard = saved }

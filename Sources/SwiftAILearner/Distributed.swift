@@ -126,9 +126,9 @@ private func digest(_ s: String) -> String {
 
 /// Averages gradients across ranks as backward produces them (PyTorch DDP's `Reducer`): trainable parameters,
 /// in reverse order, fill flat float32 buckets of at most `bucketBytes`; a bucket's all-reduce starts as soon as its
-/// last gradient is complete, in bucket order on every rank, and runs while backward continues (MPI progresses
-/// while backward reports gradients). ``finish()`` waits for the rest and hands each parameter its averaged
-/// gradient.
+/// last gradient is complete, in bucket order on every rank, and runs while backward continues (the group's progress
+/// thread, and each reported gradient, drive it). ``finish()`` waits for the rest and hands each parameter its
+/// averaged gradient.
 final class GradientReducer {
     let group: ProcessGroup
     let bucketBytes: Int

@@ -494,7 +494,13 @@ public final class Learner {
         }
         add(capture)
         let savedShard = dls.valid.shard
-        if group.size > 1 { dls.valid.shard = .init(rank: group.rank, count: group.size, padded: false) }
+        if group.size > 1 {
+            guard dls.valid.itemCount >= group.size else {
+                throw LearnerError.emptyData(
+                    "\(dls.valid.itemCount) items to predict cannot be shared by \(group.size) processes")
+            }
+            dls.valid.shard = .init(rank: group.rank, count: group.size, padded: false)
+        }
         defer { dls.valid.shard = savedShard }
         try dryRun(dls.valid)
         // A validation pass only (fastai's `get_preds`): its events, none of a fit's or an epoch's.

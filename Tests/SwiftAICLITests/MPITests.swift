@@ -148,6 +148,42 @@ enum MPI {
         }
     }
 
+    /// `evaluate` (with TTA), `quantize`'s calibration and `lr-find` under `mpirun`: each rank takes its share and
+    /// rank 0 reports what one process does — the same metrics, and an int8 model with the same weights.
+    @Test func evaluateQuantizeAndLRFindUnderMpirun() async throws {
+        let trained = try await MPI.run(
+            2, CLI.binary,
+            ["train", "--arch", "cnn", "--epochs", "1", "--limit-batches", "2", "--bs", "64", "--out", "run"], in: dir,
+            timeout: 300)
+        try #require(trained.status == 0, "\(trained)")
+        let evaluate = ["evaluate", "run/model.safetensors", "--tta", "--bs", "500"]
+        let one = try await CLI.run(evaluate + ["--out", "e1"], in: dir, timeout: 300)
+        let two = try await MPI.run(2, CLI.binary, evaluate + ["--out", "e2"], in: dir, timeout: 300)
+        try #require(one.status == 0 && two.status == 0, "\(one)\n\(two)")
+        #expect(two.jsonLines.count == 1, "\(two)")
+        #expect(one.json["items"] as? Int == two.json["items"] as? Int, "\(one.json) vs \(two.json)")
+        for key in ["accuracy", "valid_loss"] {
+            let x = try #require(one.json[key] as? Double), y = try #require(two.json[key] as? Double)
+            #expect(abs(x - y) <= 1e-4, "\(key): one process \(x), 2 ranks \(y)")
+        }
+        // Fashion-MNIST bundles augment nothing, so TTA is deterministic here (with batch augmentations, the ranks'
+        // batches draw their own).
+        let tta = (one.json["tta_accuracy"] as? Double ?? -1, two.json["tta_accuracy"] as? Double ?? -2)
+        #expect(abs(tta.0 - tta.1) <= 1e-4, "tta_accuracy: one process \(tta.0), 2 ranks \(tta.1)")
+        let quantize = ["quantize", "run/model.safetensors", "--calib", "fashion-mnist", "--batches", "3", "--bs", "32"]
+        let q1 = try await CLI.run(quantize + ["--to", "q1.safetensors"], in: dir, timeout: 300)
+        let q2 = try await MPI.run(2, CLI.binary, quantize + ["--to", "q2.safetensors"], in: dir, timeout: 300)
+        try #require(q1.status == 0 && q2.status == 0, "\(q1)\n\(q2)")
+        let a = try Data(contentsOf: dir.appendingPathComponent("q1.safetensors"))
+        let b = try Data(contentsOf: dir.appendingPathComponent("q2.safetensors"))
+        let same = a == b  // the whole file: int8 weights and the calibrated activation scales
+        #expect(same, "the int8 model calibrated on 2 ranks differs from one process's")
+        let lr = try await MPI.run(
+            2, CLI.binary, ["lr-find", "--arch", "cnn", "--bs", "64", "--num-it", "12", "--out", "lr"], in: dir,
+            timeout: 300)
+        #expect(lr.status == 0 && lr.jsonLines.count == 1 && lr.json["valley"] != nil, "\(lr)")
+    }
+
     /// A rank killed mid-run ends the job (no hang) naming it; `--resume` with the same world size ends as the
     /// uninterrupted distributed run, bit for bit, and with one process continues to the end.
     @Test func killedRankEndsTheJobAndResumeCompletes() async throws {
