@@ -38,9 +38,9 @@ public enum GradMode {
     @TaskLocal public static var isEnabled = true
 }
 
-/// Observers of ``Tensor/backward(_:retainGraph:)``, scoped to a task (``current``): `afterAccumulate` runs as soon as a leaf's
-/// gradient for this backward is complete (PyTorch's post-accumulate-grad hooks), with the leaf's ``Tensor/gradKey``.
-/// Data-parallel training starts a bucket's all-reduce from it while the rest of backward runs.
+/// Observers of ``Tensor/backward(_:retainGraph:)``, scoped to a task (``current``): `afterAccumulate` runs as soon
+/// as a leaf's gradient for this backward is complete (PyTorch's post-accumulate-grad hooks), with the leaf's
+/// ``Tensor/gradKey``. Data-parallel training starts a bucket's all-reduce from it while the rest of backward runs.
 public final class GradHooks: Sendable {
     @TaskLocal public static var current: GradHooks?
     public let afterAccumulate: @Sendable (ObjectIdentifier) -> Void

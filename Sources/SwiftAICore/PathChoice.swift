@@ -80,7 +80,8 @@ public enum PathChoices {
     /// Held while a choice is timed.
     static let trialLock = Mutex()
     /// `SWIFTAI_PATH_CHOICE=first`: every choice takes its first candidate without timing (PyTorch's
-    /// `cudnn.benchmark = False`), so separate runs compute alike whatever the machine's load (tests that compare runs).
+    /// `cudnn.benchmark = False`), so separate runs compute alike whatever the machine's load (tests that compare
+    /// runs).
     static let untimed = getenv("SWIFTAI_PATH_CHOICE").map { String(cString: $0) == "first" } ?? false
 
     static func register(_ c: RecordedChoices) { lock.withLock { all.append(c) } }

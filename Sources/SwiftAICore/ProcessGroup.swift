@@ -223,8 +223,8 @@ public final class ProcessGroup: @unchecked Sendable {
                 while outstanding.isEmpty { progress.wait() }
                 return outstanding
             }
-            for w in works { _ = w.isComplete }
-            progress.withLock { outstanding.removeAll { w in works.contains { $0 === w } && w.isComplete } }
+            let finished = works.filter(\.isComplete)
+            progress.withLock { outstanding.removeAll { w in finished.contains { $0 === w } } }
             usleep(500)
         }
     }

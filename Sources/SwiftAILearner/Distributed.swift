@@ -127,7 +127,7 @@ private func digest(_ s: String) -> String {
 /// Averages gradients across ranks as backward produces them (PyTorch DDP's `Reducer`): trainable parameters,
 /// in reverse order, fill flat float32 buckets of at most `bucketBytes`; a bucket's all-reduce starts as soon as its
 /// last gradient is complete, in bucket order on every rank, and runs while backward continues (the group's progress
-/// thread, and each reported gradient, drive it). ``finish()`` waits for the rest and hands each parameter its
+/// thread drives it). ``finish()`` waits for the rest and hands each parameter its
 /// averaged gradient.
 final class GradientReducer {
     let group: ProcessGroup
@@ -203,8 +203,6 @@ final class GradientReducer {
                 + "but the last inside learn.noSync { }")
         buckets[i].ready += 1
         launchReady()
-        // Drive MPI's progress on the running all-reduces while backward goes on.
-        for b in buckets[..<next] { if let w = b.work, !w.isComplete { break } }
     }
 
     private func launchReady(all: Bool = false) {

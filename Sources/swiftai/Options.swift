@@ -226,9 +226,6 @@ struct DistributedOptions: ParsableArguments {
         guard bucketMb > 0 else { throw ValidationError("--bucket-mb must be positive") }
     }
 
-    /// The job this process belongs to: MPI's world under a launcher, one process otherwise.
-    func group() throws -> ProcessGroup { try ProcessGroup.fromEnvironment() }
-
     /// What the learning rate is multiplied by in a job of `size` processes.
     func lrFactor(_ size: Int) -> Double { lrScale == "linear" ? Double(size) : 1 }
 }

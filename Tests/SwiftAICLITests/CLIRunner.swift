@@ -103,6 +103,12 @@ enum CLI {
             stderr: (try? String(contentsOf: errURL, encoding: .utf8)) ?? "", timedOut: timedOut)
     }
 
+    /// A safetensors file's tensor bytes without its header (whose metadata names the run).
+    static func weightBytes(_ file: Data) -> Data {
+        let n = file.prefix(8).enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) }
+        return file.dropFirst(8 + n)
+    }
+
     /// The processes `pid` started, from /proc.
     static func childProcesses(of pid: Int32) -> [Int32] {
         let text = (try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8)) ?? ""

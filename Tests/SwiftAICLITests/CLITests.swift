@@ -125,13 +125,7 @@ let tinyImages = ["--presize", "32", "--size", "32", "--valid-pct", "0.25"]
         #expect(resumed.json["epochs"] as? Int == full.json["epochs"] as? Int, "\(resumed)")
         let a = try Data(contentsOf: dir.appendingPathComponent("full/model.safetensors"))
         let b = try Data(contentsOf: dir.appendingPathComponent("cut/model.safetensors"))
-        #expect(weightBytes(a) == weightBytes(b), "resumed weights differ from the uninterrupted run's")
-    }
-
-    /// A safetensors file's tensor bytes without its header (whose metadata names the run).
-    func weightBytes(_ file: Data) -> Data {
-        let n = file.prefix(8).enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) }
-        return file.dropFirst(8 + n)
+        #expect(CLI.weightBytes(a) == CLI.weightBytes(b), "resumed weights differ from the uninterrupted run's")
     }
 
     @Test func predict() async throws {

@@ -199,7 +199,7 @@ enum MPI {
         try #require(resumed.status == 0, "\(resumed)")
         let a = try Data(contentsOf: dir.appendingPathComponent("full/model.safetensors"))
         let b = try Data(contentsOf: dir.appendingPathComponent("cut/model.safetensors"))
-        let same = weightBytes(a) == weightBytes(b)
+        let same = CLI.weightBytes(a) == CLI.weightBytes(b)
         #expect(
             same, "resumed weights differ from the uninterrupted distributed run's")
         let alone = try await CLI.run(["train", "--resume", "cut1"], in: dir, timeout: 300)
@@ -215,9 +215,4 @@ enum MPI {
         #expect(r.stderr.contains("rank 1 of 2"), "\(r)")
     }
 
-    /// A safetensors file's tensor bytes without its header (whose metadata names the run).
-    func weightBytes(_ file: Data) -> Data {
-        let n = file.prefix(8).enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) }
-        return file.dropFirst(8 + n)
-    }
 }

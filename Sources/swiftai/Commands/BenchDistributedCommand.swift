@@ -17,8 +17,8 @@ extension BenchCommand {
             discussion: """
                 Prints one JSON line (rank 0): images/s over all ranks, the step time, the time a rank waited for \
                 gradients after its backward (comm_exposed_ms: communication not hidden, and waiting for slower \
-                ranks), a blocking all-reduce of the same gradients alone (comm_ms), their shares of the step, and the share \
-                of gradient bytes reduced while backward still ran (hidden_pct).
+                ranks), a blocking all-reduce of the same gradients alone (comm_ms), their shares of the step, and \
+                the share of gradient bytes reduced while backward still ran (hidden_pct).
                 """)
         @OptionGroup var recipe: RecipeOptions
         @OptionGroup var distributed: DistributedOptions
@@ -27,7 +27,7 @@ extension BenchCommand {
         @Option(help: "Blocking all-reduces of the gradients to time.") var commReps = 5
 
         func run() throws {
-            let group = try distributed.group()
+            let group = try ProcessGroup.fromEnvironment()
             let learn = try recipe.prepare(lr: 1e-3 * distributed.lrFactor(group.size))
             learn.remove(learn.callback(ProgressCallback.self)!)
             if distributed.syncBn && group.size > 1 { convertSyncBatchNorm(learn.model) }

@@ -74,12 +74,9 @@ struct TrainCommand: ParsableCommand {
     }
 
     /// `--lr`, or the arch's default (× the number of processes with `--lr-scale linear`).
-    var peakLR: LearningRate {
-        (lr ?? LearningRate(recipe.arch.trainDefaults.lr)).scaled(by: distributed.lrFactor(group.size))
+    func peakLR(processes: Int) -> LearningRate {
+        (lr ?? LearningRate(recipe.arch.trainDefaults.lr)).scaled(by: distributed.lrFactor(processes))
     }
-
-    /// The processes of this run: several under `mpirun`.
-    var group: ProcessGroup { ProcessGroup.active ?? .single }
 
     func run() throws {
         guard let resume else { return try train() }
@@ -93,8 +90,8 @@ struct TrainCommand: ParsableCommand {
     /// Under `mpirun` every rank runs this: the ranks train together (``Learner/distributed(_:bucketMegabytes:_:)``)
     /// and rank 0 alone prints and writes the run's files.
     func train(resumingFrom checkpoint: String? = nil) throws {
-        let group = try distributed.group()
-        let learn = try recipe.prepare(lr: peakLR.stop, callbacks: try callbacks())
+        let group = try ProcessGroup.fromEnvironment()
+        let learn = try recipe.prepare(lr: peakLR(processes: group.size).stop, callbacks: try callbacks())
         if distributed.syncBn && group.size > 1 { convertSyncBatchNorm(learn.model) }
         switch precision {
         case .fp32: break
@@ -124,7 +121,7 @@ struct TrainCommand: ParsableCommand {
         try rec.plotLoss(to: output.path("loss.png"))
         try rec.plotSchedule(to: output.path("schedule.png"))
         if let advice = rec.advice(classes: Swift.max(learn.dls.c, 2), stopReason: learn.stopReason) { print(advice) }
-        print(resultLine(learn, tta: accuracies.tta, flip: accuracies.flip))
+        print(resultLine(learn, group, tta: accuracies.tta, flip: accuracies.flip))
     }
 
     /// The run's callbacks: stop on a NaN loss, Ctrl-C, history.csv, checkpoints, and distillation with `--teacher`.
@@ -140,12 +137,12 @@ struct TrainCommand: ParsableCommand {
             let base = (lr?.stop ?? 2e-3) * distributed.lrFactor(learn.group.size)
             try learn.fineTune(fineTune, baseLr: base, freezeEpochs: freezeEpochs)
         } else if sched == "pytorch", case .lesson = recipe.arch {
-            let wd = recipe.weightDecay, peak = peakLR.stop
+            let wd = recipe.weightDecay, peak = peakLR(processes: learn.group.size).stop
             learn.optFunc = { m, lr in AdamW(m.parameters(), lr: lr, weightDecay: wd) }
             let (lrs, moms) = Schedule.oneCycleLR(maxLR: peak, totalSteps: epochs * learn.dls.train.count)
             try learn.fit(epochs, lr: peak, callbacks: [ParamScheduler([(\.lr, lrs), (\.mom, moms)])])
         } else {
-            try learn.fitOneCycle(epochs, lrMax: peakLR)
+            try learn.fitOneCycle(epochs, lrMax: peakLR(processes: learn.group.size))
         }
     }
 
@@ -186,7 +183,7 @@ struct TrainCommand: ParsableCommand {
 
     /// The run's JSON line. It names the precision the convolutions really ran in only when mixed precision was asked
     /// for (so fp32 rows keep matching the PyTorch reference's in scripts/compare.py).
-    func resultLine(_ learn: Learner, tta: Double?, flip: Double?) -> String {
+    func resultLine(_ learn: Learner, _ group: ProcessGroup, tta: Double?, flip: Double?) -> String {
         let rec = learn.recorder
         let accuracy = rec.last("accuracy") ?? .nan
         let mixed = learn.callback(MixedPrecision.self)
